@@ -1,0 +1,233 @@
+"""Checkpoints: atomic writes, safe reads (`weights_only=True`), strict weight loading, random-stream state.
+
+Nothing here pickles project classes: a checkpoint holds tensors, numbers, strings, lists and dicts, so any
+of them loads with `torch.load(weights_only=True)`, which refuses to run code.
+"""
+import json
+import os
+import random
+import tempfile
+from typing import Any, Dict, Mapping
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from utils import UserError
+
+
+def _atomic_write(path: str, write) -> None:
+    """Write to a temporary file beside `path`, flush it to disk, then rename it over `path`: a crash at any
+    moment leaves either the old file or the new one, never a mixture."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=directory)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_save(obj: Any, path: str) -> None:
+    _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    _atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def load_checkpoint(path: str, map_location=None) -> Any:
+    """torch.load(weights_only=True) with one clear error line for a missing, damaged or foreign file."""
+    if not os.path.isfile(path):
+        raise UserError(f"checkpoint {path} does not exist")
+    if os.path.getsize(path) == 0:
+        raise UserError(f"checkpoint {path} is empty")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated zip, flipped bytes, a pickle with code in it, ...
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot load checkpoint {path}: not a readable PyTorch checkpoint, or one that holds "
+                        f"more than weights ({reason[:200]})") from None
+
+
+def clean_state_dict(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
+    """Strip the `module.` prefix of DataParallel/DDP and the `_orig_mod.` prefix of torch.compile."""
+    cleaned = {}
+    for key, value in state_dict.items():
+        for prefix in ('module.', '_orig_mod.'):
+            while key.startswith(prefix):
+                key = key[len(prefix):]
+        cleaned[key] = value
+    return cleaned
+
+
+def extract_state_dict(checkpoint: Any, path: str) -> Dict[str, torch.Tensor]:
+    """The weights inside any accepted checkpoint form: a bare state_dict (the published CIFAR files), a dict
+    holding `state_dict` (the published ImageNet `.pth.tar`), or this project's checkpoints (`model`)."""
+    if isinstance(checkpoint, Mapping):
+        for key in ('state_dict', 'model'):
+            if isinstance(checkpoint.get(key), Mapping):
+                checkpoint = checkpoint[key]
+                break
+        if checkpoint and all(isinstance(k, str) and torch.is_tensor(v) for k, v in checkpoint.items()):
+            return clean_state_dict(checkpoint)
+    raise UserError(f"{path} holds no state_dict (expected a dict of tensors, or a dict with a 'state_dict' "
+                    f"or 'model' entry)")
+
+
+def _shape(value) -> str:
+    return 'x'.join(str(s) for s in value.shape) or 'scalar'
+
+
+def load_weights_strict(model: nn.Module, state_dict: Dict[str, torch.Tensor], expected: str,
+                        drop_prefixes=()) -> None:
+    """Load with strict key and shape checks, reporting the first offending keys and what was expected.
+
+    Keys under `drop_prefixes` are ignored when the model has none of them (e.g. the auxiliary head of a
+    published checkpoint evaluated without --auxiliary).
+    """
+    own = model.state_dict()
+    state_dict = {k: v for k, v in state_dict.items()
+                  if not (k.startswith(tuple(drop_prefixes)) and k not in own)} if drop_prefixes else state_dict
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    mismatched = [f"{k} (file {_shape(state_dict[k])}, model {_shape(own[k])})"
+                  for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
+    problems = []
+    for label, keys in (('missing keys', missing), ('unexpected keys', unexpected),
+                        ('mis-shaped keys', mismatched)):
+        if keys:
+            more = f" and {len(keys) - 3} more" if len(keys) > 3 else ''
+            problems.append(f"{len(keys)} {label}: {', '.join(keys[:3])}{more}")
+    if problems:
+        raise UserError(f"checkpoint does not match {expected}: " + '; '.join(problems))
+    model.load_state_dict(state_dict, strict=True)
+
+
+def rng_state() -> Dict[str, Any]:
+    """Every global random stream (Python, NumPy, torch CPU and CUDA) in a weights_only-safe form."""
+    py_version, py_internal, py_gauss = random.getstate()
+    np_state = np.random.get_state()
+    state = {
+        'python': [py_version, list(py_internal), py_gauss],
+        'numpy': {'keys': torch.from_numpy(np_state[1].astype(np.int64)), 'pos': int(np_state[2]),
+                  'has_gauss': int(np_state[3]), 'cached_gaussian': float(np_state[4])},
+        'torch': torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    py_version, py_internal, py_gauss = state['python']
+    random.setstate((py_version, tuple(py_internal), py_gauss))
+    np_state = state['numpy']
+    np.random.set_state(('MT19937', np_state['keys'].numpy().astype(np.uint32), np_state['pos'],
+                         np_state['has_gauss'], np_state['cached_gaussian']))
+    torch.set_rng_state(state['torch'].cpu())
+    if 'cuda' in state and torch.cuda.is_available() and len(state['cuda']) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state['cuda']])
+
+
+class RunLock:
+    """An exclusive lock on a run directory, so two processes never write the same run at once.
+
+    It is an advisory lock (fcntl.flock) on RUN_DIR/.lock, released by the OS when the process dies, so a
+    crashed run never leaves a stale lock behind.
+    """
+
+    def __init__(self, run_dir: str):
+        self.path = os.path.join(run_dir, '.lock')
+        self.file = None
+
+    def __enter__(self) -> 'RunLock':
+        import fcntl
+        self.file = open(self.path, 'a+')
+        try:
+            fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.file.seek(0)
+            owner = self.file.read().strip() or 'another process'
+            self.file.close()
+            self.file = None
+            raise UserError(f"{os.path.dirname(self.path)} is in use by {owner}; wait for it to finish or "
+                            f"stop it first") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"pid {os.getpid()}\n")
+        self.file.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+def new_run_dir(path: str) -> str:
+    """Create a fresh run directory; an existing non-empty one is an error (continue it with --resume)."""
+    if os.path.isdir(path) and os.listdir(path):
+        raise UserError(f"run directory {path} already exists; continue it with --resume {path} or choose "
+                        f"another directory")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"{path} exists and is not a directory")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create run directory {path}: {e.strerror}") from None
+    return path
+
+
+def save_args(run_dir: str, program: str, args) -> None:
+    """The resolved arguments of a run, as RUN_DIR/args.json (read back by --resume)."""
+    atomic_write_text(os.path.join(run_dir, 'args.json'), json.dumps({'program': program, **vars(args)}, indent=1) + '\n')
+
+
+def resumed_args(parser, argv, args, program: str, may_change, checkpoint_name: str = 'checkpoint.pt'):
+    """The saved args of the run in args.resume, with the flags in `may_change` taken from this command line.
+
+    Any other flag given explicitly must equal the run's own value; everything is checked before any work.
+    """
+    import argparse
+    from utils import explicit_options
+    path = os.path.join(args.resume, 'args.json')
+    if not (os.path.isfile(path) and os.path.isfile(os.path.join(args.resume, checkpoint_name))):
+        parser.error(f"--resume {args.resume}: not a {program}.py run directory with a checkpoint "
+                     f"(no args.json and {checkpoint_name} there)")
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as e:
+        parser.error(f"--resume {args.resume}: cannot read args.json ({e})")
+    if not isinstance(saved, dict) or saved.get('program') != program:
+        parser.error(f"--resume {args.resume}: args.json is not from {program}.py")
+    explicit = explicit_options(parser, argv)
+    for name in sorted(explicit - set(may_change)):
+        if name in saved and saved[name] != getattr(args, name):
+            allowed = ', '.join('--' + n for n in sorted(set(may_change) - {'resume'}))
+            parser.error(f"--resume: --{name} {getattr(args, name)} differs from the run's {saved[name]}; "
+                         f"only {allowed} may change")
+    merged = vars(args).copy()
+    keep = explicit & set(may_change)
+    merged.update({k: v for k, v in saved.items() if k in merged and k not in keep})
+    merged['resume'] = args.resume
+    return argparse.Namespace(**merged)
+
+
+def load_run_checkpoint(run_dir: str, fmt: str, args, may_change, map_location='cpu',
+                        checkpoint_name: str = 'checkpoint.pt') -> Dict[str, Any]:
+    """RUN_DIR/checkpoint.pt, checked to be of format `fmt` and made with the same run-defining args."""
+    path = os.path.join(run_dir, checkpoint_name)
+    state = load_checkpoint(path, map_location=map_location)
+    if not isinstance(state, dict) or state.get('format') != fmt:
+        raise UserError(f"{path} is not a {fmt.split('/')[0]} checkpoint")
+    for name, value in vars(args).items():
+        if name not in may_change and name in state.get('args', {}) and state['args'][name] != value:
+            raise UserError(f"{path} was made with --{name} {state['args'][name]}, not {value} as args.json says")
+    return state

@@ -1,0 +1,402 @@
+"""Datasets and input pipelines.
+
+Small-image datasets (CIFAR-10/100, the generated set) are held whole as one uint8 tensor, on the device
+when there is room; `TensorLoader` shuffles, crops, flips, normalises and cuts out whole batches at once
+with the same distributions as the per-image torchvision pipeline of DARTS/EvNAS, which `PerImageLoader`
+keeps available (`--loader torchvision`). ImageNet goes through torchvision's ImageFolder.
+"""
+import os
+import socket
+from dataclasses import dataclass
+from typing import Dict, Iterator, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from utils import UserError
+
+CIFAR10_MEAN = (0.49139968, 0.48215827, 0.44653124)
+CIFAR10_STD = (0.24703233, 0.24348505, 0.26158768)
+CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
+CIFAR100_STD = (0.2675, 0.2565, 0.2761)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+CIFAR_DATASETS = ('cifar10', 'cifar100')
+SYNTHETIC = 'synthetic'
+DATASETS = CIFAR_DATASETS + (SYNTHETIC,)
+
+
+@dataclass
+class ImageArray:
+    """A whole image dataset in memory: uint8 images (N, 3, H, W), int64 labels (N,), and its statistics."""
+    images: torch.Tensor
+    labels: torch.Tensor
+    num_classes: int
+    mean: Tuple[float, ...]
+    std: Tuple[float, ...]
+
+    def __len__(self) -> int:
+        return self.labels.numel()
+
+    def to(self, device) -> 'ImageArray':
+        return ImageArray(self.images.to(device), self.labels.to(device), self.num_classes, self.mean, self.std)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Loading
+
+def _download_help(name: str, root: str) -> str:
+    folder, url = {
+        'cifar10': ('cifar-10-batches-py', 'https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz'),
+        'cifar100': ('cifar-100-python', 'https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz'),
+    }[name]
+    return (f"expected {os.path.join(root, folder)}/ as unpacked from {url} "
+            f"(download it elsewhere and unpack it into {root}, or pass --data DIR)")
+
+
+def _load_torchvision_cifar(name: str, root: str, train: bool, download: bool):
+    import torchvision.datasets as dset  # imported here: torchvision adds seconds to every script's start
+    cls = dset.CIFAR10 if name == 'cifar10' else dset.CIFAR100
+    try:
+        return cls(root, train=train, download=False)
+    except RuntimeError:
+        pass  # not there (or corrupted): try to fetch it
+    if not download:
+        raise UserError(f"{name} not found under {root}: {_download_help(name, root)}")
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(30)  # an offline machine must fail fast, not hang on a dead connection
+    try:
+        os.makedirs(root, exist_ok=True)
+        return cls(root, train=train, download=True)
+    except Exception as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"{name} not found under {root} and the download failed ({reason}): "
+                        f"{_download_help(name, root)}") from None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def load_cifar(name: str, root: str, train: bool, download: bool = True) -> ImageArray:
+    data = _load_torchvision_cifar(name, root, train, download)
+    images = torch.from_numpy(np.ascontiguousarray(data.data.transpose(0, 3, 1, 2)))
+    labels = torch.tensor(data.targets, dtype=torch.int64)
+    mean, std = (CIFAR10_MEAN, CIFAR10_STD) if name == 'cifar10' else (CIFAR100_MEAN, CIFAR100_STD)
+    return ImageArray(images, labels, 100 if name == 'cifar100' else 10, mean, std)
+
+
+def make_synthetic(train: bool, size: int, num_classes: int = 10, image_size: int = 32, seed: int = 0) -> ImageArray:
+    """A generated CIFAR-shaped dataset with learnable classes, the same for the same arguments.
+
+    Each class is a smooth random colour pattern (a 4x4 grid upsampled to the image size); an image is its
+    class pattern, shifted by up to 3 pixels, with a random brightness offset and pixel noise. The train and
+    test splits share the class patterns and differ in their samples.
+    """
+    patterns_rng = np.random.default_rng(seed)
+    coarse = torch.from_numpy(patterns_rng.uniform(0, 1, (num_classes, 3, 4, 4)).astype(np.float32))
+    patterns = F.interpolate(coarse, size=(image_size, image_size), mode='bilinear', align_corners=False)
+
+    rng = np.random.default_rng([seed, 1 if train else 2])
+    labels = torch.from_numpy(rng.integers(0, num_classes, size))
+    shifts = rng.integers(-3, 4, (size, 2))
+    brightness = torch.from_numpy(rng.normal(0, 0.1, (size, 1, 1, 1)).astype(np.float32))
+    noise = torch.from_numpy(rng.normal(0, 0.15, (size, 3, image_size, image_size)).astype(np.float32))
+    images = patterns[labels]
+    for dy in range(-3, 4):
+        for dx in range(-3, 4):
+            chosen = torch.from_numpy((shifts[:, 0] == dy) & (shifts[:, 1] == dx))
+            images[chosen] = torch.roll(images[chosen], shifts=(dy, dx), dims=(2, 3))
+    images = ((images + brightness + noise).clamp(0, 1) * 255).round().to(torch.uint8)
+    # Normalised with CIFAR-10's statistics, so the generated set takes exactly the CIFAR code path.
+    return ImageArray(images, labels, num_classes, CIFAR10_MEAN, CIFAR10_STD)
+
+
+def load_dataset(name: str, root: str, train: bool, synthetic_size: int = 2000, download: bool = True) -> ImageArray:
+    """CIFAR-10, CIFAR-100 or the generated set, as an ImageArray on the CPU."""
+    if name in CIFAR_DATASETS:
+        return load_cifar(name, root, train, download)
+    if name == SYNTHETIC:
+        return make_synthetic(train, synthetic_size if train else max(synthetic_size // 5, 1))
+    raise UserError(f"unknown dataset '{name}' (known: {', '.join(DATASETS)})")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Batch-wise augmentation, the fast path
+
+@dataclass
+class Augment:
+    """Random crop with zero padding, horizontal flip, and (when cutout_length > 0) cutout."""
+    padding: int = 4
+    flip: bool = True
+    cutout_length: int = 0
+
+
+def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 (B, 3, H, W) -> normalised float, computed as ToTensor + Normalize do it."""
+    mean_t = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
+    return images.float().div(255).sub(mean_t).div(std_t)
+
+
+def draw_augment(n: int, height: int, width: int, augment: Augment, generator: torch.Generator) -> Dict[str, torch.Tensor]:
+    """The random choices for n images (crop offsets, flips, cutout centres), drawn on the CPU so that a seed
+    gives the same augmentation on every device and with any number of processes."""
+    span = 2 * augment.padding + 1
+    params = {'dy': torch.randint(0, span, (n,), generator=generator),
+              'dx': torch.randint(0, span, (n,), generator=generator),
+              'flip': (torch.rand(n, generator=generator) < 0.5) if augment.flip else torch.zeros(n, dtype=torch.bool)}
+    if augment.cutout_length > 0:
+        params['cy'] = torch.randint(0, height, (n,), generator=generator)
+        params['cx'] = torch.randint(0, width, (n,), generator=generator)
+    return params
+
+
+def apply_augment(images: torch.Tensor, params: Dict[str, torch.Tensor], mean, std, augment: Augment) -> torch.Tensor:
+    """Augment a uint8 batch the way RandomCrop(padding) + RandomHorizontalFlip + ToTensor + Normalize +
+    Cutout do it image by image, with the choices in `params`."""
+    B, C, H, W = images.shape
+    p = augment.padding
+    device = images.device
+    params = {k: v.to(device, non_blocking=True) for k, v in params.items()}
+
+    # Crop and flip as one gather from the zero-padded images: output pixel (i, j) of image b reads padded
+    # pixel (dy_b + i, dx_b + j), or (dy_b + i, dx_b + W - 1 - j) when b is flipped.
+    padded = F.pad(images, (p, p, p, p)) if p else images
+    rows = params['dy'][:, None] + torch.arange(H, device=device)
+    cols = params['dx'][:, None] + torch.arange(W, device=device)
+    cols = torch.where(params['flip'][:, None], cols.flip(1), cols)
+    index = (rows[:, :, None] * (W + 2 * p) + cols[:, None, :]).view(B, 1, H * W).expand(B, C, H * W)
+    out = normalize(padded.flatten(2).gather(2, index).view(B, C, H, W), mean, std)
+
+    if augment.cutout_length > 0:
+        # Cutout (DeVries & Taylor): centre uniform over the image, box clipped at the border, applied after
+        # normalisation, so the box is 0 in normalised units (as EvNAS's Cutout does it).
+        half = augment.cutout_length // 2
+        cy, cx = params['cy'][:, None], params['cx'][:, None]
+        ys, xs = torch.arange(H, device=device), torch.arange(W, device=device)
+        in_y = (ys >= (cy - half).clamp(0, H)) & (ys < (cy + half).clamp(0, H))
+        in_x = (xs >= (cx - half).clamp(0, W)) & (xs < (cx + half).clamp(0, W))
+        keep = ~(in_y[:, :, None] & in_x[:, None, :])
+        out = out * keep[:, None].to(out.dtype)
+    return out
+
+
+def augment_batch(images: torch.Tensor, mean, std, augment: Augment, generator: torch.Generator) -> torch.Tensor:
+    """Draw and apply the augmentation of one uint8 batch."""
+    params = draw_augment(images.shape[0], images.shape[2], images.shape[3], augment, generator)
+    return apply_augment(images, params, mean, std, augment)
+
+
+class TensorLoader:
+    """Batches of an ImageArray (best held on the compute device), shuffled and augmented batch-wise.
+
+    Every pass draws a new order from `generator`, like a DataLoader with a RandomSampler; the last batch
+    may be short unless drop_last. In a distributed run `batch_size` is the global batch: every rank draws
+    the same order and augmentation and keeps its own slice of each batch, so the union over ranks is
+    exactly the batch one process would see.
+    """
+
+    def __init__(self, array: ImageArray, batch_size: int, indices: Optional[torch.Tensor] = None,
+                 shuffle: bool = False, augment: Optional[Augment] = None,
+                 generator: Optional[torch.Generator] = None, drop_last: bool = False,
+                 rank: int = 0, world_size: int = 1):
+        self.array = array
+        self.batch_size = batch_size
+        self.indices = torch.arange(len(array)) if indices is None else indices.cpu()
+        self.shuffle = shuffle
+        self.augment = augment
+        self.generator = generator
+        self.drop_last = drop_last
+        self.rank, self.world_size = rank, world_size
+        if (shuffle or augment is not None) and generator is None:
+            raise ValueError("shuffling or augmenting needs a generator")
+        if batch_size < world_size:
+            raise ValueError(f"a batch of {batch_size} cannot be split over {world_size} processes")
+
+    def __len__(self) -> int:
+        full, rest = divmod(len(self.indices), self.batch_size)
+        # A short last batch is kept if every rank gets at least one image of it.
+        return full + int(rest >= self.world_size and not self.drop_last)
+
+    @property
+    def num_samples(self) -> int:
+        return min(len(self) * self.batch_size, len(self.indices))
+
+    def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        order = self.indices
+        if self.shuffle:
+            order = order[torch.randperm(len(order), generator=self.generator)]
+        height, width = self.array.images.shape[2:]
+        for b in range(len(self)):
+            batch = order[b * self.batch_size:(b + 1) * self.batch_size]
+            params = None if self.augment is None else draw_augment(len(batch), height, width, self.augment,
+                                                                     self.generator)
+            mine = torch.tensor_split(torch.arange(len(batch)), self.world_size)[self.rank]
+            idx = batch[mine].to(self.array.images.device, non_blocking=True)
+            images, labels = self.array.images[idx], self.array.labels[idx]
+            if params is None:
+                x = normalize(images, self.array.mean, self.array.std)
+            else:
+                x = apply_augment(images, {k: v[mine] for k, v in params.items()}, self.array.mean,
+                                  self.array.std, self.augment)
+            yield x, labels
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The per-image torchvision pipeline, as DARTS and EvNAS run it
+
+class Cutout:
+    """EvNAS's per-image Cutout on a normalised tensor (its np.random draws are torch draws here)."""
+
+    def __init__(self, length: int):
+        self.length = length
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        h, w = img.size(1), img.size(2)
+        y = int(torch.randint(h, ()))
+        x = int(torch.randint(w, ()))
+        y1, y2 = max(y - self.length // 2, 0), min(y + self.length // 2, h)
+        x1, x2 = max(x - self.length // 2, 0), min(x + self.length // 2, w)
+        mask = torch.ones(h, w)
+        mask[y1:y2, x1:x2] = 0.
+        return img * mask.expand_as(img)
+
+
+def cifar_transforms(mean, std, augment: Optional[Augment], image_size: int = 32):
+    import torchvision.transforms as transforms
+    steps = []
+    if augment is not None:
+        steps.append(transforms.RandomCrop(image_size, padding=augment.padding))
+        if augment.flip:
+            steps.append(transforms.RandomHorizontalFlip())
+    steps += [transforms.ToTensor(), transforms.Normalize(mean, std)]
+    if augment is not None and augment.cutout_length > 0:
+        steps.append(Cutout(augment.cutout_length))
+    return transforms.Compose(steps)
+
+
+class _PerImageDataset(torch.utils.data.Dataset):
+    def __init__(self, array: ImageArray, transform):
+        self.images = array.images.permute(0, 2, 3, 1).numpy()
+        self.labels = array.labels.tolist()
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.transform(Image.fromarray(self.images[i])), self.labels[i]
+
+
+class PerImageLoader:
+    """The original pipeline: PIL images through torchvision transforms in DataLoader worker processes."""
+
+    def __init__(self, array: ImageArray, batch_size: int, indices: Optional[torch.Tensor] = None,
+                 shuffle: bool = False, augment: Optional[Augment] = None,
+                 generator: Optional[torch.Generator] = None, num_workers: int = 2, device=None):
+        dataset = _PerImageDataset(array.to('cpu'), cifar_transforms(array.mean, array.std, augment,
+                                                                     array.images.shape[-1]))
+        indices = list(range(len(array))) if indices is None else indices.tolist()
+        sampler = (torch.utils.data.SubsetRandomSampler(indices, generator=generator) if shuffle
+                   else indices)
+        self.loader = torch.utils.data.DataLoader(
+            dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, generator=generator,
+            pin_memory=device is not None and torch.device(device).type == 'cuda',
+            # Fresh workers every pass, seeded from `generator` (as the original's): a run resumed from a
+            # checkpoint then draws exactly the augmentations an uninterrupted run would have drawn.
+            persistent_workers=False)
+        self.device = device
+        self.num_samples = len(indices)
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        for x, y in self.loader:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+def make_loader(kind: str, array: ImageArray, batch_size: int, device, indices=None, shuffle=False,
+                augment=None, generator=None, num_workers: int = 2, rank: int = 0, world_size: int = 1):
+    """`tensor`: the batch-wise pipeline on `device`; `torchvision`: the original per-image pipeline (one
+    process only). `array` may already be on `device`; it is moved there once otherwise."""
+    if kind == 'tensor':
+        return TensorLoader(array.to(device), batch_size, indices, shuffle, augment, generator,
+                            rank=rank, world_size=world_size)
+    if kind == 'torchvision':
+        if world_size > 1:
+            raise UserError("--loader torchvision runs in a single process; use the default --loader tensor "
+                            "with torchrun")
+        return PerImageLoader(array, batch_size, indices, shuffle, augment, generator, num_workers, device)
+    raise ValueError(f"unknown loader '{kind}'")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# ImageNet
+
+def _read_rgb(path: str) -> Image.Image:
+    try:
+        with open(path, 'rb') as f:
+            return Image.open(f).convert('RGB')
+    except Exception as e:
+        raise UserError(f"cannot read image {path}: {e}") from None
+
+
+def image_folder(root: str, split: str, transform, what: str = 'ImageNet'):
+    """An ImageFolder at root/split with a clear message when it is not there or not a class tree."""
+    import torchvision.datasets as dset
+    folder = os.path.join(root, split)
+    layout = f"expected {what} as one folder per class under {folder}/ (e.g. {folder}/<class>/<image>.jpg)"
+    if not os.path.isdir(folder):
+        raise UserError(f"{folder} does not exist: {layout}")
+    try:
+        return dset.ImageFolder(folder, transform, loader=_read_rgb)
+    except (FileNotFoundError, RuntimeError) as e:
+        raise UserError(f"{folder}: {e}; {layout}") from None
+
+
+class FolderLoader:
+    """A DataLoader over an image folder that moves batches to the device and reports an unreadable image
+    as one UserError line (a worker's error arrives wrapped in its traceback)."""
+
+    def __init__(self, dataset, batch_size: int, device, shuffle: bool = False, num_workers: int = 4,
+                 sampler=None, generator: Optional[torch.Generator] = None):
+        self.loader = torch.utils.data.DataLoader(
+            dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+            num_workers=num_workers, generator=generator, pin_memory=torch.device(device).type == 'cuda',
+            persistent_workers=num_workers > 0)
+        self.device = device
+        self.num_samples = len(dataset)
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        try:
+            for x, y in self.loader:
+                yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        except UserError as e:
+            lines = [line for line in str(e).strip().splitlines() if 'UserError: ' in line]
+            raise UserError(lines[-1].split('UserError: ', 1)[1] if lines else str(e)) from None
+
+
+def imagenet_transforms(train: bool, image_size: int = 224):
+    import torchvision.transforms as transforms
+    normalize_t = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    if train:
+        return transforms.Compose([
+            transforms.RandomResizedCrop(image_size),
+            transforms.RandomHorizontalFlip(),
+            transforms.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.2),
+            transforms.ToTensor(),
+            normalize_t,
+        ])
+    resize = round(image_size * 256 / 224)
+    return transforms.Compose([
+        transforms.Resize(resize),
+        transforms.CenterCrop(image_size),
+        transforms.ToTensor(),
+        normalize_t,
+    ])

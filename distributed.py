@@ -1,0 +1,123 @@
+"""Multi-process training with PyTorch's own engine: torchrun sets the environment, we read it.
+
+    torchrun --nproc_per_node=4 train.py ...                                  # one machine, 4 GPUs
+    torchrun --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d \\
+             --rdzv_endpoint=HOST:29500 --rdzv_id=evnas train.py ...          # two machines
+
+Without torchrun (no WORLD_SIZE in the environment) everything here is a no-op for one process.
+"""
+import os
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+import torch.distributed as dist
+
+from utils import UserError
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Only the main process (rank 0) logs and writes files."""
+        return self.rank == 0
+
+    def all_reduce(self, tensor: torch.Tensor, op: str = 'sum') -> torch.Tensor:
+        """Sum (or max) a tensor over ranks; returns a new tensor, the input is left as it was."""
+        if not self.enabled:
+            return tensor
+        out = tensor.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.MAX if op == 'max' else dist.ReduceOp.SUM)
+        return out
+
+    def broadcast_object(self, obj: Any) -> Any:
+        """Rank 0's value of a picklable object, on every rank."""
+        if not self.enabled:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather_object(self, obj: Any) -> Optional[list]:
+        """Every rank's value of a picklable object, as a list on rank 0 (None elsewhere)."""
+        if not self.enabled:
+            return [obj]
+        out = [None] * self.world_size if self.is_main else None
+        dist.gather_object(obj, out, dst=0)
+        return out
+
+    def broadcast_buffers(self, model: torch.nn.Module) -> None:
+        """Give every rank rank 0's buffers (BatchNorm running statistics)."""
+        if self.enabled:
+            for buffer in model.buffers():
+                dist.broadcast(buffer, src=0)
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def setup(device_name: str) -> tuple:
+    """(Distributed, device) for this process. Under torchrun each process takes the GPU of its local rank
+    (NCCL) or, on CPU, the gloo backend."""
+    world_size = int(os.environ.get('WORLD_SIZE', '1'))
+    if world_size <= 1:
+        from utils import resolve_device
+        return Distributed(), resolve_device(device_name)
+    rank, local_rank = int(os.environ['RANK']), int(os.environ.get('LOCAL_RANK', '0'))
+    use_cuda = device_name != 'cpu' and torch.cuda.is_available()
+    if device_name.startswith('cuda') and not use_cuda:
+        raise UserError(f"--device {device_name}: CUDA is not available on this machine")
+    if use_cuda:
+        if local_rank >= torch.cuda.device_count():
+            raise UserError(f"local rank {local_rank} has no GPU ({torch.cuda.device_count()} visible); "
+                            f"use --nproc_per_node <= the number of GPUs")
+        device = torch.device('cuda', local_rank)
+        torch.cuda.set_device(device)
+        dist.init_process_group('nccl', device_id=device)
+    else:
+        device = torch.device('cpu')
+        dist.init_process_group('gloo')
+    return Distributed(rank, world_size, local_rank), device
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain model inside DistributedDataParallel and/or torch.compile wrappers."""
+    while True:
+        inner: Optional[torch.nn.Module] = getattr(model, 'module', None) or getattr(model, '_orig_mod', None)
+        if inner is None:
+            return model
+        model = inner
+
+
+def shared_run_dir(args, dist: Distributed, prefix: str) -> str:
+    """The run directory: args.resume, args.run_dir, or (args.dir or cwd)/PREFIX-YYYYMMDD-HHMMSS for a new
+    run. Rank 0 creates it and tells the other ranks."""
+    import time
+    from checkpoint import new_run_dir
+    if args.resume:
+        return args.resume
+    path = None
+    if dist.is_main:
+        default = os.path.join(args.dir or os.getcwd(), f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}")
+        try:
+            path = new_run_dir(args.run_dir or default)
+        except UserError as e:
+            path = e  # every rank must learn of the failure, or the others would wait forever
+    path = dist.broadcast_object(path)
+    if isinstance(path, Exception):
+        raise UserError(str(path))
+    return path

@@ -1,0 +1,76 @@
+"""Evaluate a trained CIFAR network on the CIFAR-10/100 test set.
+
+Examples:
+    # the published EvNAS-A weights (CIFAR-10: 97.60 % top-1, 3.63 MB of parameters)
+    python test_cifar.py --arch EvNASA --model_path EvNAS_A_cifar_weights.pt
+    # CIFAR-100 (published EvNAS-A: 83.95 %)
+    python test_cifar.py --dataset cifar100 --arch EvNASA --model_path EvNAS_A_cifar100_weights.pt
+    # the weights.pt of a train.py run, with the genotype of a search
+    python test_cifar.py --genotype search-EXP/genotype.json --model_path eval-EXP/weights.pt
+
+Accepts a bare state_dict, a dict holding `state_dict` or `model`, and `module.`-prefixed keys; the
+auxiliary head's keys are dropped unless --auxiliary. Any other mismatch is an error (exit status 2).
+"""
+import argparse
+import sys
+
+import torch.nn as nn
+
+import utils
+from checkpoint import extract_state_dict, load_checkpoint, load_weights_strict
+from data import CIFAR_DATASETS, SYNTHETIC, TensorLoader, load_dataset
+from engine import infer
+from genotypes import resolve_genotype
+from model import NetworkCIFAR
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser('test_cifar', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--data', type=str, default='../data', help='location of the data corpus (default: ../data)')
+    parser.add_argument('--dataset', choices=CIFAR_DATASETS + (SYNTHETIC,), default='cifar10',
+                        help='test set (default: cifar10; synthetic = the generated set, for tests)')
+    parser.add_argument('--synthetic_size', type=int, default=2000,
+                        help='training-set size of the generated set; its test set is a fifth (default: 2000)')
+    parser.add_argument('--batch_size', type=int, default=96, help='batch size (default: 96)')
+    parser.add_argument('--report_freq', type=int, default=50, help='report every N batches (default: 50)')
+    parser.add_argument('--init_channels', type=int, default=36, help='num of init channels (default: 36)')
+    parser.add_argument('--layers', type=int, default=20, help='total number of layers (default: 20)')
+    parser.add_argument('--model_path', type=str, default='EXP/model.pt', help='checkpoint to evaluate')
+    parser.add_argument('--auxiliary', action='store_true', help='build (and load) the auxiliary tower')
+    parser.add_argument('--arch', type=str, default='DARTS', help='published architecture name (default: DARTS)')
+    parser.add_argument('--genotype', type=str, default=None, help='genotype JSON file (overrides --arch)')
+    parser.add_argument('--seed', type=int, default=0, help='random seed (default: 0)')
+    parser.add_argument('--device', type=str, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
+    args = parser.parse_args(argv)
+    for name in ('batch_size', 'init_channels', 'layers', 'synthetic_size'):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    return args
+
+
+def main(args: argparse.Namespace) -> dict:
+    logger = utils.setup_logger('test_cifar')
+    device = utils.resolve_device(args.device)
+    utils.seed_everything(args.seed)
+    genotype, arch_name = resolve_genotype(args.arch, args.genotype)
+    test_data = load_dataset(args.dataset, args.data, train=False, synthetic_size=args.synthetic_size)
+
+    model = NetworkCIFAR(args.init_channels, test_data.num_classes, args.layers, args.auxiliary, genotype)
+    expected = (f"{arch_name} on {args.dataset} (C={args.init_channels}, layers={args.layers}, "
+                f"classes={test_data.num_classes}, auxiliary {'on' if args.auxiliary else 'off'})")
+    state_dict = extract_state_dict(load_checkpoint(args.model_path, map_location='cpu'), args.model_path)
+    load_weights_strict(model, state_dict, expected, drop_prefixes=('auxiliary_head.',))
+    model.to(device)
+    logger.info(f"evaluating {args.model_path} as {expected} on {device}")
+
+    loader = TensorLoader(test_data.to(device), args.batch_size)
+    result = infer(model, loader, nn.CrossEntropyLoss(), device, logger, args.report_freq)
+    result['params_mb'] = utils.count_parameters_in_MB(model)
+    logger.info(f"test | top1 {result['top1']:6.2f} | top5 {result['top5']:6.2f} | loss {result['loss']:.4f} "
+                f"| params {result['params_mb']:.6f} MB | {result['images_per_sec']:.0f} images/s")
+    return result
+
+
+if __name__ == '__main__':
+    sys.exit(utils.run_main(main, parse_args()))

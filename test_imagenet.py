@@ -1,0 +1,81 @@
+"""Evaluate a trained ImageNet network on the ImageNet validation set (top-1 and top-5).
+
+Examples:
+    # the published EvNAS-A ImageNet weights (75.6 % top-1, 92.6 % top-5; 5.14 MB of parameters)
+    python test_imagenet.py --data /path/to/imagenet --arch EvNASA --model_path EvNAS_A_imagenet_model_best.pth.tar
+    # model_best.pth.tar of a train_imagenet.py run
+    python test_imagenet.py --data /path/to/imagenet --arch EvNASA --model_path eval-imagenet/model_best.pth.tar
+
+--data holds `val/<class>/<image>` (ImageFolder layout). Images are resized to 256 and centre-cropped to 224,
+then normalised with the ImageNet statistics. Checkpoints: a dict holding `state_dict` (DataParallel
+`module.` prefixes are stripped), a bare state_dict, or this project's checkpoints; auxiliary-head keys are
+dropped unless --auxiliary. Any other mismatch is an error (exit status 2).
+"""
+import argparse
+import sys
+
+import torch.nn as nn
+
+import utils
+from checkpoint import extract_state_dict, load_checkpoint, load_weights_strict
+from data import FolderLoader, image_folder, imagenet_transforms
+from engine import infer
+from genotypes import resolve_genotype
+from model import NetworkImageNet
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser('test_imagenet', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--data', type=str, default='../data/imagenet/',
+                        help='ImageNet root holding val/ (default: ../data/imagenet/)')
+    parser.add_argument('--batch_size', type=int, default=128, help='batch size (default: 128)')
+    parser.add_argument('--report_freq', type=int, default=100, help='report every N batches (default: 100)')
+    parser.add_argument('--init_channels', type=int, default=48, help='num of init channels (default: 48)')
+    parser.add_argument('--layers', type=int, default=14, help='total number of layers (default: 14)')
+    parser.add_argument('--num_classes', type=int, default=None,
+                        help='classes of the network (default: the number of class folders in val/)')
+    parser.add_argument('--model_path', type=str, default='../models/imagenet.pth.tar', help='checkpoint to evaluate')
+    parser.add_argument('--auxiliary', action='store_true', help='build (and load) the auxiliary tower')
+    parser.add_argument('--arch', type=str, default='EvNASA', help='published architecture name (default: EvNASA)')
+    parser.add_argument('--genotype', type=str, default=None, help='genotype JSON file (overrides --arch)')
+    parser.add_argument('--image_size', type=int, default=224,
+                        help='centre-crop size; images are first resized to size*256/224 (default: 224)')
+    parser.add_argument('--num_workers', type=int, default=4, help='data loading processes (default: 4)')
+    parser.add_argument('--seed', type=int, default=0, help='random seed (default: 0)')
+    parser.add_argument('--device', type=str, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
+    args = parser.parse_args(argv)
+    for name in ('batch_size', 'init_channels', 'layers', 'image_size'):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    if args.num_workers < 0:
+        parser.error("--num_workers must be 0 or more")
+    return args
+
+
+def main(args: argparse.Namespace) -> dict:
+    logger = utils.setup_logger('test_imagenet')
+    device = utils.resolve_device(args.device)
+    utils.seed_everything(args.seed)
+    genotype, arch_name = resolve_genotype(args.arch, args.genotype)
+    valid_data = image_folder(args.data, 'val', imagenet_transforms(train=False, image_size=args.image_size))
+    num_classes = args.num_classes or len(valid_data.classes)
+
+    model = NetworkImageNet(args.init_channels, num_classes, args.layers, args.auxiliary, genotype)
+    expected = (f"{arch_name} on ImageNet (C={args.init_channels}, layers={args.layers}, classes={num_classes}, "
+                f"auxiliary {'on' if args.auxiliary else 'off'})")
+    state_dict = extract_state_dict(load_checkpoint(args.model_path, map_location='cpu'), args.model_path)
+    load_weights_strict(model, state_dict, expected, drop_prefixes=('auxiliary_head.',))
+    model.to(device)
+    logger.info(f"evaluating {args.model_path} as {expected} on {device}, {len(valid_data)} images")
+
+    loader = FolderLoader(valid_data, args.batch_size, device, num_workers=args.num_workers)
+    result = infer(model, loader, nn.CrossEntropyLoss(), device, logger, args.report_freq, tag='valid')
+    result['params_mb'] = utils.count_parameters_in_MB(model)
+    logger.info(f"valid | top1 {result['top1']:6.2f} | top5 {result['top5']:6.2f} | loss {result['loss']:.4f} "
+                f"| params {result['params_mb']:.6f} MB | {result['images_per_sec']:.0f} images/s")
+    return result
+
+
+if __name__ == '__main__':
+    sys.exit(utils.run_main(main, parse_args()))

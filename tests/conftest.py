@@ -1,0 +1,65 @@
+"""Shared test helpers: the repository root on sys.path, tiny networks, and ways to run the scripts."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.path.join(ROOT, 'tests', 'fixtures')
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import utils  # noqa: E402  (needs ROOT on sys.path)
+
+
+SEARCH_TINY = ['--dataset', 'synthetic', '--synthetic_size', '128', '--init_channels', '4', '--layers', '3',
+               '--pop_size', '3', '--tsize', '2', '--batch_size', '32', '--valid_batch_size', '64', '--device', 'cpu',
+               '--report_freq', '1']
+
+
+def run_script(script: str, *argv: str, timeout: int = 300, env=None) -> subprocess.CompletedProcess:
+    """Run a script as a user would, in a subprocess; returns the finished process (never raises on failure)."""
+    full_env = dict(os.environ, PYTHONUNBUFFERED='1')
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, os.path.join(ROOT, script), *argv], capture_output=True, text=True,
+                          timeout=timeout, env=full_env, cwd=ROOT)
+
+
+def call_main(module, argv) -> int:
+    """Run module.main through the same error handling as the command line; returns the exit status."""
+    try:
+        args = module.parse_args([str(a) for a in argv])
+    except SystemExit as e:
+        return e.code
+    return utils.run_main(module.main, args)
+
+
+@pytest.fixture(autouse=True)
+def _single_thread_determinism():
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """Make every network connection fail at once, as on a machine without internet."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise OSError("network is unreachable (simulated by the test)")
+
+    monkeypatch.setattr(socket, 'getaddrinfo', refuse)
+    monkeypatch.setattr(socket.socket, 'connect', refuse)
+    monkeypatch.setattr(socket, 'create_connection', refuse)
+
+
+@pytest.fixture(scope='session')
+def tiny_search(tmp_path_factory):
+    """One uninterrupted 3-generation tiny search, shared by the tests that only read its results:
+    (run directory, what train_search.main returned)."""
+    import train_search
+    run_dir = str(tmp_path_factory.mktemp('search') / 'run')
+    result = train_search.main(train_search.parse_args(SEARCH_TINY + ['--epochs', '3', '--run_dir', run_dir]))
+    return run_dir, result

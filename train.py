@@ -1,0 +1,240 @@
+"""Train a searched architecture from scratch on CIFAR-10 or CIFAR-100 (the DARTS/EvNAS recipe).
+
+Examples:
+    # EvNAS-A as in the paper (600 epochs; 2.40 % CIFAR-10 test error)
+    python train.py --arch EvNASA --auxiliary --cutout
+    # the result of a search run, CIFAR-100
+    python train.py --dir search-EXP --dataset cifar100 --auxiliary --cutout
+    # four GPUs: --batch_size stays the global batch (see README, "Several GPUs")
+    torchrun --nproc_per_node=4 train.py --arch EvNASA --auxiliary --cutout
+    # continue an interrupted run after its last completed epoch
+    python train.py --resume eval-EXP-20260101-120000
+    # a CPU smoke run on generated data
+    python train.py --arch EvNASA --dataset synthetic --init_channels 4 --layers 5 --epochs 2 --device cpu
+
+RUN_DIR holds log.txt, args.json, genotype.json, weights.pt (a bare state_dict: `test_cifar.py --model_path
+RUN_DIR/weights.pt` evaluates it), checkpoint.pt (for --resume) and summary.json (best and last test error).
+"""
+import argparse
+import json
+import os
+import sys
+from contextlib import nullcontext
+from typing import Dict
+
+import torch
+import torch.nn as nn
+
+import distributed
+import utils
+from checkpoint import (RunLock, atomic_save, atomic_write_text, load_run_checkpoint, resumed_args,
+                        rng_state, save_args, set_rng_state)
+from data import DATASETS, Augment, TensorLoader, load_dataset, make_loader
+from engine import infer, train_epoch
+from genotypes import resolve_genotype, save_genotype
+from model import NetworkCIFAR
+
+CHECKPOINT_FORMAT = 'evnas-train/1'
+RESUME_MAY_CHANGE = {'device', 'report_freq', 'num_workers', 'data', 'resume', 'dir', 'run_dir', 'save'}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser('train', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    arch = parser.add_argument_group('architecture (one of --arch, --dir, --genotype)')
+    arch.add_argument('--arch', type=str, default=None, help='published architecture name, e.g. EvNASA')
+    arch.add_argument('--dir', type=str, default=None,
+                      help='a search run directory: trains its genotype.json (or a legacy genotype.pickle); the '
+                           'run directory goes inside it')
+    arch.add_argument('--genotype', type=str, default=None, help='a genotype JSON file')
+    arch.add_argument('--init_channels', type=int, default=36, help='num of init channels (default: 36)')
+    arch.add_argument('--layers', type=int, default=20, help='total number of layers (default: 20)')
+    arch.add_argument('--auxiliary', action='store_true', help='use auxiliary tower')
+    arch.add_argument('--auxiliary_weight', type=float, default=0.4, help='weight for auxiliary loss (default: 0.4)')
+
+    data = parser.add_argument_group('data')
+    data.add_argument('--data', type=str, default='../data', help='location of the data corpus (default: ../data)')
+    data.add_argument('--dataset', choices=DATASETS, default='cifar10', help='(default: cifar10)')
+    data.add_argument('--synthetic_size', type=int, default=2000, help='training images of the generated set')
+    data.add_argument('--cutout', action='store_true', help='use cutout')
+    data.add_argument('--cutout_length', type=int, default=16, help='cutout length (default: 16)')
+    data.add_argument('--loader', choices=('tensor', 'torchvision'), default='tensor',
+                      help='tensor: batch-wise augmentation on the device; torchvision: the original per-image '
+                           'pipeline (default: tensor)')
+    data.add_argument('--num_workers', type=int, default=2, help='worker processes of --loader torchvision')
+
+    optim = parser.add_argument_group('optimisation')
+    optim.add_argument('--epochs', type=int, default=600, help='num of training epochs (default: 600)')
+    optim.add_argument('--batch_size', type=int, default=96,
+                       help='batch size; with torchrun, the global batch over all processes (default: 96)')
+    optim.add_argument('--learning_rate', type=float, default=0.025,
+                       help='init learning rate, cosine-annealed to 0 (default: 0.025)')
+    optim.add_argument('--momentum', type=float, default=0.9, help='momentum (default: 0.9)')
+    optim.add_argument('--weight_decay', type=float, default=3e-4, help='weight decay (default: 3e-4)')
+    optim.add_argument('--grad_clip', type=float, default=5, help='gradient clipping (default: 5)')
+    optim.add_argument('--drop_path_prob', type=float, default=0.2,
+                       help='drop path probability, grown linearly from 0 over the epochs (default: 0.2)')
+    optim.add_argument('--amp', action='store_true',
+                       help='mixed precision: bf16 autocast where supported, else fp16 with a gradient scaler '
+                            '(default: fp32, as in the paper)')
+    optim.add_argument('--sync_bn', action='store_true',
+                       help='with torchrun, BatchNorm statistics over the global batch (default: per process)')
+
+    run = parser.add_argument_group('run')
+    run.add_argument('--seed', type=int, default=18, help='random seed (default: 18)')
+    run.add_argument('--device', type=str, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
+    run.add_argument('--save', type=str, default='EXP',
+                     help='experiment name: new runs go to eval-NAME-YYYYMMDD-HHMMSS (default: EXP)')
+    run.add_argument('--run_dir', type=str, default=None, help='exact directory of a new run (overrides --save)')
+    run.add_argument('--resume', type=str, default=None, metavar='RUN_DIR',
+                     help='continue the run in RUN_DIR after its last completed epoch')
+    run.add_argument('--report_freq', type=int, default=50, help='log every N steps (default: 50)')
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.resume is not None:
+        args = resumed_args(parser, argv, args, 'train', RESUME_MAY_CHANGE)
+    elif sum(x is not None for x in (args.arch, args.genotype)) > 1:
+        parser.error("give the architecture once: --arch or --genotype")
+    elif args.arch is None and args.genotype is None and args.dir is None:
+        parser.error("no architecture: give --arch NAME, --dir SEARCH_DIR or --genotype FILE")
+    for name in ('epochs', 'batch_size', 'init_channels', 'layers', 'report_freq', 'synthetic_size'):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1 (got {getattr(args, name)})")
+    for name in ('learning_rate', 'grad_clip'):
+        if not getattr(args, name) > 0:
+            parser.error(f"--{name} must be positive (got {getattr(args, name)})")
+    for name in ('momentum', 'weight_decay', 'cutout_length', 'num_workers', 'auxiliary_weight'):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name} must not be negative (got {getattr(args, name)})")
+    if not 0. <= args.drop_path_prob < 1.:
+        parser.error(f"--drop_path_prob must be in [0, 1) (got {args.drop_path_prob})")
+    return args
+
+
+def main(args: argparse.Namespace) -> Dict:
+    dist, device = distributed.setup(args.device)
+    try:
+        run_dir = distributed.shared_run_dir(args, dist, f"eval-{args.save}")
+        with (RunLock(run_dir) if dist.is_main else nullcontext()), utils.StopSignals() as stop:
+            return train(args, run_dir, dist, device, stop)
+    finally:
+        dist.close()
+
+
+def train(args: argparse.Namespace, run_dir: str, dist: distributed.Distributed, device: torch.device,
+          stop: utils.StopSignals) -> Dict:
+    logger = utils.setup_logger('train', run_dir if dist.is_main else None, enabled=dist.is_main)
+    genotype, arch_name = resolve_genotype(args.arch, args.genotype, args.dir)
+    if dist.is_main and not args.resume:
+        save_args(run_dir, 'train', args)
+        save_genotype(genotype, os.path.join(run_dir, 'genotype.json'))
+    logger.info(f"{'resuming' if args.resume else 'training'} {arch_name} in {run_dir} on {device}"
+                + (f" x {dist.world_size} processes" if dist.enabled else ''))
+    logger.info(f"args = {vars(args)}")
+
+    utils.seed_everything(args.seed)
+    train_data = load_dataset(args.dataset, args.data, train=True, synthetic_size=args.synthetic_size)
+    test_data = load_dataset(args.dataset, args.data, train=False, synthetic_size=args.synthetic_size)
+    model = NetworkCIFAR(args.init_channels, train_data.num_classes, args.layers, args.auxiliary, genotype).to(device)
+    logger.info(f"genotype = {genotype}")
+    logger.info(f"param size = {utils.count_parameters_in_MB(model):.6f} MB")
+
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), args.learning_rate, momentum=args.momentum,
+                                weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, float(args.epochs))
+    autocast, scaler, precision = utils.mixed_precision(device, args.amp)
+    data_generator = utils.make_generator(args.seed + 1)
+    augment = Augment(cutout_length=args.cutout_length if args.cutout else 0)
+    train_loader = make_loader(args.loader, train_data, args.batch_size, device, shuffle=True, augment=augment,
+                               generator=data_generator, num_workers=args.num_workers, rank=dist.rank,
+                               world_size=dist.world_size)
+    test_loader = TensorLoader(test_data.to(device), args.batch_size, rank=dist.rank, world_size=dist.world_size)
+
+    start_epoch, history = 0, []
+    if args.resume:
+        state = load_run_checkpoint(run_dir, CHECKPOINT_FORMAT, args, RESUME_MAY_CHANGE)
+        model.load_state_dict(state['model'])
+        optimizer.load_state_dict(state['optimizer'])
+        scheduler.load_state_dict(state['scheduler'])
+        if scaler is not None and state.get('scaler'):
+            scaler.load_state_dict(state['scaler'])
+        data_generator.set_state(state['data_generator'])
+        set_rng_state(state['rng'][min(dist.rank, len(state['rng']) - 1)])  # one state per rank
+        start_epoch, history = state['epoch'], state['history']
+        logger.info(f"resumed after epoch {start_epoch} of {args.epochs}")
+
+    net = model
+    if args.sync_bn and dist.enabled and device.type != 'cuda':
+        raise utils.UserError("--sync_bn needs CUDA devices (PyTorch's SyncBatchNorm has no CPU implementation)")
+    if dist.enabled:
+        if args.sync_bn:
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == 'cuda' else None)
+    logger.info(f"precision {precision}; {len(train_data)} training images, {len(test_data)} test images, "
+                f"batch {args.batch_size}" + (f" ({args.batch_size // dist.world_size} per process)" if dist.enabled else ''))
+
+    writer = utils.summary_writer(os.path.join(run_dir, 'runs')) if dist.is_main else None
+    timer = utils.Timer()
+    for epoch in range(start_epoch + 1, args.epochs + 1):
+        lr = scheduler.get_last_lr()[0]
+        model.drop_path_prob = args.drop_path_prob * (epoch - 1) / args.epochs
+        try:
+            train_stats = train_epoch(net, train_loader, optimizer, criterion, device, epoch=epoch,
+                                      grad_clip=args.grad_clip,
+                                      auxiliary_weight=args.auxiliary_weight if args.auxiliary else 0.,
+                                      logger=logger, report_freq=args.report_freq, autocast=autocast, scaler=scaler,
+                                      stop=stop, all_reduce=dist.all_reduce if dist.enabled else None)
+        except utils.Stop as e:
+            raise utils.Stop(utils.stopped_note(str(e), epoch - 1, 'epoch', run_dir, 'train.py', logger),
+                             e.exit_code) from None
+        scheduler.step()
+        dist.broadcast_buffers(model)  # every rank evaluates with rank 0's BatchNorm statistics
+        test = infer(model, test_loader, criterion, device, autocast=autocast,
+                     all_reduce=dist.all_reduce if dist.enabled else None)
+        history.append({'epoch': epoch, 'lr': lr, 'drop_path_prob': model.drop_path_prob,
+                        'train_loss': train_stats['loss'], 'train_top1': train_stats['top1'],
+                        'test_loss': test['loss'], 'test_top1': test['top1'], 'test_top5': test['top5']})
+        best = max(history, key=lambda h: h['test_top1'])
+        remaining = timer.remaining(epoch - start_epoch, args.epochs - start_epoch)
+        logger.info(f"epoch {epoch:3d}/{args.epochs} | lr {lr:.5f} | train loss {train_stats['loss']:.4f} "
+                    f"| train top1 {train_stats['top1']:6.2f} | test top1 {test['top1']:6.2f} | test top5 "
+                    f"{test['top5']:6.2f} | best {best['test_top1']:6.2f} | {train_stats['images_per_sec']:.0f} img/s "
+                    f"| eta {utils.format_duration(remaining)}")
+        all_rng = dist.gather_object(rng_state())
+        if dist.is_main:
+            if writer is not None:
+                for key in ('train_loss', 'train_top1', 'test_loss', 'test_top1', 'test_top5', 'lr'):
+                    writer.add_scalar(key.replace('_', '/', 1), history[-1][key], epoch)
+                writer.flush()
+            atomic_save(model.state_dict(), os.path.join(run_dir, 'weights.pt'))
+            atomic_save({
+                'format': CHECKPOINT_FORMAT, 'args': vars(args), 'epoch': epoch, 'model': model.state_dict(),
+                'optimizer': optimizer.state_dict(), 'scheduler': scheduler.state_dict(),
+                'scaler': scaler.state_dict() if scaler is not None else None,
+                'data_generator': data_generator.get_state(), 'rng': all_rng, 'history': history,
+            }, os.path.join(run_dir, 'checkpoint.pt'))
+        utils.fault_point('saved', epoch)
+
+    summary = {}
+    if history:
+        best, last = max(history, key=lambda h: h['test_top1']), history[-1]
+        summary = {'architecture': arch_name, 'epochs': last['epoch'],
+                   'best_epoch': best['epoch'], 'best_test_top1': best['test_top1'],
+                   'best_test_error': 100. - best['test_top1'], 'last_test_top1': last['test_top1'],
+                   'last_test_error': 100. - last['test_top1'], 'params_mb': utils.count_parameters_in_MB(model)}
+        if dist.is_main:
+            atomic_write_text(os.path.join(run_dir, 'summary.json'), json.dumps(summary, indent=1) + '\n')
+        logger.info(f"done | best test error {summary['best_test_error']:.2f} % (epoch {best['epoch']}) "
+                    f"| last test error {summary['last_test_error']:.2f} %")
+    if writer is not None:
+        writer.close()
+    utils.close_logger(logger)
+    return {'run_dir': run_dir, 'history': history, 'summary': summary}
+
+
+if __name__ == '__main__':
+    sys.exit(utils.run_main(main, parse_args()))

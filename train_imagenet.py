@@ -1,0 +1,271 @@
+"""Train an architecture from scratch on ImageNet with the P-DARTS recipe that EvNAS used.
+
+Recipe (defaults): 48 channels, 14 layers, batch 256, SGD lr 0.1 decayed linearly over 250 epochs (or
+--lr_scheduler cosine), 5 warm-up epochs when the batch exceeds 256, momentum 0.9, weight decay 3e-5,
+label smoothing 0.1, auxiliary weight 0.4, gradient clipping 5; RandomResizedCrop 224, flip and colour
+jitter (0.4, 0.4, 0.4, 0.2). EvNAS-A reaches 24.4 % top-1 / 7.4 % top-5 error with it.
+
+Examples:
+    # EvNAS-A on 8 GPUs of one machine; --batch_size is the global batch (raise lr with it: 0.1 x batch/256)
+    torchrun --nproc_per_node=8 train_imagenet.py --data /path/to/imagenet --arch EvNASA --auxiliary \\
+        --batch_size 1024 --learning_rate 0.4
+    # one GPU, mixed precision
+    python train_imagenet.py --data /path/to/imagenet --arch EvNASA --auxiliary --amp
+    # continue after the last completed epoch
+    python train_imagenet.py --resume eval-imagenet-EXP-20260101-120000
+
+--data holds train/<class>/* and val/<class>/* (ImageFolder layout). RUN_DIR holds log.txt, args.json,
+genotype.json, checkpoint.pth.tar (every epoch; --resume reads it) and model_best.pth.tar; both hold the
+weights under `state_dict`, which `test_imagenet.py --model_path` loads.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+from contextlib import nullcontext
+from typing import Dict
+
+import torch
+import torch.nn as nn
+
+import distributed
+import utils
+from checkpoint import RunLock, atomic_save, atomic_write_text, load_run_checkpoint, resumed_args, rng_state, \
+    save_args, set_rng_state
+from data import FolderLoader, image_folder, imagenet_transforms
+from engine import infer, train_epoch
+from genotypes import resolve_genotype, save_genotype
+from model import NetworkImageNet
+
+CHECKPOINT_FORMAT = 'evnas-train-imagenet/1'
+RESUME_MAY_CHANGE = {'device', 'report_freq', 'workers', 'data', 'resume', 'dir', 'run_dir', 'save'}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser('train_imagenet', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    arch = parser.add_argument_group('architecture (one of --arch, --dir, --genotype)')
+    arch.add_argument('--arch', type=str, default=None, help='published architecture name, e.g. EvNASA')
+    arch.add_argument('--dir', type=str, default=None, help='a search run directory: trains its genotype.json')
+    arch.add_argument('--genotype', type=str, default=None, help='a genotype JSON file')
+    arch.add_argument('--init_channels', type=int, default=48, help='num of init channels (default: 48)')
+    arch.add_argument('--layers', type=int, default=14, help='total number of layers (default: 14)')
+    arch.add_argument('--auxiliary', action='store_true', help='use auxiliary tower')
+    arch.add_argument('--auxiliary_weight', type=float, default=0.4, help='weight for auxiliary loss (default: 0.4)')
+
+    data = parser.add_argument_group('data')
+    data.add_argument('--data', type=str, default='../data/imagenet/',
+                      help='ImageNet root holding train/ and val/ (default: ../data/imagenet/)')
+    data.add_argument('--image_size', type=int, default=224, help='training crop and validation crop (default: 224)')
+    data.add_argument('--workers', '--num_workers', dest='workers', type=int, default=32,
+                      help='data loading processes per training process (default: 32)')
+
+    optim = parser.add_argument_group('optimisation')
+    optim.add_argument('--epochs', type=int, default=250, help='num of training epochs (default: 250)')
+    optim.add_argument('--batch_size', type=int, default=256,
+                       help='batch size; with torchrun, the global batch over all processes (default: 256)')
+    optim.add_argument('--learning_rate', type=float, default=0.1, help='init learning rate (default: 0.1)')
+    optim.add_argument('--lr_scheduler', choices=('linear', 'cosine'), default='linear',
+                       help='learning-rate decay (default: linear)')
+    optim.add_argument('--momentum', type=float, default=0.9, help='momentum (default: 0.9)')
+    optim.add_argument('--weight_decay', type=float, default=3e-5, help='weight decay (default: 3e-5)')
+    optim.add_argument('--label_smooth', type=float, default=0.1, help='label smoothing (default: 0.1)')
+    optim.add_argument('--grad_clip', type=float, default=5., help='gradient clipping (default: 5)')
+    optim.add_argument('--drop_path_prob', type=float, default=0.,
+                       help='drop path probability, grown linearly over the epochs (default: 0)')
+    optim.add_argument('--amp', action='store_true',
+                       help='mixed precision: bf16 autocast where supported, else fp16 with a gradient scaler')
+    optim.add_argument('--sync_bn', action='store_true',
+                       help='with torchrun on GPUs, BatchNorm statistics over the global batch')
+
+    run = parser.add_argument_group('run')
+    run.add_argument('--seed', type=int, default=0, help='random seed (default: 0)')
+    run.add_argument('--device', type=str, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
+    run.add_argument('--save', type=str, default='EXP',
+                     help='experiment name: new runs go to eval-imagenet-NAME-YYYYMMDD-HHMMSS (default: EXP)')
+    run.add_argument('--run_dir', type=str, default=None, help='exact directory of a new run (overrides --save)')
+    run.add_argument('--resume', type=str, default=None, metavar='RUN_DIR',
+                     help='continue the run in RUN_DIR after its last completed epoch')
+    run.add_argument('--report_freq', type=int, default=100, help='log every N steps (default: 100)')
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.resume is not None:
+        args = resumed_args(parser, argv, args, 'train_imagenet', RESUME_MAY_CHANGE, 'checkpoint.pth.tar')
+    elif args.arch is not None and args.genotype is not None:
+        parser.error("give the architecture once: --arch or --genotype")
+    elif args.arch is None and args.genotype is None and args.dir is None:
+        parser.error("no architecture: give --arch NAME, --dir SEARCH_DIR or --genotype FILE")
+    for name in ('epochs', 'batch_size', 'init_channels', 'layers', 'report_freq', 'image_size'):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1 (got {getattr(args, name)})")
+    for name in ('learning_rate', 'grad_clip'):
+        if not getattr(args, name) > 0:
+            parser.error(f"--{name} must be positive (got {getattr(args, name)})")
+    for name in ('momentum', 'weight_decay', 'workers', 'auxiliary_weight'):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name} must not be negative (got {getattr(args, name)})")
+    if not 0. <= args.label_smooth < 1. or not 0. <= args.drop_path_prob < 1.:
+        parser.error("--label_smooth and --drop_path_prob must be in [0, 1)")
+    return args
+
+
+def learning_rate(args, epoch: int) -> float:
+    """The learning rate of (0-based) `epoch`, warm-up included (P-DARTS's schedule)."""
+    if args.lr_scheduler == 'cosine':
+        # NOTE (faithful to P-DARTS/EvNAS): the scheduler is stepped before each epoch's training, so epoch e
+        # already uses the cosine value of e + 1, and the last epoch trains at lr 0.
+        lr = 0.5 * args.learning_rate * (1 + math.cos(math.pi * (epoch + 1) / args.epochs))
+    elif args.epochs <= 5:
+        lr = args.learning_rate * (args.epochs - epoch) / args.epochs  # P-DARTS's formula divides by epochs - 5
+    elif args.epochs - epoch > 5:
+        lr = args.learning_rate * (args.epochs - 5 - epoch) / (args.epochs - 5)
+    else:
+        # a smaller slope for the last 5 epochs, because lr / 250 is still relatively large
+        lr = args.learning_rate * (args.epochs - epoch) / ((args.epochs - 5) * 5)
+    if epoch < 5 and args.batch_size > 256:
+        lr = lr * (epoch + 1) / 5.0
+    return lr
+
+
+def main(args: argparse.Namespace) -> Dict:
+    dist, device = distributed.setup(args.device)
+    try:
+        run_dir = distributed.shared_run_dir(args, dist, f"eval-imagenet-{args.save}")
+        with (RunLock(run_dir) if dist.is_main else nullcontext()), utils.StopSignals() as stop:
+            return train(args, run_dir, dist, device, stop)
+    finally:
+        dist.close()
+
+
+def train(args, run_dir: str, dist: distributed.Distributed, device: torch.device, stop: utils.StopSignals) -> Dict:
+    logger = utils.setup_logger('train_imagenet', run_dir if dist.is_main else None, enabled=dist.is_main)
+    genotype, arch_name = resolve_genotype(args.arch, args.genotype, args.dir)
+    train_data = image_folder(args.data, 'train', imagenet_transforms(True, args.image_size))
+    valid_data = image_folder(args.data, 'val', imagenet_transforms(False, args.image_size))
+    if train_data.classes != valid_data.classes:
+        raise utils.UserError(f"train/ and val/ under {args.data} hold different class folders")
+    if dist.is_main and not args.resume:
+        save_args(run_dir, 'train_imagenet', args)
+        save_genotype(genotype, os.path.join(run_dir, 'genotype.json'))
+    logger.info(f"{'resuming' if args.resume else 'training'} {arch_name} in {run_dir} on {device}"
+                + (f" x {dist.world_size} processes" if dist.enabled else ''))
+    logger.info(f"args = {vars(args)}")
+
+    utils.seed_everything(args.seed)
+    num_classes = len(train_data.classes)
+    model = NetworkImageNet(args.init_channels, num_classes, args.layers, args.auxiliary, genotype).to(device)
+    logger.info(f"genotype = {genotype}")
+    logger.info(f"param size = {utils.count_parameters_in_MB(model):.6f} MB; {len(train_data)} training and "
+                f"{len(valid_data)} validation images in {num_classes} classes")
+    # Label smoothing as P-DARTS's CrossEntropyLabelSmooth: (1 - eps) * one-hot + eps / classes.
+    criterion_smooth = nn.CrossEntropyLoss(label_smoothing=args.label_smooth)
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), args.learning_rate, momentum=args.momentum,
+                                weight_decay=args.weight_decay)
+    autocast, scaler, precision = utils.mixed_precision(device, args.amp)
+
+    start_epoch, history, best_top1 = 0, [], -math.inf
+    if args.resume:
+        state = load_run_checkpoint(run_dir, CHECKPOINT_FORMAT, args, RESUME_MAY_CHANGE,
+                                    checkpoint_name='checkpoint.pth.tar')
+        model.load_state_dict(state['state_dict'])
+        optimizer.load_state_dict(state['optimizer'])
+        if scaler is not None and state.get('scaler'):
+            scaler.load_state_dict(state['scaler'])
+        set_rng_state(state['rng'][min(dist.rank, len(state['rng']) - 1)])
+        start_epoch, history, best_top1 = state['epoch'], state['history'], state['best_acc_top1']
+        logger.info(f"resumed after epoch {start_epoch} of {args.epochs}")
+
+    net = model
+    if args.sync_bn and dist.enabled and device.type != 'cuda':
+        raise utils.UserError("--sync_bn needs CUDA devices (PyTorch's SyncBatchNorm has no CPU implementation)")
+    if dist.enabled:
+        if args.sync_bn:
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == 'cuda' else None)
+    per_process = args.batch_size // dist.world_size
+    if per_process < 1:
+        raise utils.UserError(f"--batch_size {args.batch_size} is smaller than the {dist.world_size} processes")
+    valid_sampler = list(range(dist.rank, len(valid_data), dist.world_size))  # each image once over all ranks
+    valid_loader = FolderLoader(valid_data, per_process, device, num_workers=args.workers, sampler=valid_sampler)
+    logger.info(f"precision {precision}; batch {args.batch_size}"
+                + (f" ({per_process} per process)" if dist.enabled else ''))
+
+    writer = utils.summary_writer(os.path.join(run_dir, 'runs')) if dist.is_main else None
+    timer = utils.Timer()
+    for epoch in range(start_epoch, args.epochs):
+        lr = learning_rate(args, epoch)
+        for group in optimizer.param_groups:
+            group['lr'] = lr
+        model.drop_path_prob = args.drop_path_prob * epoch / args.epochs
+        # The order and the augmentation of an epoch depend only on (seed, epoch): a resumed run sees the
+        # same batches as an uninterrupted one.
+        generator = utils.make_generator(args.seed * 1000 + epoch)
+        if dist.enabled:
+            sampler = torch.utils.data.DistributedSampler(train_data, dist.world_size, dist.rank, seed=args.seed)
+            sampler.set_epoch(epoch)
+        else:
+            sampler = torch.utils.data.RandomSampler(train_data, generator=generator)
+        train_loader = FolderLoader(train_data, per_process, device, num_workers=args.workers, sampler=sampler,
+                                    generator=generator)
+        try:
+            train_stats = train_epoch(net, train_loader, optimizer, criterion_smooth, device, epoch=epoch + 1,
+                                      grad_clip=args.grad_clip,
+                                      auxiliary_weight=args.auxiliary_weight if args.auxiliary else 0.,
+                                      logger=logger, report_freq=args.report_freq, autocast=autocast,
+                                      scaler=scaler, stop=stop, all_reduce=dist.all_reduce if dist.enabled else None)
+        except utils.Stop as e:
+            raise utils.Stop(utils.stopped_note(str(e), epoch, 'epoch', run_dir, 'train_imagenet.py', logger),
+                             e.exit_code) from None
+        dist.broadcast_buffers(model)
+        valid = infer(model, valid_loader, criterion, device, autocast=autocast,
+                      all_reduce=dist.all_reduce if dist.enabled else None)
+        is_best = valid['top1'] > best_top1
+        best_top1 = max(best_top1, valid['top1'])
+        history.append({'epoch': epoch + 1, 'lr': lr, 'train_loss': train_stats['loss'],
+                        'train_top1': train_stats['top1'], 'valid_loss': valid['loss'], 'valid_top1': valid['top1'],
+                        'valid_top5': valid['top5']})
+        remaining = timer.remaining(epoch + 1 - start_epoch, args.epochs - start_epoch)
+        logger.info(f"epoch {epoch + 1:3d}/{args.epochs} | lr {lr:.5f} | train loss {train_stats['loss']:.4f} "
+                    f"| train top1 {train_stats['top1']:6.2f} | valid top1 {valid['top1']:6.2f} | valid top5 "
+                    f"{valid['top5']:6.2f} | best {best_top1:6.2f} | {train_stats['images_per_sec']:.0f} img/s "
+                    f"| eta {utils.format_duration(remaining)}")
+        all_rng = dist.gather_object(rng_state())
+        if dist.is_main:
+            if writer is not None:
+                for key in ('train_loss', 'train_top1', 'valid_loss', 'valid_top1', 'valid_top5', 'lr'):
+                    writer.add_scalar(key.replace('_', '/', 1), history[-1][key], epoch + 1)
+                writer.flush()
+            state = {'format': CHECKPOINT_FORMAT, 'args': vars(args), 'epoch': epoch + 1,
+                     'state_dict': model.state_dict(), 'best_acc_top1': best_top1, 'optimizer': optimizer.state_dict(),
+                     'scaler': scaler.state_dict() if scaler is not None else None, 'rng': all_rng,
+                     'history': history}
+            atomic_save(state, os.path.join(run_dir, 'checkpoint.pth.tar'))
+            if is_best:
+                atomic_save(state, os.path.join(run_dir, 'model_best.pth.tar'))
+        utils.fault_point('saved', epoch + 1)
+
+    summary = {}
+    if history:
+        best = max(history, key=lambda h: h['valid_top1'])
+        summary = {'architecture': arch_name, 'epochs': history[-1]['epoch'], 'best_epoch': best['epoch'],
+                   'best_top1': best['valid_top1'], 'best_top5': best['valid_top5'],
+                   'last_top1': history[-1]['valid_top1'], 'last_top5': history[-1]['valid_top5'],
+                   'params_mb': utils.count_parameters_in_MB(model)}
+        if dist.is_main:
+            atomic_write_text(os.path.join(run_dir, 'summary.json'), json.dumps(summary, indent=1) + '\n')
+        logger.info(f"done | best top1 {summary['best_top1']:.2f} % top5 {summary['best_top5']:.2f} % "
+                    f"(epoch {best['epoch']})")
+    if writer is not None:
+        writer.close()
+    utils.close_logger(logger)
+    return {'run_dir': run_dir, 'history': history, 'summary': summary}
+
+
+if __name__ == '__main__':
+    sys.exit(utils.run_main(main, parse_args()))

@@ -1,0 +1,365 @@
+"""EvNAS search: evolve a population of architectures that share the weights of one supernet.
+
+Each generation (Sinha & Chen, GECCO 2021, Alg. 1):
+  1. train the supernet for one epoch on the first half of the training set, step i using the decoded
+     architecture of individual i mod pop_size;
+  2. measure every individual's fitness (top-1 accuracy of its decoded architecture) on the held-out half;
+  3. keep the elites, fill the rest with mutated crossover children of tournament winners.
+The best individual of the last generation is the result: RUN_DIR/genotype.json, for train.py.
+
+Examples:
+    # the paper's search (CIFAR-10, 50 individuals, 50 generations)
+    python train_search.py --cutout
+    # a CPU quick-start on generated data (about a minute)
+    python train_search.py --dataset synthetic --init_channels 4 --layers 5 --pop_size 4 --tsize 2 --epochs 3 \\
+        --valid_batch_size 256 --device cpu --run_dir search-quick
+    # continue an interrupted run where its last completed generation ended
+    python train_search.py --resume search-quick
+
+RUN_DIR holds log.txt, args.json, generations/gen_NNN.json (every individual's fitness, loss, genotype and
+alphas), genotype.json (the best architecture) and checkpoint.pt (what --resume needs).
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from typing import Dict, List, Sequence
+
+import torch
+import torch.nn as nn
+
+import distributed
+import utils
+from architect_evolution import (Individual, count_distinct, decode, evolve, init_population, sort_population)
+from checkpoint import (RunLock, atomic_save, atomic_write_text, load_run_checkpoint, resumed_args,
+                        rng_state, save_args, set_rng_state)
+from data import DATASETS, Augment, load_dataset, make_loader
+from engine import NonFiniteWatch, Tally
+from genotypes import genotype_to_dict, save_genotype
+from model_search import Network
+
+CHECKPOINT_FORMAT = 'evnas-search/1'
+# Flags that do not change what a run computes; only these may differ when a run is resumed.
+RESUME_MAY_CHANGE = {'device', 'report_freq', 'num_workers', 'data', 'resume', 'dir', 'run_dir'}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser('train_search', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = parser.add_argument_group('data')
+    data.add_argument('--data', type=str, default='../data', help='location of the data corpus (default: ../data)')
+    data.add_argument('--dataset', choices=DATASETS, default='cifar10',
+                      help='search data (default: cifar10; synthetic = the generated set, for tests and quick starts)')
+    data.add_argument('--synthetic_size', type=int, default=2000,
+                      help='training images of the generated set (default: 2000)')
+    data.add_argument('--train_portion', type=float, default=0.5,
+                      help='share of the training set that trains the supernet; the rest measures fitness '
+                           '(default: 0.5)')
+    data.add_argument('--cutout', action='store_true', help='use cutout (on training and fitness batches)')
+    data.add_argument('--cutout_length', type=int, default=16, help='cutout length (default: 16)')
+    data.add_argument('--loader', choices=('tensor', 'torchvision'), default='tensor',
+                      help='tensor: batch-wise augmentation on the device (fast); torchvision: the original '
+                           'per-image pipeline in worker processes (same distributions) (default: tensor)')
+    data.add_argument('--num_workers', type=int, default=2, help='worker processes of --loader torchvision (default: 2)')
+
+    supernet = parser.add_argument_group('supernet training')
+    supernet.add_argument('--init_channels', type=int, default=16, help='num of init channels (default: 16)')
+    supernet.add_argument('--layers', type=int, default=8, help='total number of layers (default: 8)')
+    supernet.add_argument('--batch_size', type=int, default=64, help='batch size (default: 64)')
+    supernet.add_argument('--learning_rate', type=float, default=0.025, help='init learning rate (default: 0.025)')
+    supernet.add_argument('--learning_rate_min', type=float, default=0.001, help='min learning rate (default: 0.001)')
+    supernet.add_argument('--momentum', type=float, default=0.9, help='momentum (default: 0.9)')
+    supernet.add_argument('--weight_decay', type=float, default=3e-4, help='weight decay (default: 3e-4)')
+    supernet.add_argument('--grad_clip', type=float, default=5, help='gradient clipping (default: 5)')
+
+    evolution = parser.add_argument_group('evolution')
+    evolution.add_argument('--epochs', type=int, default=50, help='num of generations (default: 50)')
+    evolution.add_argument('--pop_size', type=int, default=50, help='population size (default: 50)')
+    evolution.add_argument('--tsize', type=int, default=10, help='tournament size (default: 10)')
+    evolution.add_argument('--num_elites', type=int, default=1, help='number of elites (default: 1)')
+    evolution.add_argument('--mutate_rate', type=float, default=0.1, help='mutation rate per edge row (default: 0.1)')
+    evolution.add_argument('--valid_batch_size', type=int, default=1024,
+                           help='fitness batch size; with BatchNorm in train mode it changes the fitness values '
+                                '(default: 1024, as EvNAS)')
+
+    run = parser.add_argument_group('run')
+    run.add_argument('--seed', type=int, default=18, help='random seed (default: 18)')
+    run.add_argument('--device', type=str, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
+    run.add_argument('--dir', type=str, default=None,
+                     help='where new runs go, as search-YYYYMMDD-HHMMSS (default: the current directory)')
+    run.add_argument('--run_dir', type=str, default=None, help='exact directory of a new run (overrides --dir)')
+    run.add_argument('--resume', type=str, default=None, metavar='RUN_DIR',
+                     help='continue the run in RUN_DIR after its last completed generation')
+    run.add_argument('--report_freq', type=int, default=50, help='log every N training steps (default: 50)')
+    return parser
+
+
+def _check_ranges(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    at_least_one = ('epochs', 'pop_size', 'tsize', 'batch_size', 'valid_batch_size', 'init_channels', 'layers',
+                    'report_freq')
+    for name in at_least_one:
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1 (got {getattr(args, name)})")
+    if args.tsize > args.pop_size:
+        parser.error(f"--tsize {args.tsize} is larger than --pop_size {args.pop_size}: a tournament draws "
+                     f"without replacement")
+    if not 0 <= args.num_elites < args.pop_size:
+        parser.error(f"--num_elites must be in [0, --pop_size) = [0, {args.pop_size}) (got {args.num_elites})")
+    if not 0. <= args.mutate_rate <= 1.:
+        parser.error(f"--mutate_rate must be in [0, 1] (got {args.mutate_rate})")
+    if not 0. < args.train_portion < 1.:
+        parser.error(f"--train_portion must be in (0, 1) (got {args.train_portion})")
+    for name in ('learning_rate', 'grad_clip'):
+        if not getattr(args, name) > 0:
+            parser.error(f"--{name} must be positive (got {getattr(args, name)})")
+    for name in ('learning_rate_min', 'momentum', 'weight_decay', 'cutout_length', 'num_workers'):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name} must not be negative (got {getattr(args, name)})")
+    if args.synthetic_size < 2:
+        parser.error("--synthetic_size must be at least 2")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.resume is not None:
+        args = resumed_args(parser, argv, args, 'train_search', RESUME_MAY_CHANGE)
+    _check_ranges(parser, args)
+    return args
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One generation
+
+def train_generation(model: Network, decoded: Sequence[List[torch.Tensor]], loader, optimizer, criterion,
+                     args, generation: int, logger, stop: utils.StopSignals) -> List[Dict[str, float]]:
+    """One epoch of supernet training; step i trains the decoded architecture of individual i mod pop_size.
+    Returns each individual's training loss and accuracy over its steps."""
+    model.train()
+    device = next(model.parameters()).device
+    tallies = [Tally(device) for _ in decoded]
+    watch = NonFiniteWatch(device, f"generation {generation}")
+    start, total = time.time(), len(loader)
+    for step, (x, y) in enumerate(loader):
+        i = step % len(decoded)
+        model.set_arch_parameters(decoded[i])
+        logits = model(x)
+        loss = criterion(logits, y)
+        if utils.fault_point('nan', generation, step) == 'nan':
+            loss = loss * float('nan')
+        optimizer.zero_grad(set_to_none=True)  # every supernet parameter gets a gradient at every step
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+        optimizer.step()
+        tallies[i].update(loss, logits, y)
+        watch.update(loss, step)
+        utils.fault_point('train', generation, step)
+        if step % args.report_freq == 0 or step == total - 1:
+            watch.check()
+            rate = (step + 1) * x.size(0) / max(time.time() - start, 1e-9)
+            logger.info(f"gen {generation:3d} | train {step:4d}/{total:4d} | individual {i:3d} "
+                        f"| loss {loss.item():.4f} | {rate:6.0f} img/s")
+        if stop():
+            raise utils.Stop(f"stopped by signal during generation {generation}, training step {step}", stop.exit_code)
+    return [t.result() for t in tallies]
+
+
+@torch.no_grad()
+def evaluate_population(model: Network, population: Sequence[Individual], decoded: Sequence[List[torch.Tensor]],
+                        loader, criterion, generation: int, logger, stop: utils.StopSignals) -> None:
+    """Set every individual's fitness: top-1 accuracy of its decoded architecture on the held-out half."""
+    # NOTE (faithful to EvNAS): the supernet stays in train mode, so BatchNorm normalises with the statistics
+    # of each fitness batch (1024 images by default), not with running averages, and the held-out images
+    # carry the training augmentation. The fitness values of the paper depend on both.
+    model.train()
+    device = next(model.parameters()).device
+    timer = utils.Timer()
+    for i, (individual, alphas) in enumerate(zip(population, decoded)):
+        model.set_arch_parameters(alphas)
+        tally = Tally(device)
+        for step, (x, y) in enumerate(loader):
+            logits = model(x)
+            tally.update(criterion(logits, y), logits, y)
+            utils.fault_point('eval', generation, i)
+            if stop():
+                raise utils.Stop(f"stopped by signal during generation {generation}, fitness of individual {i}",
+                                 stop.exit_code)
+        result = tally.result()
+        # A non-finite loss makes the fitness NaN, which ranks below every measured individual.
+        individual.loss, individual.top5 = result['loss'], result['top5']
+        individual.fitness = result['top1'] if math.isfinite(result['loss']) else math.nan
+        logger.info(f"gen {generation:3d} | fitness {i + 1:3d}/{len(population):3d} | top1 {individual.fitness:6.2f} "
+                    f"| loss {individual.loss:.4f} | eta {utils.format_duration(timer.remaining(i + 1, len(population)))}")
+
+
+def summarize(population: Sequence[Individual], train_stats: Sequence[Dict], generation: int, lr: float) -> Dict:
+    fitness = [ind.fitness for ind in population if not math.isnan(ind.fitness)]
+    seen = sum(t['samples'] for t in train_stats)
+    return {
+        'generation': generation,
+        'lr': lr,
+        'best': max(fitness, default=math.nan),
+        'mean': sum(fitness) / len(fitness) if fitness else math.nan,
+        'worst': min(fitness, default=math.nan),
+        'distinct_genotypes': count_distinct(population),
+        'train_loss': sum(t['loss'] * t['samples'] for t in train_stats) / max(seen, 1),
+        'train_top1': sum(t['top1'] * t['samples'] for t in train_stats) / max(seen, 1),
+    }
+
+
+def generation_record(population: Sequence[Individual], train_stats: Sequence[Dict], summary: Dict,
+                      order: Sequence[int]) -> Dict:
+    """The human-readable record of one generation, best individual first."""
+    return {
+        **summary,
+        'population': [{
+            'rank': rank + 1,
+            'index': order[rank],  # position in the generation as trained (step i trains index i mod pop_size)
+            'fitness': ind.fitness,
+            'loss': ind.loss,
+            'top5': ind.top5,
+            'train_loss': train_stats[order[rank]]['loss'],
+            'train_top1': train_stats[order[rank]]['top1'],
+            'genotype': genotype_to_dict(ind.genotype()),
+            'alphas': {'normal': ind.alphas[0].tolist(), 'reduce': ind.alphas[1].tolist()},
+        } for rank, ind in enumerate(population)],
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Checkpoints
+
+def save_checkpoint(run_dir: str, args, generations_done: int, population, model, optimizer, scheduler,
+                    ga_generator, data_generator, history, elapsed: float) -> None:
+    atomic_save({
+        'format': CHECKPOINT_FORMAT,
+        'args': vars(args),
+        'generation': generations_done,
+        'population': [ind.to_state() for ind in population],
+        'model': model.state_dict(),
+        'optimizer': optimizer.state_dict(),
+        'scheduler': scheduler.state_dict(),
+        'ga_generator': ga_generator.get_state(),
+        'data_generator': data_generator.get_state(),
+        'rng': rng_state(),
+        'history': history,
+        'elapsed': elapsed,
+    }, os.path.join(run_dir, 'checkpoint.pt'))
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+def main(args: argparse.Namespace) -> Dict:
+    run_dir = distributed.shared_run_dir(args, distributed.Distributed(), 'search')
+    with RunLock(run_dir), utils.StopSignals() as stop:
+        return search(args, run_dir, stop)
+
+
+def search(args: argparse.Namespace, run_dir: str, stop: utils.StopSignals) -> Dict:
+    logger = utils.setup_logger('train_search', run_dir)
+    device = utils.resolve_device(args.device)
+    if not args.resume:
+        save_args(run_dir, 'train_search', args)
+    os.makedirs(os.path.join(run_dir, 'generations'), exist_ok=True)
+    logger.info(f"{'resuming' if args.resume else 'starting'} EvNAS search in {run_dir} on {device}")
+    logger.info(f"args = {vars(args)}")
+
+    utils.seed_everything(args.seed)
+    train_data = load_dataset(args.dataset, args.data, train=True, synthetic_size=args.synthetic_size)
+    split = int(math.floor(args.train_portion * len(train_data)))
+    if split < 1 or split >= len(train_data):
+        raise utils.UserError(f"--train_portion {args.train_portion} leaves no images on one side of the split "
+                              f"of {len(train_data)} training images")
+    model = Network(args.init_channels, train_data.num_classes, args.layers).to(device)
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), args.learning_rate, momentum=args.momentum,
+                                weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, float(args.epochs), eta_min=args.learning_rate_min)
+    ga_generator = utils.make_generator(args.seed)
+    data_generator = utils.make_generator(args.seed + 1)
+
+    # The first half trains the supernet, the second half measures fitness, both with the training
+    # augmentation, each pass in a fresh random order (EvNAS's two SubsetRandomSamplers).
+    augment = Augment(cutout_length=args.cutout_length if args.cutout else 0)
+    indices = torch.arange(len(train_data))
+    train_loader = make_loader(args.loader, train_data, args.batch_size, device, indices[:split], shuffle=True,
+                               augment=augment, generator=data_generator, num_workers=args.num_workers)
+    valid_loader = make_loader(args.loader, train_data, args.valid_batch_size, device, indices[split:], shuffle=True,
+                               augment=augment, generator=data_generator, num_workers=args.num_workers)
+    logger.info(f"{args.dataset}: {split} images train the supernet, {len(train_data) - split} measure fitness; "
+                f"supernet {utils.count_parameters_in_MB(model):.3f} M parameters")
+
+    population = init_population(args.pop_size, model._steps, ga_generator)
+    start_generation, history, elapsed_before = 0, [], 0.
+    if args.resume:
+        state = load_run_checkpoint(run_dir, CHECKPOINT_FORMAT, args, RESUME_MAY_CHANGE)
+        model.load_state_dict(state['model'])
+        optimizer.load_state_dict(state['optimizer'])
+        scheduler.load_state_dict(state['scheduler'])
+        ga_generator.set_state(state['ga_generator'])
+        data_generator.set_state(state['data_generator'])
+        set_rng_state(state['rng'])
+        population = [Individual.from_state(s) for s in state['population']]
+        start_generation, history, elapsed_before = state['generation'], state['history'], state['elapsed']
+        logger.info(f"resumed after generation {start_generation} of {args.epochs}")
+
+    writer = utils.summary_writer(os.path.join(run_dir, 'runs'))
+    timer = utils.Timer()
+    best_genotype_path = os.path.join(run_dir, 'genotype.json')
+    for generation in range(start_generation + 1, args.epochs + 1):
+        lr = scheduler.get_last_lr()[0]
+        # Decode each individual once per generation; the device copies are reused by every step.
+        decoded = [[a.to(device) for a in decode(ind.alphas)] for ind in population]
+        try:
+            train_stats = train_generation(model, decoded, train_loader, optimizer, criterion, args, generation,
+                                           logger, stop)
+            scheduler.step()
+            evaluate_population(model, population, decoded, valid_loader, criterion, generation, logger, stop)
+        except utils.Stop as e:
+            raise utils.Stop(utils.stopped_note(str(e), generation - 1, 'generation', run_dir, 'train_search.py', logger),
+                             e.exit_code) from None
+
+        index_of = {id(ind): i for i, ind in enumerate(population)}
+        population = sort_population(population)
+        ranked_order = [index_of[id(ind)] for ind in population]
+        summary = summarize(population, train_stats, generation, lr)
+        history.append(summary)
+        atomic_write_text(os.path.join(run_dir, 'generations', f'gen_{generation:03d}.json'),
+                          json.dumps(generation_record(population, train_stats, summary, ranked_order)) + '\n')
+        elapsed = elapsed_before + timer.elapsed()
+        remaining = timer.remaining(generation - start_generation, args.epochs - start_generation)
+        logger.info(f"gen {generation:3d}/{args.epochs} | best {summary['best']:6.2f} | mean {summary['mean']:6.2f} "
+                    f"| worst {summary['worst']:6.2f} | distinct {summary['distinct_genotypes']:3d}/{len(population)} "
+                    f"| train loss {summary['train_loss']:.4f} | elapsed {utils.format_duration(elapsed)} "
+                    f"| eta {utils.format_duration(remaining)}")
+        if writer is not None:
+            for key in ('best', 'mean', 'worst'):
+                writer.add_scalar(f'fitness/{key}', summary[key], generation)
+            writer.add_scalar('population/distinct_genotypes', summary['distinct_genotypes'], generation)
+            writer.add_scalar('train/loss', summary['train_loss'], generation)
+            writer.add_scalar('train/top1', summary['train_top1'], generation)
+            writer.add_scalar('train/lr', lr, generation)
+            writer.flush()
+
+        if generation == args.epochs:
+            save_genotype(population[0].genotype(), best_genotype_path)
+            logger.info(f"best architecture (fitness {population[0].fitness:.2f}): {population[0].genotype()}")
+            logger.info(f"saved to {best_genotype_path}; train it with: python train.py --dir {run_dir} --auxiliary --cutout")
+        else:
+            population = evolve(population, args.num_elites, args.tsize, args.mutate_rate, ga_generator)
+        utils.fault_point('evolve', generation)
+        save_checkpoint(run_dir, args, generation, population, model, optimizer, scheduler, ga_generator,
+                        data_generator, history, elapsed)
+    if writer is not None:
+        writer.close()
+    if start_generation >= args.epochs:
+        logger.info(f"{run_dir} already completed its {args.epochs} generations; nothing to do")
+    utils.close_logger(logger)
+    return {'run_dir': run_dir, 'history': history, 'population': population,
+            'genotype_path': best_genotype_path}
+
+
+if __name__ == '__main__':
+    sys.exit(utils.run_main(main, parse_args()))

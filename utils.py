@@ -1,0 +1,251 @@
+"""Small helpers every script shares: errors, devices, meters, logging, seeding."""
+import logging
+import os
+import random
+import sys
+import time
+from typing import Callable, List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad input, missing data, unusable file). Scripts print it as one line and
+    exit with status 2; they never show a traceback for it."""
+
+
+class Stop(Exception):
+    """A run that must end before it completes: a signal, or a diverged loss. Its last checkpoint is intact.
+    `exit_code` is 128 + the signal number for a signal (the shell's convention), 2 otherwise."""
+
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def stopped_note(reason: str, done: int, unit: str, run_dir: str, script: str, logger: logging.Logger) -> str:
+    """Log and return where a stopped run stands and how to continue it."""
+    kept = f"the checkpoint after {unit} {done} in {run_dir} is intact" if done else f"no {unit} had completed"
+    note = f"{reason}; {kept}; continue with: python {script} --resume {run_dir}"
+    logger.info(note)
+    return note
+
+
+def run_main(main: Callable, args) -> int:
+    """Run a script's main(args), turning a UserError or a Stop into one line on stderr and an exit status."""
+    try:
+        main(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
+    except Stop as e:
+        print(f"stopped: {e}", file=sys.stderr, flush=True)
+        return e.exit_code
+    return 0
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` is CUDA when present, else CPU; `cuda` and `cuda:N` must exist."""
+    if name == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device '{name}' (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == 'cuda':
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
+    elif device.type != 'cpu':
+        if device.type == 'mps' and not torch.backends.mps.is_available():
+            raise UserError(f"--device {name}: MPS is not available on this machine")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def make_generator(seed: int) -> torch.Generator:
+    """An explicit CPU random stream (the GA's, the data pipeline's): its state can be saved and restored."""
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return generator
+
+
+class AverageMeter:
+    """Running average; accepts tensors so that accumulation stays on the device until logged."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.sum = 0.
+        self.cnt = 0
+
+    def update(self, val, n: int = 1):
+        self.sum = self.sum + val * n
+        self.cnt += n
+
+    @property
+    def avg(self) -> float:
+        if self.cnt == 0:
+            return float('nan')
+        total = self.sum.item() if torch.is_tensor(self.sum) else self.sum  # a host sync when on a GPU
+        return total / self.cnt
+
+
+def accuracy(output: torch.Tensor, target: torch.Tensor, topk: Sequence[int] = (1,)) -> List[torch.Tensor]:
+    """Top-k accuracies in percent, as 0-d tensors on the output's device (no host sync)."""
+    maxk = min(max(topk), output.size(1))
+    _, pred = output.topk(maxk, 1, True, True)
+    correct = pred.eq(target[:, None])
+    return [correct[:, :min(k, maxk)].any(dim=1).float().mean() * 100. for k in topk]
+
+
+def count_parameters_in_MB(model: nn.Module) -> float:
+    """Parameters in millions, without the auxiliary head (it is dropped at test time), as DARTS reports."""
+    return sum(v.numel() for name, v in model.named_parameters() if 'auxiliary' not in name) / 1e6
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{seconds:02d}s"
+    return f"{seconds}s"
+
+
+def setup_logger(name: str, run_dir: Optional[str] = None, enabled: bool = True) -> logging.Logger:
+    """A named logger writing to stdout and, with a run directory, to run_dir/log.txt (appending on resume)."""
+    logger = logging.getLogger(name)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    logger.setLevel(logging.INFO if enabled else logging.WARNING)
+    logger.propagate = False
+    formatter = logging.Formatter('%(asctime)s %(message)s', datefmt='%m/%d %H:%M:%S')
+    handlers = [logging.StreamHandler(sys.stdout)]
+    if run_dir is not None and enabled:
+        handlers.append(logging.FileHandler(os.path.join(run_dir, 'log.txt')))
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        logger.addHandler(handler)
+    return logger
+
+
+def close_logger(logger: logging.Logger) -> None:
+    for handler in list(logger.handlers):
+        handler.flush()
+        logger.removeHandler(handler)
+        handler.close()
+
+
+class Timer:
+    """Elapsed time and a linear estimate of the time remaining."""
+
+    def __init__(self):
+        self.start = time.time()
+
+    def elapsed(self) -> float:
+        return time.time() - self.start
+
+    def remaining(self, done: float, total: float) -> float:
+        return self.elapsed() / done * (total - done) if done > 0 else float('nan')
+
+
+def summary_writer(log_dir: str):
+    """A TensorBoard SummaryWriter when tensorboard is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir)
+
+
+def explicit_options(parser, argv: Optional[Sequence[str]]) -> set:
+    """The option names (dests) given on the command line, as opposed to left at their defaults."""
+    import argparse
+    import copy
+    probe = copy.deepcopy(parser)
+    for action in probe._actions:
+        action.default = argparse.SUPPRESS
+        action.required = False
+    namespace, _ = probe.parse_known_args(argv)
+    return set(vars(namespace))
+
+
+def fault_point(point: str, generation: int = -1, step: int = -1) -> Optional[str]:
+    """Test-only fault injection, off unless EVNAS_FAULT is set.
+
+    EVNAS_FAULT='ACTION@POINT[:GENERATION[:STEP]]' fires at the named point of a run: ACTION `kill` sends
+    SIGKILL to this process (a crash no handler can see), `term` sends SIGTERM, anything else (e.g. `nan`)
+    is returned to the caller, which injects it. The fault tests in tests/ use this to pick exact moments.
+    """
+    spec = os.environ.get('EVNAS_FAULT')
+    if not spec:
+        return None
+    action, _, where = spec.partition('@')
+    name, *numbers = where.split(':')
+    if name != point or any(int(n) != have for n, have in zip(numbers, (generation, step))):
+        return None
+    if action in ('kill', 'term'):
+        import signal
+        os.kill(os.getpid(), signal.SIGKILL if action == 'kill' else signal.SIGTERM)
+        if action == 'kill':
+            time.sleep(60)  # SIGKILL arrives asynchronously on some systems; never run past the fault
+    return action
+
+
+class StopSignals:
+    """While active, SIGTERM and SIGINT (Ctrl-C) only raise a flag, which the training loops poll between
+    two steps, so a run stops at a safe point instead of in the middle of a write. Calling the object tells
+    whether a stop was requested. The previous handlers come back on exit."""
+
+    def __init__(self):
+        self.received = []
+        self.previous = {}
+
+    def __enter__(self) -> 'StopSignals':
+        import signal
+        import threading
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.received.append(signum)
+
+    def __call__(self) -> bool:
+        return bool(self.received)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.received[0]) if self.received else 2
+
+    def __exit__(self, *exc) -> None:
+        import signal
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def mixed_precision(device: torch.device, enabled: bool):
+    """(autocast factory, GradScaler or None, name) for --amp: bf16 where the device supports it, else fp16
+    with a gradient scaler. Disabled, it is a no-op context and fp32, as in the paper."""
+    import functools
+    from contextlib import nullcontext
+    if not enabled:
+        return nullcontext, None, 'fp32'
+    if device.type == 'cuda' and not torch.cuda.is_bf16_supported():
+        return (functools.partial(torch.autocast, 'cuda', dtype=torch.float16), torch.amp.GradScaler('cuda'),
+                'fp16')
+    return functools.partial(torch.autocast, device.type, dtype=torch.bfloat16), None, 'bf16'

@@ -3,6 +3,7 @@
 Nothing here pickles project classes: a checkpoint holds tensors, numbers, strings, lists and dicts, so any
 of them loads with `torch.load(weights_only=True)`, which refuses to run code.
 """
+import hashlib
 import json
 import os
 import random
@@ -16,25 +17,66 @@ import torch.nn as nn
 from utils import UserError
 
 
-def _atomic_write(path: str, write) -> None:
+def _atomic_write(path: str, write, fault_tag: int = -1) -> None:
     """Write to a temporary file beside `path`, flush it to disk, then rename it over `path`: a crash at any
-    moment leaves either the old file or the new one, never a mixture."""
+    moment leaves either the old file or the new one, never a mixture. A failed write (disk full, read-only
+    directory) is a UserError, and the old file is untouched."""
+    from utils import fault_point
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=directory)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=directory)
         with os.fdopen(fd, 'wb') as f:
             write(f)
             f.flush()
+            fault_point('write', fault_tag)  # tests kill the process here, mid-write
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}; the previous version of the file, if any, "
+                        f"is intact") from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        raise
 
 
-def atomic_save(obj: Any, path: str) -> None:
-    _atomic_write(path, lambda f: torch.save(obj, f))
+CHECKSUM_KEY = 'sha256'
+
+
+def checksum(obj: Any) -> str:
+    """SHA-256 over a checkpoint's structure and every tensor's bytes. torch.load does not notice flipped
+    bytes inside tensor data; this does."""
+    digest = hashlib.sha256()
+
+    def visit(value):
+        if torch.is_tensor(value):
+            t = value.detach().cpu().contiguous()
+            digest.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(value, Mapping):
+            digest.update(b'{')
+            for key, item in value.items():
+                digest.update(repr(key).encode())
+                visit(item)
+            digest.update(b'}')
+        elif isinstance(value, (list, tuple)):
+            digest.update(b'[')
+            for item in value:
+                visit(item)
+            digest.update(b']')
+        else:
+            digest.update(repr(value).encode())
+    visit(obj)
+    return digest.hexdigest()
+
+
+def atomic_save(obj: Any, path: str, with_checksum: bool = True, fault_tag: int = -1) -> None:
+    """torch.save, atomically. A dict gets a checksum entry that load_checkpoint verifies (leave it out for
+    files that must stay bare state_dicts, such as weights.pt). `fault_tag` (the generation or epoch) lets
+    the fault-injection tests pick which write to interrupt."""
+    if with_checksum and isinstance(obj, dict):
+        obj = {**obj, CHECKSUM_KEY: checksum(obj)}
+    _atomic_write(path, lambda f: torch.save(obj, f), fault_tag)
 
 
 def atomic_write_text(path: str, text: str) -> None:
@@ -48,11 +90,16 @@ def load_checkpoint(path: str, map_location=None) -> Any:
     if os.path.getsize(path) == 0:
         raise UserError(f"checkpoint {path} is empty")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # truncated zip, flipped bytes, a pickle with code in it, ...
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated zip, damaged headers, a pickle with code in it, ...
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"cannot load checkpoint {path}: not a readable PyTorch checkpoint, or one that holds "
                         f"more than weights ({reason[:200]})") from None
+    if isinstance(state, dict) and CHECKSUM_KEY in state:
+        expected = state.pop(CHECKSUM_KEY)
+        if checksum(state) != expected:
+            raise UserError(f"checkpoint {path} is damaged: its contents do not match the checksum written with it")
+    return state
 
 
 def clean_state_dict(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
@@ -148,6 +195,7 @@ class RunLock:
 
     def __enter__(self) -> 'RunLock':
         import fcntl
+        import glob
         self.file = open(self.path, 'a+')
         try:
             fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -162,6 +210,9 @@ class RunLock:
         self.file.truncate()
         self.file.write(f"pid {os.getpid()}\n")
         self.file.flush()
+        # Temporary files of an atomic write that a crash interrupted: holding the lock, nobody writes them.
+        for stale in glob.glob(os.path.join(os.path.dirname(self.path), '.*.tmp')):
+            os.unlink(stale)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -170,9 +221,10 @@ class RunLock:
             self.file = None
 
 
-def new_run_dir(path: str) -> str:
-    """Create a fresh run directory; an existing non-empty one is an error (continue it with --resume)."""
-    if os.path.isdir(path) and os.listdir(path):
+def new_run_dir(path: str, reuse: bool = False) -> str:
+    """Create a fresh run directory; an existing non-empty one is an error (continue it with --resume),
+    unless `reuse` (a restarted job that never reached its first checkpoint)."""
+    if os.path.isdir(path) and os.listdir(path) and not reuse:
         raise UserError(f"run directory {path} already exists; continue it with --resume {path} or choose "
                         f"another directory")
     if os.path.exists(path) and not os.path.isdir(path):
@@ -187,6 +239,15 @@ def new_run_dir(path: str) -> str:
 def save_args(run_dir: str, program: str, args) -> None:
     """The resolved arguments of a run, as RUN_DIR/args.json (read back by --resume)."""
     atomic_write_text(os.path.join(run_dir, 'args.json'), json.dumps({'program': program, **vars(args)}, indent=1) + '\n')
+
+
+def save_dataset_info(run_dir: str, data, args) -> None:
+    """RUN_DIR/dataset.json: what the networks of a run were built for, and the normalisation its images
+    used (for a folder dataset, computed from its training images)."""
+    info = {'dataset': args.dataset, 'data': args.data, 'num_classes': data.num_classes,
+            'image_size': int(data.images.shape[-1]), 'num_train': len(data), 'mean': list(data.mean),
+            'std': list(data.std)}
+    atomic_write_text(os.path.join(run_dir, 'dataset.json'), json.dumps(info, indent=1) + '\n')
 
 
 def resumed_args(parser, argv, args, program: str, may_change, checkpoint_name: str = 'checkpoint.pt'):

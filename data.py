@@ -26,7 +26,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 CIFAR_DATASETS = ('cifar10', 'cifar100')
 SYNTHETIC = 'synthetic'
-DATASETS = CIFAR_DATASETS + (SYNTHETIC,)
+FOLDER = 'folder'
+DATASETS = CIFAR_DATASETS + (SYNTHETIC, FOLDER)
 
 
 @dataclass
@@ -113,12 +114,68 @@ def make_synthetic(train: bool, size: int, num_classes: int = 10, image_size: in
     return ImageArray(images, labels, num_classes, CIFAR10_MEAN, CIFAR10_STD)
 
 
-def load_dataset(name: str, root: str, train: bool, synthetic_size: int = 2000, download: bool = True) -> ImageArray:
-    """CIFAR-10, CIFAR-100 or the generated set, as an ImageArray on the CPU."""
+def _folder_split(root: str, train: bool) -> str:
+    if train:
+        return os.path.join(root, 'train')
+    for name in ('val', 'test'):
+        if os.path.isdir(os.path.join(root, name)):
+            return os.path.join(root, name)
+    raise UserError(f"{root} has no val/ or test/ folder to evaluate on (expected {root}/val/<class>/<image>)")
+
+
+def load_folder(root: str, train: bool, image_size: int = 32, stats=None) -> ImageArray:
+    """An image-folder dataset (ROOT/train/<class>/*, ROOT/val or ROOT/test for evaluation), every image
+    resized to image_size x image_size and held in memory as uint8.
+
+    The per-channel mean and std come from the training images (pass `stats` = (mean, std) to reuse them).
+    The images are put in a fixed random order, so a --train_portion split is not a split by class.
+    """
+    import torchvision.datasets as dset
+    train_dir = _folder_split(root, True)
+    if not os.path.isdir(train_dir):
+        raise UserError(f"{train_dir} does not exist: expected your images as {root}/train/<class>/<image> "
+                        f"(and {root}/val/<class>/<image> to evaluate)")
+    try:
+        classes = sorted(e.name for e in os.scandir(train_dir) if e.is_dir())
+        folder = dset.ImageFolder(_folder_split(root, train), loader=_read_rgb)
+    except (FileNotFoundError, RuntimeError) as e:
+        raise UserError(f"{_folder_split(root, train)}: {e}") from None
+    if len(classes) < 2:
+        raise UserError(f"{train_dir} holds {len(classes)} class folder(s); a classifier needs at least two")
+    if folder.classes != classes:
+        unknown = sorted(set(folder.classes) - set(classes))
+        if unknown:
+            raise UserError(f"{_folder_split(root, train)} has classes that train/ lacks: {', '.join(unknown[:5])}")
+    index_of = {name: i for i, name in enumerate(classes)}
+    images = torch.empty(len(folder.samples), 3, image_size, image_size, dtype=torch.uint8)
+    labels = torch.empty(len(folder.samples), dtype=torch.int64)
+    for i, (path, target) in enumerate(folder.samples):
+        image = _read_rgb(path).resize((image_size, image_size), Image.BILINEAR)
+        images[i] = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+        labels[i] = index_of[folder.classes[target]]
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+    images, labels = images[order], labels[order]
+    if stats is None:
+        if train:
+            pixels = images.float().div(255)
+            stats = (tuple(pixels.mean(dim=(0, 2, 3)).tolist()), tuple(pixels.std(dim=(0, 2, 3)).tolist()))
+        else:
+            train_array = load_folder(root, True, image_size)
+            stats = (train_array.mean, train_array.std)
+    return ImageArray(images, labels, len(classes), tuple(stats[0]), tuple(stats[1]))
+
+
+def load_dataset(name: str, root: str, train: bool, synthetic_size: int = 2000, download: bool = True,
+                 image_size: int = 32, stats=None) -> ImageArray:
+    """CIFAR-10, CIFAR-100, the generated set or an image folder, as an ImageArray on the CPU."""
     if name in CIFAR_DATASETS:
+        if image_size != 32:
+            raise UserError(f"{name} images are 32x32; --image_size {image_size} applies to folder and synthetic data")
         return load_cifar(name, root, train, download)
     if name == SYNTHETIC:
-        return make_synthetic(train, synthetic_size if train else max(synthetic_size // 5, 1))
+        return make_synthetic(train, synthetic_size if train else max(synthetic_size // 5, 1), image_size=image_size)
+    if name == FOLDER:
+        return load_folder(root, train, image_size, stats)
     raise UserError(f"unknown dataset '{name}' (known: {', '.join(DATASETS)})")
 
 
@@ -133,11 +190,15 @@ class Augment:
     cutout_length: int = 0
 
 
-def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 (B, 3, H, W) -> normalised float, computed as ToTensor + Normalize do it."""
-    mean_t = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
-    return images.float().div(255).sub(mean_t).div(std_t)
+def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float],
+              memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> (x / 255 - mean) / std in float32 and `memory_format`: ToTensor + Normalize up to
+    float rounding, in two passes (the multiply also converts type and layout)."""
+    std_t = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    out = torch.empty(images.shape, dtype=torch.float32, device=images.device, memory_format=memory_format)
+    torch.mul(images, 1. / (255. * std_t), out=out)
+    return out.sub_(mean_t / std_t)
 
 
 def draw_augment(n: int, height: int, width: int, augment: Augment, generator: torch.Generator) -> Dict[str, torch.Tensor]:
@@ -153,9 +214,10 @@ def draw_augment(n: int, height: int, width: int, augment: Augment, generator: t
     return params
 
 
-def apply_augment(images: torch.Tensor, params: Dict[str, torch.Tensor], mean, std, augment: Augment) -> torch.Tensor:
+def apply_augment(images: torch.Tensor, params: Dict[str, torch.Tensor], mean, std, augment: Augment,
+                  memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
     """Augment a uint8 batch the way RandomCrop(padding) + RandomHorizontalFlip + ToTensor + Normalize +
-    Cutout do it image by image, with the choices in `params`."""
+    Cutout do it image by image, with the choices in `params`; the result is in `memory_format`."""
     B, C, H, W = images.shape
     p = augment.padding
     device = images.device
@@ -163,12 +225,12 @@ def apply_augment(images: torch.Tensor, params: Dict[str, torch.Tensor], mean, s
 
     # Crop and flip as one gather from the zero-padded images: output pixel (i, j) of image b reads padded
     # pixel (dy_b + i, dx_b + j), or (dy_b + i, dx_b + W - 1 - j) when b is flipped.
-    padded = F.pad(images, (p, p, p, p)) if p else images
     rows = params['dy'][:, None] + torch.arange(H, device=device)
     cols = params['dx'][:, None] + torch.arange(W, device=device)
     cols = torch.where(params['flip'][:, None], cols.flip(1), cols)
     index = (rows[:, :, None] * (W + 2 * p) + cols[:, None, :]).view(B, 1, H * W).expand(B, C, H * W)
-    out = normalize(padded.flatten(2).gather(2, index).view(B, C, H, W), mean, std)
+    crops = F.pad(images, (p, p, p, p)).flatten(2).gather(2, index).view(B, C, H, W)
+    out = normalize(crops, mean, std, memory_format)
 
     if augment.cutout_length > 0:
         # Cutout (DeVries & Taylor): centre uniform over the image, box clipped at the border, applied after
@@ -179,14 +241,15 @@ def apply_augment(images: torch.Tensor, params: Dict[str, torch.Tensor], mean, s
         in_y = (ys >= (cy - half).clamp(0, H)) & (ys < (cy + half).clamp(0, H))
         in_x = (xs >= (cx - half).clamp(0, W)) & (xs < (cx + half).clamp(0, W))
         keep = ~(in_y[:, :, None] & in_x[:, None, :])
-        out = out * keep[:, None].to(out.dtype)
+        out.mul_(keep[:, None].to(out.dtype))
     return out
 
 
-def augment_batch(images: torch.Tensor, mean, std, augment: Augment, generator: torch.Generator) -> torch.Tensor:
+def augment_batch(images: torch.Tensor, mean, std, augment: Augment, generator: torch.Generator,
+                  memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
     """Draw and apply the augmentation of one uint8 batch."""
     params = draw_augment(images.shape[0], images.shape[2], images.shape[3], augment, generator)
-    return apply_augment(images, params, mean, std, augment)
+    return apply_augment(images, params, mean, std, augment, memory_format)
 
 
 class TensorLoader:
@@ -201,8 +264,9 @@ class TensorLoader:
     def __init__(self, array: ImageArray, batch_size: int, indices: Optional[torch.Tensor] = None,
                  shuffle: bool = False, augment: Optional[Augment] = None,
                  generator: Optional[torch.Generator] = None, drop_last: bool = False,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, memory_format: torch.memory_format = torch.contiguous_format):
         self.array = array
+        self.memory_format = memory_format
         self.batch_size = batch_size
         self.indices = torch.arange(len(array)) if indices is None else indices.cpu()
         self.shuffle = shuffle
@@ -233,14 +297,16 @@ class TensorLoader:
             batch = order[b * self.batch_size:(b + 1) * self.batch_size]
             params = None if self.augment is None else draw_augment(len(batch), height, width, self.augment,
                                                                      self.generator)
-            mine = torch.tensor_split(torch.arange(len(batch)), self.world_size)[self.rank]
-            idx = batch[mine].to(self.array.images.device, non_blocking=True)
+            if self.world_size > 1:
+                mine = torch.tensor_split(torch.arange(len(batch)), self.world_size)[self.rank]
+                batch = batch[mine]
+                params = params and {k: v[mine] for k, v in params.items()}
+            idx = batch.to(self.array.images.device, non_blocking=True)
             images, labels = self.array.images[idx], self.array.labels[idx]
             if params is None:
-                x = normalize(images, self.array.mean, self.array.std)
+                x = normalize(images, self.array.mean, self.array.std, self.memory_format)
             else:
-                x = apply_augment(images, {k: v[mine] for k, v in params.items()}, self.array.mean,
-                                  self.array.std, self.augment)
+                x = apply_augment(images, params, self.array.mean, self.array.std, self.augment, self.memory_format)
             yield x, labels
 
 
@@ -295,7 +361,8 @@ class PerImageLoader:
 
     def __init__(self, array: ImageArray, batch_size: int, indices: Optional[torch.Tensor] = None,
                  shuffle: bool = False, augment: Optional[Augment] = None,
-                 generator: Optional[torch.Generator] = None, num_workers: int = 2, device=None):
+                 generator: Optional[torch.Generator] = None, num_workers: int = 2, device=None,
+                 memory_format: torch.memory_format = torch.contiguous_format):
         dataset = _PerImageDataset(array.to('cpu'), cifar_transforms(array.mean, array.std, augment,
                                                                      array.images.shape[-1]))
         indices = list(range(len(array))) if indices is None else indices.tolist()
@@ -308,6 +375,8 @@ class PerImageLoader:
             # checkpoint then draws exactly the augmentations an uninterrupted run would have drawn.
             persistent_workers=False)
         self.device = device
+        self.memory_format = memory_format
+        self.generator = generator
         self.num_samples = len(indices)
 
     def __len__(self):
@@ -315,21 +384,24 @@ class PerImageLoader:
 
     def __iter__(self):
         for x, y in self.loader:
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+            yield x, y.to(self.device, non_blocking=True)
 
 
 def make_loader(kind: str, array: ImageArray, batch_size: int, device, indices=None, shuffle=False,
-                augment=None, generator=None, num_workers: int = 2, rank: int = 0, world_size: int = 1):
+                augment=None, generator=None, num_workers: int = 2, rank: int = 0, world_size: int = 1,
+                memory_format: torch.memory_format = torch.contiguous_format):
     """`tensor`: the batch-wise pipeline on `device`; `torchvision`: the original per-image pipeline (one
     process only). `array` may already be on `device`; it is moved there once otherwise."""
     if kind == 'tensor':
         return TensorLoader(array.to(device), batch_size, indices, shuffle, augment, generator,
-                            rank=rank, world_size=world_size)
+                            rank=rank, world_size=world_size, memory_format=memory_format)
     if kind == 'torchvision':
         if world_size > 1:
             raise UserError("--loader torchvision runs in a single process; use the default --loader tensor "
                             "with torchrun")
-        return PerImageLoader(array, batch_size, indices, shuffle, augment, generator, num_workers, device)
+        return PerImageLoader(array, batch_size, indices, shuffle, augment, generator, num_workers, device,
+                              memory_format)
     raise ValueError(f"unknown loader '{kind}'")
 
 

@@ -21,6 +21,7 @@ class Distributed:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    device: torch.device = torch.device('cpu')  # where collectives run: the GPU with NCCL, the CPU with gloo
 
     @property
     def enabled(self) -> bool:
@@ -87,11 +88,26 @@ def setup(device_name: str) -> tuple:
                             f"use --nproc_per_node <= the number of GPUs")
         device = torch.device('cuda', local_rank)
         torch.cuda.set_device(device)
-        dist.init_process_group('nccl', device_id=device)
+        _init_process_group('nccl', rank, world_size, device_id=device)
     else:
         device = torch.device('cpu')
-        dist.init_process_group('gloo')
-    return Distributed(rank, world_size, local_rank), device
+        _init_process_group('gloo', rank, world_size)
+    return Distributed(rank, world_size, local_rank, device), device
+
+
+def _init_process_group(backend: str, rank: int, world_size: int, **kwargs) -> None:
+    restart = elastic_restart_count()
+    if restart == 0:
+        dist.init_process_group(backend, **kwargs)
+        return
+    # After an elastic restart the rendezvous store still holds the addresses the dead processes published,
+    # and the new processes would try to connect to them ("Connection refused"); give this attempt keys of
+    # its own.
+    hosted_by_agent = os.environ.get('TORCHELASTIC_USE_AGENT_STORE', '').lower() == 'true'
+    store = dist.TCPStore(os.environ['MASTER_ADDR'], int(os.environ['MASTER_PORT']), world_size,
+                          is_master=rank == 0 and not hosted_by_agent)
+    dist.init_process_group(backend, store=dist.PrefixStore(f"evnas/restart{restart}/", store), rank=rank,
+                            world_size=world_size, **kwargs)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -114,10 +130,28 @@ def shared_run_dir(args, dist: Distributed, prefix: str) -> str:
     if dist.is_main:
         default = os.path.join(args.dir or os.getcwd(), f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}")
         try:
-            path = new_run_dir(args.run_dir or default)
+            # An elastic restart that comes before the first checkpoint starts the same run afresh.
+            path = new_run_dir(args.run_dir or default, reuse=elastic_restart_count() > 0)
         except UserError as e:
             path = e  # every rank must learn of the failure, or the others would wait forever
     path = dist.broadcast_object(path)
     if isinstance(path, Exception):
         raise UserError(str(path))
     return path
+
+
+def elastic_restart_count() -> int:
+    """How many times torchrun has restarted this job (--max_restarts); 0 outside torchrun."""
+    return int(os.environ.get('TORCHELASTIC_RESTART_COUNT', '0'))
+
+
+def resume_after_restart(parser, args, checkpoint_name: str = 'checkpoint.pt') -> None:
+    """After torchrun restarts a failed job, continue from the run's last checkpoint, as --resume would.
+    Needs --run_dir, so that the restarted processes find the run."""
+    if elastic_restart_count() == 0 or args.resume:
+        return
+    if args.run_dir is None:
+        parser.error("torchrun restarted this job, but without --run_dir the restarted processes cannot find the "
+                     "run to resume; pass --run_dir with --max_restarts")
+    if os.path.isfile(os.path.join(args.run_dir, checkpoint_name)):
+        args.resume = args.run_dir

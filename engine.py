@@ -1,5 +1,6 @@
 """The evaluation loop shared by the test scripts and the training scripts."""
 import logging
+import math
 import time
 from contextlib import nullcontext
 from typing import Callable, Dict, Iterable, Optional
@@ -40,8 +41,10 @@ class Tally:
         if all_reduce is not None:
             totals = all_reduce(totals, 'sum')
         loss, correct1, correct5, count = totals.tolist()
-        n = max(count, 1)
-        return {'loss': loss / n, 'top1': 100. * correct1 / n, 'top5': 100. * correct5 / n, 'samples': int(count)}
+        if count == 0:  # nothing measured (e.g. an individual that got no training step this generation)
+            return {'loss': math.nan, 'top1': math.nan, 'top5': math.nan, 'samples': 0}
+        return {'loss': loss / count, 'top1': 100. * correct1 / count, 'top5': 100. * correct5 / count,
+                'samples': int(count)}
 
 
 def logits_of(output) -> torch.Tensor:

@@ -16,9 +16,10 @@ import sys
 
 import torch.nn as nn
 
+import speed
 import utils
 from checkpoint import extract_state_dict, load_checkpoint, load_weights_strict
-from data import CIFAR_DATASETS, SYNTHETIC, TensorLoader, load_dataset
+from data import DATASETS, TensorLoader, load_dataset
 from engine import infer
 from genotypes import resolve_genotype
 from model import NetworkCIFAR
@@ -28,8 +29,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser('test_cifar', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--data', type=str, default='../data', help='location of the data corpus (default: ../data)')
-    parser.add_argument('--dataset', choices=CIFAR_DATASETS + (SYNTHETIC,), default='cifar10',
-                        help='test set (default: cifar10; synthetic = the generated set, for tests)')
+    parser.add_argument('--dataset', choices=DATASETS, default='cifar10',
+                        help='test set (default: cifar10; synthetic = the generated set, for tests; folder = '
+                             'DIR/val/<class>/* or DIR/test/<class>/* of --data DIR, normalised with the statistics '
+                             'of DIR/train as in training)')
+    parser.add_argument('--image_size', type=int, default=32,
+                        help='folder and synthetic images are resized to this (default: 32)')
     parser.add_argument('--synthetic_size', type=int, default=2000,
                         help='training-set size of the generated set; its test set is a fifth (default: 2000)')
     parser.add_argument('--batch_size', type=int, default=96, help='batch size (default: 96)')
@@ -42,8 +47,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--genotype', type=str, default=None, help='genotype JSON file (overrides --arch)')
     parser.add_argument('--seed', type=int, default=0, help='random seed (default: 0)')
     parser.add_argument('--device', type=str, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
+    parser.add_argument('--paper_exact', action='store_true',
+                        help='NCHW and native dilated convs, as the original (the default fast settings give the '
+                             'same results to float tolerance)')
     args = parser.parse_args(argv)
-    for name in ('batch_size', 'init_channels', 'layers', 'synthetic_size'):
+    for name in ('batch_size', 'init_channels', 'layers', 'synthetic_size', 'image_size'):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
     return args
@@ -54,17 +62,19 @@ def main(args: argparse.Namespace) -> dict:
     device = utils.resolve_device(args.device)
     utils.seed_everything(args.seed)
     genotype, arch_name = resolve_genotype(args.arch, args.genotype)
-    test_data = load_dataset(args.dataset, args.data, train=False, synthetic_size=args.synthetic_size)
+    test_data = load_dataset(args.dataset, args.data, train=False, synthetic_size=args.synthetic_size,
+                             image_size=args.image_size)
 
     model = NetworkCIFAR(args.init_channels, test_data.num_classes, args.layers, args.auxiliary, genotype)
     expected = (f"{arch_name} on {args.dataset} (C={args.init_channels}, layers={args.layers}, "
                 f"classes={test_data.num_classes}, auxiliary {'on' if args.auxiliary else 'off'})")
     state_dict = extract_state_dict(load_checkpoint(args.model_path, map_location='cpu'), args.model_path)
     load_weights_strict(model, state_dict, expected, drop_prefixes=('auxiliary_head.',))
-    model.to(device)
+    config = speed.PAPER_EXACT if args.paper_exact else speed.default_config(device)
+    speed.apply(model.to(device), config)
     logger.info(f"evaluating {args.model_path} as {expected} on {device}")
 
-    loader = TensorLoader(test_data.to(device), args.batch_size)
+    loader = TensorLoader(test_data.to(device), args.batch_size, memory_format=config.memory_format)
     result = infer(model, loader, nn.CrossEntropyLoss(), device, logger, args.report_freq)
     result['params_mb'] = utils.count_parameters_in_MB(model)
     logger.info(f"test | top1 {result['top1']:6.2f} | top5 {result['top5']:6.2f} | loss {result['loss']:.4f} "

@@ -16,6 +16,7 @@ import sys
 
 import torch.nn as nn
 
+import speed
 import utils
 from checkpoint import extract_state_dict, load_checkpoint, load_weights_strict
 from data import FolderLoader, image_folder, imagenet_transforms
@@ -44,6 +45,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--num_workers', type=int, default=4, help='data loading processes (default: 4)')
     parser.add_argument('--seed', type=int, default=0, help='random seed (default: 0)')
     parser.add_argument('--device', type=str, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
+    parser.add_argument('--paper_exact', action='store_true',
+                        help='NCHW and native dilated convs, as the original (the default fast settings give the '
+                             'same results to float tolerance)')
     args = parser.parse_args(argv)
     for name in ('batch_size', 'init_channels', 'layers', 'image_size'):
         if getattr(args, name) < 1:
@@ -66,7 +70,8 @@ def main(args: argparse.Namespace) -> dict:
                 f"auxiliary {'on' if args.auxiliary else 'off'})")
     state_dict = extract_state_dict(load_checkpoint(args.model_path, map_location='cpu'), args.model_path)
     load_weights_strict(model, state_dict, expected, drop_prefixes=('auxiliary_head.',))
-    model.to(device)
+    config = speed.PAPER_EXACT if args.paper_exact else speed.default_config(device)
+    speed.apply(model.to(device), config)
     logger.info(f"evaluating {args.model_path} as {expected} on {device}, {len(valid_data)} images")
 
     loader = FolderLoader(valid_data, args.batch_size, device, num_workers=args.num_workers)

@@ -26,12 +26,14 @@ import torch
 import torch.nn as nn
 
 import distributed
+import speed
 import utils
 from checkpoint import (RunLock, atomic_save, atomic_write_text, load_run_checkpoint, resumed_args,
-                        rng_state, save_args, set_rng_state)
+                        rng_state, save_args, save_dataset_info, set_rng_state)
+from cost import describe_cost, network_cost
 from data import DATASETS, Augment, TensorLoader, load_dataset, make_loader
 from engine import infer, train_epoch
-from genotypes import resolve_genotype, save_genotype
+from genotypes import load_genotype, resolve_genotype, save_genotype
 from model import NetworkCIFAR
 
 CHECKPOINT_FORMAT = 'evnas-train/1'
@@ -53,7 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = parser.add_argument_group('data')
     data.add_argument('--data', type=str, default='../data', help='location of the data corpus (default: ../data)')
-    data.add_argument('--dataset', choices=DATASETS, default='cifar10', help='(default: cifar10)')
+    data.add_argument('--dataset', choices=DATASETS, default='cifar10',
+                      help='(default: cifar10; folder = your images in --data DIR as DIR/train/<class>/* and '
+                           'DIR/val/<class>/*)')
+    data.add_argument('--image_size', type=int, default=32,
+                      help='folder and synthetic images are resized to this (default: 32)')
     data.add_argument('--synthetic_size', type=int, default=2000, help='training images of the generated set')
     data.add_argument('--cutout', action='store_true', help='use cutout')
     data.add_argument('--cutout_length', type=int, default=16, help='cutout length (default: 16)')
@@ -78,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
                             '(default: fp32, as in the paper)')
     optim.add_argument('--sync_bn', action='store_true',
                        help='with torchrun, BatchNorm statistics over the global batch (default: per process)')
+    optim.add_argument('--paper_exact', action='store_true',
+                       help='NCHW and native dilated convs, as the original; the default fast settings give the '
+                            'same results to float tolerance')
+    optim.add_argument('--compile', action='store_true', help='torch.compile the network')
 
     run = parser.add_argument_group('run')
     run.add_argument('--seed', type=int, default=18, help='random seed (default: 18)')
@@ -94,13 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
+    distributed.resume_after_restart(parser, args)
     if args.resume is not None:
         args = resumed_args(parser, argv, args, 'train', RESUME_MAY_CHANGE)
     elif sum(x is not None for x in (args.arch, args.genotype)) > 1:
         parser.error("give the architecture once: --arch or --genotype")
     elif args.arch is None and args.genotype is None and args.dir is None:
         parser.error("no architecture: give --arch NAME, --dir SEARCH_DIR or --genotype FILE")
-    for name in ('epochs', 'batch_size', 'init_channels', 'layers', 'report_freq', 'synthetic_size'):
+    if args.auxiliary and args.image_size < 32:
+        parser.error(f"--auxiliary needs images of at least 32x32 (its head pools an 8x8 map); got --image_size "
+                     f"{args.image_size}")
+    for name in ('epochs', 'batch_size', 'init_channels', 'layers', 'report_freq', 'synthetic_size', 'image_size'):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1 (got {getattr(args, name)})")
     for name in ('learning_rate', 'grad_clip'):
@@ -117,17 +131,22 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(args: argparse.Namespace) -> Dict:
     dist, device = distributed.setup(args.device)
     try:
+        # The architecture is checked before anything is created; a resumed run trains its own saved copy.
+        if args.resume:
+            genotype = load_genotype(os.path.join(args.resume, 'genotype.json'))
+            arch_name = args.arch or args.genotype or args.dir
+        else:
+            genotype, arch_name = resolve_genotype(args.arch, args.genotype, args.dir)
         run_dir = distributed.shared_run_dir(args, dist, f"eval-{args.save}")
         with (RunLock(run_dir) if dist.is_main else nullcontext()), utils.StopSignals() as stop:
-            return train(args, run_dir, dist, device, stop)
+            return train(args, run_dir, dist, device, stop, genotype, arch_name)
     finally:
         dist.close()
 
 
 def train(args: argparse.Namespace, run_dir: str, dist: distributed.Distributed, device: torch.device,
-          stop: utils.StopSignals) -> Dict:
+          stop: utils.StopSignals, genotype, arch_name: str) -> Dict:
     logger = utils.setup_logger('train', run_dir if dist.is_main else None, enabled=dist.is_main)
-    genotype, arch_name = resolve_genotype(args.arch, args.genotype, args.dir)
     if dist.is_main and not args.resume:
         save_args(run_dir, 'train', args)
         save_genotype(genotype, os.path.join(run_dir, 'genotype.json'))
@@ -136,11 +155,20 @@ def train(args: argparse.Namespace, run_dir: str, dist: distributed.Distributed,
     logger.info(f"args = {vars(args)}")
 
     utils.seed_everything(args.seed)
-    train_data = load_dataset(args.dataset, args.data, train=True, synthetic_size=args.synthetic_size)
-    test_data = load_dataset(args.dataset, args.data, train=False, synthetic_size=args.synthetic_size)
+    train_data = load_dataset(args.dataset, args.data, train=True, synthetic_size=args.synthetic_size,
+                              image_size=args.image_size)
+    test_data = load_dataset(args.dataset, args.data, train=False, synthetic_size=args.synthetic_size,
+                             image_size=args.image_size, stats=(train_data.mean, train_data.std))
+    if dist.is_main and not args.resume:
+        save_dataset_info(run_dir, train_data, args)
     model = NetworkCIFAR(args.init_channels, train_data.num_classes, args.layers, args.auxiliary, genotype).to(device)
+    config = speed.PAPER_EXACT if args.paper_exact else speed.default_config(device)
+    speed.apply(model, config)
     logger.info(f"genotype = {genotype}")
     logger.info(f"param size = {utils.count_parameters_in_MB(model):.6f} MB")
+    logger.info(describe_cost(network_cost(genotype, num_classes=train_data.num_classes,
+                                           init_channels=args.init_channels, layers=args.layers,
+                                           image_size=args.image_size), 'cost'))
 
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), args.learning_rate, momentum=args.momentum,
@@ -151,8 +179,9 @@ def train(args: argparse.Namespace, run_dir: str, dist: distributed.Distributed,
     augment = Augment(cutout_length=args.cutout_length if args.cutout else 0)
     train_loader = make_loader(args.loader, train_data, args.batch_size, device, shuffle=True, augment=augment,
                                generator=data_generator, num_workers=args.num_workers, rank=dist.rank,
-                               world_size=dist.world_size)
-    test_loader = TensorLoader(test_data.to(device), args.batch_size, rank=dist.rank, world_size=dist.world_size)
+                               world_size=dist.world_size, memory_format=config.memory_format)
+    test_loader = TensorLoader(test_data.to(device), args.batch_size, rank=dist.rank, world_size=dist.world_size,
+                               memory_format=config.memory_format)
 
     start_epoch, history = 0, []
     if args.resume:
@@ -174,7 +203,10 @@ def train(args: argparse.Namespace, run_dir: str, dist: distributed.Distributed,
         if args.sync_bn:
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
         net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == 'cuda' else None)
-    logger.info(f"precision {precision}; {len(train_data)} training images, {len(test_data)} test images, "
+    if args.compile:
+        net = torch.compile(net)
+    logger.info(f"speed: {config.describe()}{', compiled' if args.compile else ''}; precision {precision}; "
+                f"{len(train_data)} training images, {len(test_data)} test images, "
                 f"batch {args.batch_size}" + (f" ({args.batch_size // dist.world_size} per process)" if dist.enabled else ''))
 
     writer = utils.summary_writer(os.path.join(run_dir, 'runs')) if dist.is_main else None
@@ -210,13 +242,13 @@ def train(args: argparse.Namespace, run_dir: str, dist: distributed.Distributed,
                 for key in ('train_loss', 'train_top1', 'test_loss', 'test_top1', 'test_top5', 'lr'):
                     writer.add_scalar(key.replace('_', '/', 1), history[-1][key], epoch)
                 writer.flush()
-            atomic_save(model.state_dict(), os.path.join(run_dir, 'weights.pt'))
+            atomic_save(model.state_dict(), os.path.join(run_dir, 'weights.pt'), with_checksum=False)
             atomic_save({
                 'format': CHECKPOINT_FORMAT, 'args': vars(args), 'epoch': epoch, 'model': model.state_dict(),
                 'optimizer': optimizer.state_dict(), 'scheduler': scheduler.state_dict(),
                 'scaler': scaler.state_dict() if scaler is not None else None,
                 'data_generator': data_generator.get_state(), 'rng': all_rng, 'history': history,
-            }, os.path.join(run_dir, 'checkpoint.pt'))
+            }, os.path.join(run_dir, 'checkpoint.pt'), fault_tag=epoch)
         utils.fault_point('saved', epoch)
 
     summary = {}

@@ -30,12 +30,14 @@ import torch
 import torch.nn as nn
 
 import distributed
+import speed
 import utils
 from checkpoint import RunLock, atomic_save, atomic_write_text, load_run_checkpoint, resumed_args, rng_state, \
     save_args, set_rng_state
+from cost import describe_cost, network_cost
 from data import FolderLoader, image_folder, imagenet_transforms
 from engine import infer, train_epoch
-from genotypes import resolve_genotype, save_genotype
+from genotypes import load_genotype, resolve_genotype, save_genotype
 from model import NetworkImageNet
 
 CHECKPOINT_FORMAT = 'evnas-train-imagenet/1'
@@ -78,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help='mixed precision: bf16 autocast where supported, else fp16 with a gradient scaler')
     optim.add_argument('--sync_bn', action='store_true',
                        help='with torchrun on GPUs, BatchNorm statistics over the global batch')
+    optim.add_argument('--paper_exact', action='store_true',
+                       help='NCHW and native dilated convs, as the original (the default fast settings give the '
+                            'same results to float tolerance)')
 
     run = parser.add_argument_group('run')
     run.add_argument('--seed', type=int, default=0, help='random seed (default: 0)')
@@ -94,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
+    distributed.resume_after_restart(parser, args, 'checkpoint.pth.tar')
     if args.resume is not None:
         args = resumed_args(parser, argv, args, 'train_imagenet', RESUME_MAY_CHANGE, 'checkpoint.pth.tar')
     elif args.arch is not None and args.genotype is not None:
@@ -135,16 +141,22 @@ def learning_rate(args, epoch: int) -> float:
 def main(args: argparse.Namespace) -> Dict:
     dist, device = distributed.setup(args.device)
     try:
+        # The architecture is checked before anything is created; a resumed run trains its own saved copy.
+        if args.resume:
+            genotype = load_genotype(os.path.join(args.resume, 'genotype.json'))
+            arch_name = args.arch or args.genotype or args.dir
+        else:
+            genotype, arch_name = resolve_genotype(args.arch, args.genotype, args.dir)
         run_dir = distributed.shared_run_dir(args, dist, f"eval-imagenet-{args.save}")
         with (RunLock(run_dir) if dist.is_main else nullcontext()), utils.StopSignals() as stop:
-            return train(args, run_dir, dist, device, stop)
+            return train(args, run_dir, dist, device, stop, genotype, arch_name)
     finally:
         dist.close()
 
 
-def train(args, run_dir: str, dist: distributed.Distributed, device: torch.device, stop: utils.StopSignals) -> Dict:
+def train(args, run_dir: str, dist: distributed.Distributed, device: torch.device, stop: utils.StopSignals, genotype,
+          arch_name: str) -> Dict:
     logger = utils.setup_logger('train_imagenet', run_dir if dist.is_main else None, enabled=dist.is_main)
-    genotype, arch_name = resolve_genotype(args.arch, args.genotype, args.dir)
     train_data = image_folder(args.data, 'train', imagenet_transforms(True, args.image_size))
     valid_data = image_folder(args.data, 'val', imagenet_transforms(False, args.image_size))
     if train_data.classes != valid_data.classes:
@@ -159,7 +171,12 @@ def train(args, run_dir: str, dist: distributed.Distributed, device: torch.devic
     utils.seed_everything(args.seed)
     num_classes = len(train_data.classes)
     model = NetworkImageNet(args.init_channels, num_classes, args.layers, args.auxiliary, genotype).to(device)
+    config = speed.PAPER_EXACT if args.paper_exact else speed.default_config(device)
+    speed.apply(model, config)
     logger.info(f"genotype = {genotype}")
+    logger.info(describe_cost(network_cost(genotype, 'imagenet', num_classes=num_classes,
+                                           init_channels=args.init_channels, layers=args.layers,
+                                           image_size=args.image_size), 'cost'))
     logger.info(f"param size = {utils.count_parameters_in_MB(model):.6f} MB; {len(train_data)} training and "
                 f"{len(valid_data)} validation images in {num_classes} classes")
     # Label smoothing as P-DARTS's CrossEntropyLabelSmooth: (1 - eps) * one-hot + eps / classes.
@@ -193,7 +210,7 @@ def train(args, run_dir: str, dist: distributed.Distributed, device: torch.devic
         raise utils.UserError(f"--batch_size {args.batch_size} is smaller than the {dist.world_size} processes")
     valid_sampler = list(range(dist.rank, len(valid_data), dist.world_size))  # each image once over all ranks
     valid_loader = FolderLoader(valid_data, per_process, device, num_workers=args.workers, sampler=valid_sampler)
-    logger.info(f"precision {precision}; batch {args.batch_size}"
+    logger.info(f"speed: {config.describe()}; precision {precision}; batch {args.batch_size}"
                 + (f" ({per_process} per process)" if dist.enabled else ''))
 
     writer = utils.summary_writer(os.path.join(run_dir, 'runs')) if dist.is_main else None
@@ -245,7 +262,7 @@ def train(args, run_dir: str, dist: distributed.Distributed, device: torch.devic
                      'state_dict': model.state_dict(), 'best_acc_top1': best_top1, 'optimizer': optimizer.state_dict(),
                      'scaler': scaler.state_dict() if scaler is not None else None, 'rng': all_rng,
                      'history': history}
-            atomic_save(state, os.path.join(run_dir, 'checkpoint.pth.tar'))
+            atomic_save(state, os.path.join(run_dir, 'checkpoint.pth.tar'), fault_tag=epoch + 1)
             if is_best:
                 atomic_save(state, os.path.join(run_dir, 'model_best.pth.tar'))
         utils.fault_point('saved', epoch + 1)

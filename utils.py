@@ -187,19 +187,24 @@ def fault_point(point: str, generation: int = -1, step: int = -1) -> Optional[st
     """Test-only fault injection, off unless EVNAS_FAULT is set.
 
     EVNAS_FAULT='ACTION@POINT[:GENERATION[:STEP]]' fires at the named point of a run: ACTION `kill` sends
-    SIGKILL to this process (a crash no handler can see), `term` sends SIGTERM, anything else (e.g. `nan`)
-    is returned to the caller, which injects it. The fault tests in tests/ use this to pick exact moments.
+    SIGKILL to this process (a crash no handler can see), `term` SIGTERM, `int` SIGINT (Ctrl-C); anything
+    else (e.g. `nan`) is returned to the caller, which injects it. tests/test_faults.py picks exact moments
+    with it.
     """
     spec = os.environ.get('EVNAS_FAULT')
     if not spec:
+        return None
+    # Under torchrun: only in the rank EVNAS_FAULT_RANK names, and never again after an elastic restart.
+    if os.environ.get('EVNAS_FAULT_RANK', os.environ.get('RANK', '0')) != os.environ.get('RANK', '0') or \
+            os.environ.get('TORCHELASTIC_RESTART_COUNT', '0') != '0':
         return None
     action, _, where = spec.partition('@')
     name, *numbers = where.split(':')
     if name != point or any(int(n) != have for n, have in zip(numbers, (generation, step))):
         return None
-    if action in ('kill', 'term'):
+    if action in ('kill', 'term', 'int'):
         import signal
-        os.kill(os.getpid(), signal.SIGKILL if action == 'kill' else signal.SIGTERM)
+        os.kill(os.getpid(), {'kill': signal.SIGKILL, 'term': signal.SIGTERM, 'int': signal.SIGINT}[action])
         if action == 'kill':
             time.sleep(60)  # SIGKILL arrives asynchronously on some systems; never run past the fault
     return action
@@ -210,15 +215,16 @@ class StopSignals:
     two steps, so a run stops at a safe point instead of in the middle of a write. Calling the object tells
     whether a stop was requested. The previous handlers come back on exit."""
 
-    def __init__(self):
+    def __init__(self, handle_sigterm: bool = True):
         self.received = []
         self.previous = {}
+        self.handle_sigterm = handle_sigterm
 
     def __enter__(self) -> 'StopSignals':
         import signal
         import threading
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT) if self.handle_sigterm else (signal.SIGINT,):
                 self.previous[sig] = signal.signal(sig, self._handle)
         return self
 

@@ -19,6 +19,19 @@ SEARCH_TINY = ['--dataset', 'synthetic', '--synthetic_size', '128', '--init_chan
                '--report_freq', '1']
 
 
+TRAIN_TINY = ['--arch', 'EvNASA', '--dataset', 'synthetic', '--synthetic_size', '192', '--init_channels', '4',
+              '--layers', '3', '--batch_size', '32', '--device', 'cpu', '--report_freq', '2']
+TRAIN_REFERENCE = TRAIN_TINY + ['--epochs', '2', '--auxiliary', '--cutout']
+
+
+TIMING_KEYS = ('train_seconds', 'fitness_seconds')
+
+
+def without_timings(record: dict) -> dict:
+    """A generation record without its wall-clock timings, which no two runs share."""
+    return {k: v for k, v in record.items() if k not in TIMING_KEYS}
+
+
 def run_script(script: str, *argv: str, timeout: int = 300, env=None) -> subprocess.CompletedProcess:
     """Run a script as a user would, in a subprocess; returns the finished process (never raises on failure)."""
     full_env = dict(os.environ, PYTHONUNBUFFERED='1')
@@ -62,4 +75,13 @@ def tiny_search(tmp_path_factory):
     import train_search
     run_dir = str(tmp_path_factory.mktemp('search') / 'run')
     result = train_search.main(train_search.parse_args(SEARCH_TINY + ['--epochs', '3', '--run_dir', run_dir]))
+    return run_dir, result
+
+
+@pytest.fixture(scope='session')
+def tiny_training(tmp_path_factory):
+    """One uninterrupted 2-epoch train.py run with every regulariser on: (run directory, main's result)."""
+    import train
+    run_dir = str(tmp_path_factory.mktemp('train') / 'run')
+    result = train.main(train.parse_args(TRAIN_REFERENCE + ['--run_dir', run_dir]))
     return run_dir, result

@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import shutil
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ import torch
 import train_search
 from architect_evolution import derive_genotype
 from conftest import SEARCH_TINY as TINY
-from conftest import call_main, run_script
+from conftest import call_main, run_script, without_timings
 from genotypes import genotype_from_dict, load_genotype
 from model import NetworkCIFAR
 
@@ -21,28 +22,34 @@ def finished_run(tiny_search):
     return tiny_search
 
 
+def _has_module(name):
+    import importlib.util
+    return importlib.util.find_spec(name) is not None
+
+
 def _has_tensorboard():
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return _has_module('tensorboard')
 
 
 def _records(run_dir):
     records = []
     for g in range(1, GENERATIONS + 1):
         with open(os.path.join(run_dir, 'generations', f'gen_{g:03d}.json')) as f:
-            records.append(json.load(f))
+            records.append(without_timings(json.load(f)))
     return records
 
 
 class TestSearchRun:
     def test_writes_every_artifact_and_nothing_else(self, finished_run):
         run_dir, _ = finished_run
-        expected = {'.lock', 'args.json', 'checkpoint.pt', 'generations', 'genotype.json', 'log.txt'}
+        expected = {'.lock', 'args.json', 'dataset.json', 'checkpoint.pt', 'generations', 'genotype.json', 'log.txt',
+                    'report.md', 'genotype_normal.dot', 'genotype_reduction.dot', 'genotype.txt'}
         if _has_tensorboard():
             expected.add('runs')
+        if shutil.which('dot'):
+            expected |= {'genotype_normal.png', 'genotype_reduction.png'}
+        if _has_module('matplotlib'):
+            expected |= {'fitness.png', 'diversity.png', 'operations.png'}
         assert set(os.listdir(run_dir)) == expected
         assert sorted(os.listdir(os.path.join(run_dir, 'generations'))) == [
             f'gen_{g:03d}.json' for g in range(1, GENERATIONS + 1)]

@@ -12,19 +12,16 @@ import test_cifar
 import test_imagenet
 import train
 import train_imagenet
-from conftest import ROOT, call_main, run_script
+from conftest import ROOT, TRAIN_REFERENCE, TRAIN_TINY, call_main, run_script
 from data import make_synthetic
 
-TINY = ['--arch', 'EvNASA', '--dataset', 'synthetic', '--synthetic_size', '192', '--init_channels', '4',
-        '--layers', '3', '--batch_size', '32', '--device', 'cpu', '--report_freq', '2']
+TINY = TRAIN_TINY
 
 
 @pytest.fixture(scope='module')
-def trained(tmp_path_factory):
+def trained(tiny_training):
     """A 2-epoch run with every regulariser on (auxiliary head, cutout, drop path)."""
-    run_dir = str(tmp_path_factory.mktemp('train') / 'run')
-    result = train.main(train.parse_args(TINY + ['--epochs', '2', '--auxiliary', '--cutout', '--run_dir', run_dir]))
-    return run_dir, result
+    return tiny_training
 
 
 class TestTrainCifar:
@@ -75,7 +72,7 @@ class TestTrainCifar:
 class TestTrainResume:
     def test_killed_mid_epoch_then_resumed_equals_uninterrupted_bit_for_bit(self, trained, tmp_path):
         run_dir = str(tmp_path / 'run')
-        argv = TINY + ['--epochs', '2', '--auxiliary', '--cutout', '--run_dir', run_dir]
+        argv = TRAIN_REFERENCE + ['--run_dir', run_dir]
         killed = run_script('train.py', *argv, env={'EVNAS_FAULT': 'kill@train:2:3'})
         assert killed.returncode == -9, killed.stderr
         assert torch.load(os.path.join(run_dir, 'checkpoint.pt'), weights_only=True)['epoch'] == 1

@@ -1,0 +1,433 @@
+"""Benchmarks (not tests): how fast the hot paths of a search and of training run on this device, in the
+paper-exact configuration and in this project's fast defaults, side by side.
+
+Measured, each as a median over --repeats timed runs after --warmup untimed ones:
+  supernet_train   supernet training step (C=16, 8 layers, batch 64), images/s
+  fitness          fitness evaluation: no gradient, BatchNorm in train mode (batch 1024 on GPU, 256 on CPU)
+  augment          the training augmentation: per-image torchvision in 2 DataLoader workers, vs batch-wise
+  evalnet_train    evaluation-network training step (EvNAS-A, C=36, 20 layers, batch 96), images/s
+  generation       one generation of a small end-to-end search (training + fitness of every individual),
+                   paper-exact = original per-image pipeline in workers + exact supernet, fast = defaults
+then projects the time of the paper's full search (50 generations, 50 individuals) on this device.
+
+Examples:
+    python bench.py --device cpu --json bench-cpu.json
+    python bench.py --device cuda --amp --compile          # adds the opt-in accelerators as extra columns
+    python bench.py --quick --device cpu                   # tiny sizes: a smoke run in seconds
+"""
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from contextlib import contextmanager
+from typing import Callable, Dict, List
+
+import torch
+import torch.nn as nn
+
+import speed
+import utils
+from architect_evolution import decode, init_population
+from data import Augment, PerImageLoader, TensorLoader, make_synthetic
+from genotypes import EvNASA
+from model import NetworkCIFAR
+from model_search import Network
+
+FULL_SEARCH = {'train_images': 25000, 'valid_images': 25000, 'batch': 64, 'pop_size': 50, 'generations': 50}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser('bench', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--device', type=str, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
+    parser.add_argument('--only', type=str, default='supernet_train,fitness,augment,evalnet_train,generation',
+                        help='comma-separated benchmarks to run (default: all of the table; also available: '
+                             'fitness_scaling, a small search with 1 process and with 2 under torchrun, and '
+                             'valid_size_ranking, how well a --valid_size subset ranks a population)')
+    parser.add_argument('--warmup', type=int, default=2, help='untimed runs before timing (default: 2)')
+    parser.add_argument('--repeats', type=int, default=5, help='timed runs; the median is reported (default: 5)')
+    parser.add_argument('--amp', action='store_true', help='also measure the fast path with bf16 autocast')
+    parser.add_argument('--compile', action='store_true', help='also measure the fast path with torch.compile')
+    parser.add_argument('--quick', action='store_true', help='tiny sizes, to check that the script runs')
+    parser.add_argument('--json', type=str, default=None, help='also write the results to this JSON file')
+    parser.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s choice)')
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.warmup < 0:
+        parser.error('--repeats must be at least 1 and --warmup at least 0')
+    return args
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def median_seconds(fn: Callable, device, warmup: int, repeats: int) -> float:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+@contextmanager
+def peak_memory(device: torch.device, out: Dict):
+    """Peak memory while the block runs: CUDA allocator peak, or the process's peak RSS on Linux CPUs."""
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats(device)
+        yield
+        out['peak_mb'] = torch.cuda.max_memory_allocated(device) / 2 ** 20
+        return
+    reset = False
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:  # '5' resets the peak resident set size (Linux)
+            f.write('5')
+        reset = True
+    except OSError:
+        pass
+    yield
+    if reset:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('VmHWM:'):
+                    out['peak_mb'] = int(line.split()[1]) / 1024
+
+
+def _variants(args, device) -> Dict[str, Dict]:
+    fast = speed.default_config(device)
+    variants = {'paper_exact': {'config': speed.PAPER_EXACT, 'amp': False, 'compile': False},
+                'fast': {'config': fast, 'amp': False, 'compile': False}}
+    if args.amp:
+        variants['fast_amp'] = {'config': fast, 'amp': True, 'compile': False}
+    if args.compile:
+        variants['fast_compile'] = {'config': fast, 'amp': False, 'compile': True}
+    return variants
+
+
+def _prepare(model: nn.Module, variant: Dict, device) -> Callable:
+    speed.apply(model.to(device), variant['config'])
+    return torch.compile(model) if variant['compile'] else model
+
+
+def _autocast(variant: Dict, device):
+    return utils.mixed_precision(device, variant['amp'])[0]
+
+
+def bench_supernet_train(args, device, variant, sizes) -> Dict:
+    torch.manual_seed(0)
+    model = Network(sizes['C'], 10, sizes['layers'])
+    alphas = decode(init_population(1, 4, utils.make_generator(0))[0].alphas)
+    model.set_arch_parameters(alphas)
+    net = _prepare(model, variant, device)
+    optimizer = torch.optim.SGD(model.parameters(), 0.025, momentum=0.9, weight_decay=3e-4)
+    x = torch.randn(sizes['batch'], 3, 32, 32, device=device).contiguous(memory_format=variant['config'].memory_format)
+    y = torch.randint(0, 10, (sizes['batch'],), device=device)
+    autocast = _autocast(variant, device)
+
+    def step():
+        with autocast():
+            loss = nn.functional.cross_entropy(net(x).float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 5.)
+        optimizer.step()
+
+    out = {}
+    with peak_memory(device, out):
+        seconds = median_seconds(step, device, args.warmup, args.repeats)
+    return {'images_per_sec': sizes['batch'] / seconds, 'seconds_per_step': seconds, **out}
+
+
+def bench_fitness(args, device, variant, sizes) -> Dict:
+    torch.manual_seed(0)
+    model = Network(sizes['C'], 10, sizes['layers'])
+    model.set_arch_parameters(decode(init_population(1, 4, utils.make_generator(0))[0].alphas))
+    net = _prepare(model, variant, device)
+    batch = sizes['fitness_batch']
+    x = torch.randn(batch, 3, 32, 32, device=device).contiguous(memory_format=variant['config'].memory_format)
+    autocast = _autocast(variant, device)
+    model.train()  # NOTE (faithful to EvNAS): fitness runs with BatchNorm in train mode
+
+    @torch.no_grad()
+    def forward():
+        with autocast():
+            net(x)
+
+    out = {}
+    with peak_memory(device, out):
+        seconds = median_seconds(forward, device, args.warmup, args.repeats)
+    return {'images_per_sec': batch / seconds, 'seconds_per_batch': seconds, **out}
+
+
+def bench_augment(args, device, variant, sizes) -> Dict:
+    array = make_synthetic(True, sizes['augment_images'])
+    augment = Augment(cutout_length=16)
+    if variant['config'] == speed.PAPER_EXACT:
+        loader = PerImageLoader(array, 128, shuffle=True, augment=augment, generator=utils.make_generator(0),
+                                num_workers=2, device=device)
+    else:
+        loader = TensorLoader(array.to(device), 128, shuffle=True, augment=augment, generator=utils.make_generator(0),
+                              memory_format=variant['config'].memory_format)
+
+    def one_pass():
+        for x, _ in loader:
+            pass
+
+    seconds = median_seconds(one_pass, device, min(args.warmup, 1), max(1, min(args.repeats, 3)))
+    return {'images_per_sec': len(array) / seconds}
+
+
+def bench_evalnet_train(args, device, variant, sizes) -> Dict:
+    torch.manual_seed(0)
+    model = NetworkCIFAR(sizes['eval_C'], 10, sizes['eval_layers'], True, EvNASA)
+    model.drop_path_prob = 0.2
+    net = _prepare(model, variant, device)
+    optimizer = torch.optim.SGD(model.parameters(), 0.025, momentum=0.9, weight_decay=3e-4)
+    batch = sizes['eval_batch']
+    x = torch.randn(batch, 3, 32, 32, device=device).contiguous(memory_format=variant['config'].memory_format)
+    y = torch.randint(0, 10, (batch,), device=device)
+    autocast = _autocast(variant, device)
+
+    def step():
+        with autocast():
+            logits, logits_aux = net(x)
+            loss = nn.functional.cross_entropy(logits.float(), y) + 0.4 * nn.functional.cross_entropy(logits_aux.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 5.)
+        optimizer.step()
+
+    out = {}
+    with peak_memory(device, out):
+        seconds = median_seconds(step, device, args.warmup, args.repeats)
+    return {'images_per_sec': batch / seconds, 'seconds_per_step': seconds, **out}
+
+
+def bench_generation(args, device, variant, sizes) -> Dict:
+    """One generation of a small search through train_search's own loops."""
+    import train_search
+    torch.manual_seed(0)
+    exact = variant['config'] == speed.PAPER_EXACT
+    array = make_synthetic(True, 2 * sizes['gen_images'])
+    model = Network(sizes['gen_C'], 10, sizes['gen_layers'])
+    net = _prepare(model, variant, device)
+    optimizer = torch.optim.SGD(model.parameters(), 0.025, momentum=0.9, weight_decay=3e-4)
+    population = init_population(sizes['gen_pop'], 4, utils.make_generator(0))
+    generator = utils.make_generator(1)
+    indices = torch.arange(len(array))
+    half = sizes['gen_images']
+    loader_kind = 'torchvision' if exact else 'tensor'
+    from data import make_loader
+    fmt = variant['config'].memory_format
+    train_loader = make_loader(loader_kind, array, 64, device, indices[:half], True, Augment(), generator,
+                               num_workers=2, memory_format=fmt)
+    valid_loader = make_loader(loader_kind, array, sizes['fitness_batch'], device, indices[half:], True, Augment(),
+                               generator, num_workers=2, memory_format=fmt)
+    train_args = argparse.Namespace(grad_clip=5., report_freq=10 ** 9, batch_size=64)
+    logger = utils.setup_logger('bench', enabled=False)
+    criterion = nn.CrossEntropyLoss()
+    stop = utils.StopSignals()
+    autocast = _autocast(variant, device)
+
+    def generation():
+        decoded = [[a.to(device) for a in decode(ind.alphas)] for ind in population]
+        train_search.train_generation(model, decoded, train_loader, optimizer, criterion, train_args, 1, logger,
+                                      stop, net=net, autocast=autocast)
+        train_search.evaluate_population(model, population, decoded, valid_loader, criterion, 1, logger, stop,
+                                         net=net, autocast=autocast)
+
+    out = {}
+    with peak_memory(device, out):
+        seconds = median_seconds(generation, device, min(args.warmup, 1), max(1, min(args.repeats, 3)))
+    return {'seconds_per_generation': seconds, **out}
+
+
+def fitness_scaling(args, device, sizes) -> Dict:
+    """Fitness-evaluation time per generation of a small search with 1 process and with 2 under torchrun,
+    one CPU thread per process (the search's own timings, from its records)."""
+    import subprocess
+    import tempfile
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for ranks in (1, 2):
+            run_dir = os.path.join(tmp, f'ranks{ranks}')
+            launcher = [sys.executable] if ranks == 1 else [sys.executable, '-m', 'torch.distributed.run', '--standalone',
+                                                            f'--nproc_per_node={ranks}']
+            command = launcher + [os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train_search.py'),
+                                  '--dataset', 'synthetic', '--synthetic_size', str(2 * sizes['gen_images']),
+                                  '--init_channels', str(sizes['gen_C']), '--layers', str(sizes['gen_layers']),
+                                  '--pop_size', str(2 * sizes['gen_pop']), '--tsize', '2', '--epochs', '2',
+                                  '--valid_batch_size', str(sizes['fitness_batch']), '--device', 'cpu',
+                                  '--run_dir', run_dir, '--report_freq', '1000']
+            done = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS='1'))
+            if done.returncode != 0:
+                raise utils.UserError(f"the {ranks}-process search failed: {done.stderr.strip().splitlines()[-1]}")
+            with open(os.path.join(run_dir, 'generations', 'gen_002.json')) as f:
+                record = json.load(f)
+            results[ranks] = {'fitness_seconds': record['fitness_seconds'], 'train_seconds': record['train_seconds']}
+    results['ratio'] = results[2]['fitness_seconds'] / results[1]['fitness_seconds']
+    return results
+
+
+def _ranks(values: List[float]) -> List[int]:
+    order = sorted(range(len(values)), key=lambda i: -values[i])
+    ranks = [0] * len(values)
+    for rank, i in enumerate(order):
+        ranks[i] = rank
+    return ranks
+
+
+def spearman(a: List[float], b: List[float]) -> float:
+    ra, rb = _ranks(a), _ranks(b)
+    n = len(a)
+    return 1 - 6 * sum((x - y) ** 2 for x, y in zip(ra, rb)) / (n * (n * n - 1))
+
+
+def valid_size_ranking(args, device, sizes) -> Dict:
+    """How well fitness on a --valid_size subset ranks a population compared with the whole held-out half:
+    a supernet trained for a few generations' worth of steps on generated data, then 20 random individuals
+    scored on the full held-out set and on fixed subsets of it (Spearman rank correlation, and whether the
+    best individual stays the best)."""
+    import train_search
+    torch.manual_seed(0)
+    n_train, n_valid = (256, 512) if args.quick else (2048, 4096)
+    array = make_synthetic(True, n_train + n_valid).to(device)
+    model = Network(sizes['gen_C'], 10, sizes['gen_layers']).to(device)
+    speed.apply(model, speed.default_config(device))
+    optimizer = torch.optim.SGD(model.parameters(), 0.025, momentum=0.9, weight_decay=3e-4)
+    population = init_population(8 if args.quick else 20, 4, utils.make_generator(0))
+    decoded = [[a.to(device) for a in decode(ind.alphas)] for ind in population]
+    logger = utils.setup_logger('bench', enabled=False)
+    criterion, stop = nn.CrossEntropyLoss(), utils.StopSignals()
+    train_args = argparse.Namespace(grad_clip=5., report_freq=10 ** 9, batch_size=64)
+    train_loader = TensorLoader(array, 64, torch.arange(n_train), True, Augment(), utils.make_generator(1))
+    for _ in range(1 if args.quick else 3):
+        train_search.train_generation(model, decoded, train_loader, optimizer, criterion, train_args, 1, logger, stop)
+    seeds = list(range(len(population)))
+
+    def score(indices) -> List[float]:
+        loader = TensorLoader(array, sizes['fitness_batch'], indices, True, Augment(), utils.make_generator(2))
+        train_search.evaluate_population(model, population, decoded, loader, criterion, 1, logger, stop, seeds=seeds)
+        return [ind.fitness for ind in population]
+
+    valid = torch.arange(n_train, n_train + n_valid)
+    full = score(valid)
+    result = {'valid_images': n_valid, 'population': len(population)}
+    for size in ((64, 128, 256) if args.quick else (256, 512, 1024, 2048)):
+        subset = valid[torch.randperm(n_valid, generator=utils.make_generator(3))[:size].sort().values]
+        partial = score(subset)
+        result[str(size)] = {'spearman': spearman(full, partial),
+                             'same_best': max(range(len(full)), key=full.__getitem__) ==
+                             max(range(len(partial)), key=partial.__getitem__)}
+    return result
+
+
+BENCHMARKS = {'supernet_train': bench_supernet_train, 'fitness': bench_fitness, 'augment': bench_augment,
+              'evalnet_train': bench_evalnet_train, 'generation': bench_generation}
+EXTRA = {'fitness_scaling': fitness_scaling, 'valid_size_ranking': valid_size_ranking}  # run only when named
+
+
+def _sizes(quick: bool, device: torch.device) -> Dict:
+    if quick:
+        return {'C': 4, 'layers': 3, 'batch': 16, 'fitness_batch': 32, 'augment_images': 256, 'eval_C': 4,
+                'eval_layers': 3, 'eval_batch': 16, 'gen_images': 64, 'gen_C': 4, 'gen_layers': 3, 'gen_pop': 2}
+    return {'C': 16, 'layers': 8, 'batch': 64, 'fitness_batch': 1024 if device.type == 'cuda' else 256,
+            'augment_images': 5000, 'eval_C': 36, 'eval_layers': 20, 'eval_batch': 96,
+            'gen_images': 512, 'gen_C': 8, 'gen_layers': 5, 'gen_pop': 4}
+
+
+def projected_search_hours(results: Dict, variant: str) -> float:
+    """The paper's search (50 x 50, 25k + 25k images) from the measured step and fitness throughputs."""
+    train = results.get('supernet_train', {}).get(variant, {}).get('images_per_sec')
+    fitness = results.get('fitness', {}).get(variant, {}).get('images_per_sec')
+    if not train or not fitness:
+        return math.nan
+    per_generation = FULL_SEARCH['train_images'] / train + FULL_SEARCH['pop_size'] * FULL_SEARCH['valid_images'] / fitness
+    return per_generation * FULL_SEARCH['generations'] / 3600
+
+
+def format_table(results: Dict, variants: List[str]) -> str:
+    header = f"{'benchmark':<16}" + ''.join(f"{v:>16}" for v in variants) + f"{'fast/exact':>12}{'peak MB (exact/fast)':>24}"
+    lines = [header, '-' * len(header)]
+    for name, by_variant in results.items():
+        if name == 'projection':
+            continue
+        metric = 'seconds_per_generation' if name == 'generation' else 'images_per_sec'
+        cells, values = [], {}
+        for v in variants:
+            value = by_variant.get(v, {}).get(metric)
+            values[v] = value
+            cells.append(f"{value:>16.1f}" if value is not None else f"{'-':>16}")
+        exact, fast = values.get('paper_exact'), values.get('fast')
+        ratio = (exact / fast if metric.startswith('seconds') else fast / exact) if exact and fast else math.nan
+        peaks = [by_variant.get(v, {}).get('peak_mb') for v in ('paper_exact', 'fast')]
+        peak = '/'.join(f"{p:.0f}" if p else '-' for p in peaks)
+        unit = ' s/gen' if name == 'generation' else ' img/s'
+        lines.append(f"{name + unit:<16}" + ''.join(cells) + f"{ratio:>11.2f}x{peak:>24}")
+    projection = results.get('projection', {})
+    if projection:
+        lines.append('')
+        lines.append('projected full search (50 generations x 50 individuals): ' + ', '.join(
+            f"{v} {h:.1f} h" for v, h in projection.items() if not math.isnan(h)))
+    return '\n'.join(lines)
+
+
+def main(args: argparse.Namespace) -> Dict:
+    device = utils.resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if device.type == 'cuda':
+        torch.backends.cudnn.benchmark = True
+    sizes = _sizes(args.quick, device)
+    variants = _variants(args, device)
+    names = [n.strip() for n in args.only.split(',') if n.strip()]
+    unknown = [n for n in names if n not in BENCHMARKS and n not in EXTRA]
+    if unknown:
+        raise utils.UserError(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(list(BENCHMARKS) + list(EXTRA))}")
+    results: Dict = {}
+    extra = {}
+    for name in [n for n in names if n in EXTRA]:
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        extra[name] = EXTRA[name](args, device, sizes)
+    for name in [n for n in names if n in BENCHMARKS]:
+        results[name] = {}
+        for label, variant in variants.items():
+            if name == 'augment' and (variant['amp'] or variant['compile']):
+                continue
+            print(f"running {name} [{label}] ...", file=sys.stderr, flush=True)
+            results[name][label] = BENCHMARKS[name](args, device, variant, sizes)
+    results['projection'] = {v: projected_search_hours(results, v) for v in variants}
+    meta = {'device': str(device), 'device_name': torch.cuda.get_device_name(device) if device.type == 'cuda'
+            else (os.uname().machine if hasattr(os, 'uname') else 'cpu'), 'torch': torch.__version__,
+            'threads': torch.get_num_threads(), 'sizes': sizes, 'warmup': args.warmup, 'repeats': args.repeats,
+            'configs': {k: v['config'].describe() + (' + amp' if v['amp'] else '') + (' + compile' if v['compile'] else '')
+                        for k, v in variants.items()}}
+    print(f"device {meta['device']} ({meta['device_name']}), torch {meta['torch']}, {meta['threads']} threads")
+    for label, description in meta['configs'].items():
+        print(f"  {label}: {description}")
+    print(format_table(results, list(variants)))
+    if 'valid_size_ranking' in extra:
+        ranking = extra['valid_size_ranking']
+        print(f"ranking {ranking['population']} individuals on a --valid_size subset vs all {ranking['valid_images']} "
+              f"held-out images: " + ', '.join(f"{k}: Spearman {v['spearman']:.2f}{', same best' if v['same_best'] else ''}"
+                                                for k, v in ranking.items() if isinstance(v, dict)))
+    if 'fitness_scaling' in extra:
+        scaling = extra['fitness_scaling']
+        print(f"fitness evaluation per generation, 1 thread per process: 1 process {scaling[1]['fitness_seconds']:.1f} s, "
+              f"2 processes {scaling[2]['fitness_seconds']:.1f} s ({scaling['ratio']:.2f}x the time)")
+    results.update(extra)
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump({'meta': meta, 'results': results}, f, indent=1)
+    return {'meta': meta, 'results': results}
+
+
+if __name__ == '__main__':
+    sys.exit(utils.run_main(main, parse_args()))

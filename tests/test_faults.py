@@ -1,0 +1,297 @@
+"""Fault injection: whatever happens, the last completed generation or epoch is safe, a resumed run equals an
+uninterrupted one, and every bad input gets one clear line and exit status 2.
+
+Crashes are real: the run is a subprocess that EVNAS_FAULT makes SIGKILL (or SIGTERM) itself at an exact
+point (utils.fault_point). The references are the session's uninterrupted runs (conftest.py).
+"""
+import errno
+import hashlib
+import json
+import os
+import pickle
+import shutil
+
+import pytest
+import torch
+
+import bench
+import checkpoint
+import test_cifar
+import test_imagenet
+import train
+import train_imagenet
+import train_search
+from conftest import SEARCH_TINY, TRAIN_REFERENCE, call_main, run_script, without_timings
+
+
+def _search_results(run_dir):
+    records = [without_timings(json.load(open(os.path.join(run_dir, 'generations', f))))
+               for f in sorted(os.listdir(os.path.join(run_dir, 'generations')))]
+    state = torch.load(os.path.join(run_dir, 'checkpoint.pt'), weights_only=True)
+    return records, open(os.path.join(run_dir, 'genotype.json')).read(), state
+
+
+def assert_same_search(run_dir, reference_dir):
+    records, genotype, state = _search_results(run_dir)
+    ref_records, ref_genotype, ref_state = _search_results(reference_dir)
+    assert records == ref_records, 'population, fitness and genotypes of every generation'
+    assert genotype == ref_genotype
+    for key in ref_state['model']:
+        assert torch.equal(state['model'][key], ref_state['model'][key]), key
+    for a, b in zip(state['population'], ref_state['population']):
+        assert all(torch.equal(x, y) for x, y in zip(a['alphas'], b['alphas']))
+
+
+def assert_same_training(run_dir, reference_dir):
+    ours = torch.load(os.path.join(run_dir, 'weights.pt'), weights_only=True)
+    reference = torch.load(os.path.join(reference_dir, 'weights.pt'), weights_only=True)
+    assert ours.keys() == reference.keys()
+    assert all(torch.equal(ours[k], reference[k]) for k in reference)
+    assert torch.load(os.path.join(run_dir, 'checkpoint.pt'), weights_only=True)['history'] == \
+        torch.load(os.path.join(reference_dir, 'checkpoint.pt'), weights_only=True)['history']
+
+
+def _digests(run_dir):
+    out = {}
+    for root, _, files in os.walk(run_dir):
+        for name in files:
+            if name not in ('log.txt', '.lock'):
+                path = os.path.join(root, name)
+                out[os.path.relpath(path, run_dir)] = hashlib.sha256(open(path, 'rb').read()).hexdigest()
+    return out
+
+
+class TestKillSearch:
+    @pytest.mark.parametrize('point, done', [
+        ('kill@train:2:1', 1),    # in the middle of supernet training
+        ('kill@evolve:2', 1),     # after selection, crossover and mutation, before the checkpoint
+        ('kill@write:2', 1),      # while checkpoint.pt of generation 2 is being written
+    ])
+    def test_kill_then_resume_equals_uninterrupted(self, tiny_search, tmp_path, point, done):
+        run_dir = str(tmp_path / 'run')
+        killed = run_script('train_search.py', *SEARCH_TINY, '--epochs', '3', '--run_dir', run_dir,
+                            env={'EVNAS_FAULT': point})
+        assert killed.returncode == -9, killed.stderr[-2000:]
+        assert torch.load(os.path.join(run_dir, 'checkpoint.pt'), weights_only=True)['generation'] == done
+        if point.startswith('kill@write'):
+            assert any(name.endswith('.tmp') for name in os.listdir(run_dir)), 'the write was interrupted'
+        assert call_main(train_search, ['--resume', run_dir]) == 0
+        assert not any(name.endswith('.tmp') for name in os.listdir(run_dir)), 'stale temporary files are removed'
+        assert_same_search(run_dir, tiny_search[0])
+
+
+class TestKillTraining:
+    def test_kill_while_writing_the_checkpoint_then_resume_equals_uninterrupted(self, tiny_training, tmp_path):
+        run_dir = str(tmp_path / 'run')
+        killed = run_script('train.py', *TRAIN_REFERENCE, '--run_dir', run_dir, env={'EVNAS_FAULT': 'kill@write:2'})
+        assert killed.returncode == -9, killed.stderr[-2000:]
+        assert torch.load(os.path.join(run_dir, 'checkpoint.pt'), weights_only=True)['epoch'] == 1
+        assert call_main(train, ['--resume', run_dir]) == 0
+        assert_same_training(run_dir, tiny_training[0])
+
+
+class TestSignals:
+    def test_sigterm_stops_the_search_at_a_safe_point_and_says_how_to_resume(self, tiny_search, tmp_path):
+        run_dir = str(tmp_path / 'run')
+        stopped = run_script('train_search.py', *SEARCH_TINY, '--epochs', '3', '--run_dir', run_dir,
+                             env={'EVNAS_FAULT': 'term@train:2:0'})
+        assert stopped.returncode == 128 + 15
+        assert 'stopped: stopped by signal during generation 2, training step 0' in stopped.stderr
+        assert f'the checkpoint after generation 1 in {run_dir} is intact' in stopped.stderr
+        assert f'python train_search.py --resume {run_dir}' in stopped.stderr
+        assert 'Traceback' not in stopped.stderr
+        assert call_main(train_search, ['--resume', run_dir]) == 0
+        assert_same_search(run_dir, tiny_search[0])
+
+    def test_ctrl_c_stops_training_at_a_safe_point(self, tiny_training, tmp_path):
+        run_dir = str(tmp_path / 'run')
+        stopped = run_script('train.py', *TRAIN_REFERENCE, '--run_dir', run_dir, env={'EVNAS_FAULT': 'int@train:2:1'})
+        assert stopped.returncode == 128 + 2
+        assert 'stopped by signal during epoch 2, step 2' in stopped.stderr
+        assert f'the checkpoint after epoch 1 in {run_dir} is intact' in stopped.stderr
+        assert call_main(train, ['--resume', run_dir]) == 0
+        assert_same_training(run_dir, tiny_training[0])
+
+
+def _damage(path, how):
+    raw = open(path, 'rb').read()
+    if how == 'truncated':
+        data = raw[:len(raw) // 2]
+    elif how == 'flipped_bytes':
+        data = bytearray(raw)
+        for i in range(len(raw) // 3, len(raw) // 3 + 64):  # inside the tensor data, past the zip headers
+            data[i] ^= 0xFF
+        data = bytes(data)
+    elif how == 'empty':
+        data = b''
+    else:
+        raise ValueError(how)
+    open(path, 'wb').write(data)
+
+
+class Exploit:
+    marker = None
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+class TestDamagedArtifacts:
+    @pytest.fixture
+    def search_copy(self, tiny_search, tmp_path):
+        run_dir = str(tmp_path / 'run')
+        shutil.copytree(tiny_search[0], run_dir)
+        return run_dir
+
+    @pytest.mark.parametrize('how', ['truncated', 'flipped_bytes', 'empty'])
+    def test_damaged_search_checkpoint_is_refused_and_nothing_is_overwritten(self, search_copy, how, capsys):
+        _damage(os.path.join(search_copy, 'checkpoint.pt'), how)
+        before = _digests(search_copy)
+        assert call_main(train_search, ['--resume', search_copy]) == 2
+        err = capsys.readouterr().err
+        assert err.count('\n') == 1 and 'checkpoint' in err and ('damaged' in err or 'cannot load' in err or 'empty' in err)
+        assert _digests(search_copy) == before
+
+    def test_checkpoint_that_runs_code_is_refused_and_nothing_runs(self, search_copy, tmp_path, capsys):
+        Exploit.marker = tmp_path / 'pwned'
+        with open(os.path.join(search_copy, 'checkpoint.pt'), 'wb') as f:
+            pickle.dump(Exploit(), f)
+        assert call_main(train_search, ['--resume', search_copy]) == 2
+        assert 'cannot load checkpoint' in capsys.readouterr().err
+        assert not Exploit.marker.exists()
+
+    def test_weights_that_run_code_are_refused_by_test_cifar(self, tmp_path, capsys):
+        Exploit.marker = tmp_path / 'pwned'
+        path = tmp_path / 'weights.pt'
+        torch.save({'state_dict': Exploit()}, path)
+        assert call_main(test_cifar, ['--arch', 'EvNASA', '--model_path', path, '--dataset', 'synthetic']) == 2
+        assert not Exploit.marker.exists()
+
+    def test_checkpoint_of_another_configuration_is_refused(self, search_copy, tmp_path, capsys):
+        other = str(tmp_path / 'other')
+        assert call_main(train_search, SEARCH_TINY + ['--epochs', '1', '--pop_size', '2', '--run_dir', other]) == 0
+        shutil.copy(os.path.join(other, 'checkpoint.pt'), os.path.join(search_copy, 'checkpoint.pt'))
+        before = _digests(search_copy)
+        assert call_main(train_search, ['--resume', search_copy]) == 2
+        assert 'checkpoint.pt was made with --epochs 1, not 3 as args.json says' in capsys.readouterr().err
+        assert _digests(search_copy) == before
+
+    def test_flipped_bytes_in_a_training_checkpoint(self, tiny_training, tmp_path, capsys):
+        run_dir = str(tmp_path / 'run')
+        shutil.copytree(tiny_training[0], run_dir)
+        _damage(os.path.join(run_dir, 'checkpoint.pt'), 'flipped_bytes')
+        assert call_main(train, ['--resume', run_dir]) == 2
+        assert 'is damaged' in capsys.readouterr().err
+        # test_cifar verifies the checksum of a project checkpoint too
+        assert call_main(test_cifar, ['--arch', 'EvNASA', '--dataset', 'synthetic', '--init_channels', '4',
+                                      '--layers', '3', '--model_path', os.path.join(run_dir, 'checkpoint.pt')]) == 2
+
+    @pytest.mark.parametrize('edit, message', [
+        (lambda g: g['normal'].__setitem__(2, ['conv_11x11', 0]), "unknown operation 'conv_11x11'"),
+        (lambda g: g['reduce'].append(['skip_connect', 0]), 'two edges per node, got 9'),
+    ])
+    def test_bad_genotype_json_in_a_search_directory(self, search_copy, tmp_path, edit, message, capsys):
+        path = os.path.join(search_copy, 'genotype.json')
+        genotype = json.load(open(path))
+        edit(genotype)
+        open(path, 'w').write(json.dumps(genotype))
+        assert call_main(train, ['--dir', search_copy, '--dataset', 'synthetic', '--run_dir', tmp_path / 'eval']) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / 'eval').exists() or not os.listdir(tmp_path / 'eval')
+
+
+class TestNumericalFaults:
+    def test_nan_loss_stops_training_naming_epoch_and_step(self, tmp_path, monkeypatch, capsys):
+        run_dir = str(tmp_path / 'run')
+        monkeypatch.setenv('EVNAS_FAULT', 'nan@nan:2:1')
+        assert call_main(train, TRAIN_REFERENCE + ['--run_dir', run_dir]) == 2
+        err = capsys.readouterr().err
+        assert 'non-finite at epoch 2, step 1' in err and 'checkpoint after epoch 1' in err
+        assert torch.load(os.path.join(run_dir, 'checkpoint.pt'), weights_only=True)['epoch'] == 1
+
+    def test_nan_fitness_ranks_last_and_is_never_an_elite(self, tmp_path, monkeypatch):
+        run_dir = str(tmp_path / 'run')
+        monkeypatch.setenv('EVNAS_FAULT', 'nanfit@nanfit:1:0')  # individual 0 of generation 1
+        assert call_main(train_search, SEARCH_TINY + ['--epochs', '2', '--num_elites', '2', '--run_dir', run_dir]) == 0
+        record = json.load(open(os.path.join(run_dir, 'generations', 'gen_001.json')))
+        assert record['population'][-1]['index'] == 0 and record['population'][-1]['fitness'] is None
+        assert all(p['fitness'] is not None for p in record['population'][:-1])
+        nan_alphas = record['population'][-1]['alphas']
+        elites = json.load(open(os.path.join(run_dir, 'generations', 'gen_002.json')))['population']
+        assert all(p['alphas'] != nan_alphas for p in elites)
+
+
+class TestBadCommandLines:
+    @pytest.mark.parametrize('module, argv, message', [
+        (train_search, ['--pop_size', '-3'], '--pop_size must be at least 1'),
+        (train_search, ['--loader', 'dali'], "invalid choice: 'dali'"),
+        (train_search, ['--valid_size', '0'], '--valid_size must be at least 1'),
+        (train_search, ['--batch_size', 'many'], "invalid int value: 'many'"),
+        (train, ['--arch', 'EvNASA', '--genotype', 'x.json'], 'give the architecture once'),
+        (train, ['--arch', 'EvNASA', '--learning_rate', '-1'], '--learning_rate must be positive'),
+        (train, ['--arch', 'EvNASA', '--dataset', 'svhn'], "invalid choice: 'svhn'"),
+        (train_imagenet, ['--arch', 'EvNASA', '--lr_scheduler', 'step'], "invalid choice: 'step'"),
+        (train_imagenet, ['--arch', 'EvNASA', '--label_smooth', '1'], '--label_smooth and --drop_path_prob'),
+        (train_imagenet, ['--arch', 'EvNASA', '--workers', '-1'], '--workers must not be negative'),
+        (test_cifar, ['--layers', '0'], '--layers must be at least 1'),
+        (test_imagenet, ['--image_size', '0'], '--image_size must be at least 1'),
+        (bench, ['--repeats', '0'], '--repeats must be at least 1'),
+    ])
+    def test_refused_before_any_work(self, module, argv, message, capsys):
+        assert call_main(module, argv) == 2
+        assert message in capsys.readouterr().err
+
+    @pytest.mark.parametrize('module, argv', [(train_search, SEARCH_TINY), (train, TRAIN_REFERENCE)])
+    def test_existing_run_directory_without_resume(self, module, argv, tmp_path, capsys):
+        (tmp_path / 'run').mkdir()
+        (tmp_path / 'run' / 'log.txt').write_text('an earlier run\n')
+        assert call_main(module, argv + ['--run_dir', tmp_path / 'run']) == 2
+        assert 'already exists; continue it with --resume' in capsys.readouterr().err
+        assert (tmp_path / 'run' / 'log.txt').read_text() == 'an earlier run\n'
+
+    def test_unknown_device(self, capsys):
+        assert call_main(test_cifar, ['--device', 'tpu:0', '--arch', 'EvNASA']) == 2
+        assert "unknown device 'tpu:0'" in capsys.readouterr().err
+
+
+class TestDataProblems:
+    def test_empty_class_folder_is_named(self, tmp_path, capsys):
+        (tmp_path / 'val' / 'cat').mkdir(parents=True)
+        (tmp_path / 'val' / 'dog').mkdir()
+        assert call_main(test_imagenet, ['--data', tmp_path, '--arch', 'EvNASA', '--model_path', 'x']) == 2
+        err = capsys.readouterr().err
+        assert str(tmp_path / 'val') in err and ('cat' in err or 'no valid file' in err.lower())
+
+
+class TestDiskFaults:
+    @pytest.mark.parametrize('error', [errno.ENOSPC, errno.EROFS])
+    def test_failed_checkpoint_write_is_reported_and_the_previous_checkpoint_survives(
+            self, tmp_path, monkeypatch, capsys, error):
+        run_dir = str(tmp_path / 'run')
+        real_save = torch.save
+
+        def failing_save(obj, f, *args, **kwargs):
+            if isinstance(obj, dict) and obj.get('generation') == 2:
+                raise OSError(error, os.strerror(error))
+            return real_save(obj, f, *args, **kwargs)
+
+        monkeypatch.setattr(torch, 'save', failing_save)
+        assert call_main(train_search, SEARCH_TINY + ['--epochs', '3', '--run_dir', run_dir]) == 2
+        err = capsys.readouterr().err
+        assert 'cannot write' in err and os.strerror(error) in err and 'intact' in err
+        assert checkpoint.load_checkpoint(os.path.join(run_dir, 'checkpoint.pt'))['generation'] == 1
+        assert not any(name.endswith('.tmp') for name in os.listdir(run_dir))
+
+
+class TestConcurrentRuns:
+    @pytest.mark.parametrize('module', [train_search, train])
+    def test_second_run_in_the_same_directory_refuses_to_start(self, module, tiny_search, tiny_training, tmp_path,
+                                                               capsys):
+        source = tiny_search[0] if module is train_search else tiny_training[0]
+        run_dir = str(tmp_path / 'run')
+        shutil.copytree(source, run_dir)
+        before = _digests(run_dir)
+        with checkpoint.RunLock(run_dir):
+            assert call_main(module, ['--resume', run_dir]) == 2
+        assert f'{run_dir} is in use by pid {os.getpid()}' in capsys.readouterr().err
+        assert _digests(run_dir) == before

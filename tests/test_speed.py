@@ -1,0 +1,187 @@
+"""The fast settings compute what the paper-exact path computes (to float tolerance), and the batch-wise
+augmentation draws from the same distributions as the per-image torchvision pipeline."""
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import genotypes
+import speed
+import utils
+from architect_evolution import decode, random_individual
+from data import Augment, PerImageLoader, TensorLoader, augment_batch, make_synthetic
+from model import NetworkCIFAR
+from model_search import MixedOp, Network
+from operations import DilConv, phase_split_conv
+
+FAST = speed.SpeedConfig(fused_mixed_op=True, phase_split_dilated=True, channels_last=True)
+
+
+def _grads(module):
+    return {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+
+
+class TestPhaseSplitConv:
+    @pytest.mark.parametrize('kernel, stride', [(3, 1), (5, 1), (3, 2), (5, 2)])
+    @pytest.mark.parametrize('channels_last', [False, True])
+    def test_equals_the_dilated_conv_forward_and_backward(self, kernel, stride, channels_last):
+        torch.manual_seed(0)
+        conv = nn.Conv2d(6, 6, kernel, stride, padding=kernel - 1, dilation=2, groups=6, bias=False)
+        x = torch.randn(3, 6, 16, 16)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+        native, split = conv(x1), phase_split_conv(x2, conv)
+        assert split.shape == native.shape
+        assert torch.allclose(split, native, atol=1e-5, rtol=1e-5)
+        assert split.is_contiguous(memory_format=torch.channels_last) == channels_last
+        g = torch.randn_like(native)
+        wgrad_native = torch.autograd.grad(native, [x1, conv.weight], g)
+        wgrad_split = torch.autograd.grad(split, [x2, conv.weight], g)
+        for a, b in zip(wgrad_split, wgrad_native):
+            assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+
+    def test_dilconv_falls_back_below_16_pixels_and_for_odd_sizes(self):
+        op = DilConv(4, 4, 3, 1, 2, 2)
+        op.phase_split = True
+        for size in (8, 17):
+            x = torch.randn(2, 4, size, size)
+            assert torch.equal(op(x), op.op(x))
+
+
+class TestFusedMixedOp:
+    @pytest.mark.parametrize('stride', [1, 2])
+    def test_same_output_and_gradients_as_the_weighted_sum(self, stride):
+        torch.manual_seed(0)
+        exact = MixedOp(8, stride)
+        fused = copy.deepcopy(exact)
+        fused.fused = True
+        weights = torch.softmax(torch.rand(8), 0)
+        x = torch.randn(4, 8, 16, 16)
+        out_exact, out_fused = exact(x, weights), fused(x, weights)
+        assert torch.allclose(out_fused, out_exact, atol=1e-5)
+        out_exact.square().sum().backward()
+        out_fused.square().sum().backward()
+        g_exact, g_fused = _grads(exact), _grads(fused)
+        assert g_exact.keys() == g_fused.keys()
+        for name in g_exact:
+            assert torch.allclose(g_fused[name], g_exact[name], atol=1e-4, rtol=1e-3), name
+
+
+class TestWholeNetworks:
+    def test_supernet_logits_loss_and_gradients_match_the_paper_exact_path(self):
+        torch.manual_seed(0)
+        exact = Network(4, 10, 5)
+        exact.set_arch_parameters(decode(random_individual(4, utils.make_generator(1)).alphas))
+        fast = speed.apply(copy.deepcopy(exact), FAST)
+        assert list(fast.state_dict()) == list(exact.state_dict()), 'keys unchanged'
+        x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+        logits_exact = exact(x)
+        logits_fast = fast(x.contiguous(memory_format=torch.channels_last))
+        # Stated tolerance: 1e-4 absolute on logits and 1e-5 relative on the loss (float32, sums reordered).
+        assert torch.allclose(logits_fast, logits_exact, atol=1e-4)
+        loss_exact, loss_fast = F.cross_entropy(logits_exact, y), F.cross_entropy(logits_fast, y)
+        assert loss_fast.item() == pytest.approx(loss_exact.item(), rel=1e-5)
+        loss_exact.backward()
+        loss_fast.backward()
+        g_exact, g_fast = _grads(exact), _grads(fast)
+        for name in g_exact:
+            assert torch.allclose(g_fast[name], g_exact[name], atol=1e-4, rtol=1e-2), name
+
+    def test_supernet_fitness_forward_matches(self):
+        torch.manual_seed(1)
+        exact = Network(4, 10, 5)
+        fast = speed.apply(copy.deepcopy(exact), FAST)
+        x = torch.randn(16, 3, 32, 32)
+        with torch.no_grad():
+            assert torch.allclose(fast.train()(x), exact.train()(x), atol=1e-4)
+
+    def test_evaluation_network_with_dilated_convs_matches(self):
+        torch.manual_seed(2)
+        exact = NetworkCIFAR(8, 10, 5, True, genotypes.EvNASA).eval()
+        fast = speed.apply(copy.deepcopy(exact), FAST)
+        x = torch.randn(4, 3, 32, 32)
+        with torch.no_grad():
+            assert torch.allclose(fast(x)[0], exact(x)[0], atol=1e-4)
+
+    def test_defaults_per_device(self):
+        assert speed.default_config(torch.device('cpu')) == FAST
+        assert speed.default_config(torch.device('cuda')).channels_last
+        assert speed.PAPER_EXACT.describe() == 'paper-exact (none)'
+
+
+def _coordinate_image(size=32):
+    """A uint8 image whose pixels encode their coordinates, so a crop or a flip shows in every pixel."""
+    rows = torch.arange(size)[:, None].expand(size, size)
+    cols = torch.arange(size)[None, :].expand(size, size)
+    return torch.stack([rows * 7 + 20, cols * 7 + 20, (rows + cols) * 3 + 10]).to(torch.uint8)
+
+
+class TestAugmentationDistributions:
+    N = 3000
+
+    def _per_image(self, cutout):
+        image = _coordinate_image()
+        array = make_synthetic(True, self.N)
+        array.images[:] = image
+        torch.manual_seed(0)  # the per-image transforms draw from the global stream
+        loader = PerImageLoader(array, 500, augment=Augment(cutout_length=cutout), num_workers=0)
+        return torch.cat([x for x, _ in loader]), array
+
+    @pytest.mark.parametrize('cutout', [0, 16])
+    def test_pixel_means_and_spreads_match_torchvision(self, cutout):
+        reference, array = self._per_image(cutout)
+        ours = augment_batch(array.images, array.mean, array.std, Augment(cutout_length=cutout),
+                             utils.make_generator(3))
+        # Each pixel's mean and standard deviation over 3000 augmented copies: the two pipelines differ only
+        # by sampling noise (a few percent of the spread), never by a shifted or missing case.
+        spread = reference.std(0).mean()
+        assert (ours.mean(0) - reference.mean(0)).abs().mean() < 0.05 * spread
+        assert (ours.std(0) - reference.std(0)).abs().mean() < 0.05 * spread
+        # zero-padding shows as the normalised value of a 0 pixel; cutout as exact zeros
+        padded = (-torch.tensor(array.mean) / torch.tensor(array.std)).view(3, 1, 1)
+        frac = lambda t: (t == padded).all(1).float().mean().item()
+        assert frac(ours) == pytest.approx(frac(reference), abs=0.01)
+        if cutout:
+            zeros = lambda t: (t == 0).all(1).float().mean().item()
+            assert zeros(ours) == pytest.approx(zeros(reference), abs=0.01)
+            assert zeros(ours) > 0.1
+
+    def test_crop_offsets_and_flips_are_uniform(self):
+        image = _coordinate_image()[None].expand(4000, 3, 32, 32)
+        out = augment_batch(image, (0., 0., 0.), (1 / 255, 1 / 255, 1 / 255), Augment(), utils.make_generator(4))
+        # pixel (16, 16) reads row 16 + dy - 4; its column says whether the image was flipped
+        rows = ((out[:, 0, 16, 16] - 20) / 7).round() - 16 + 4
+        assert set(rows.long().tolist()) == set(range(9))
+        counts = torch.bincount(rows.long(), minlength=9).float() / len(rows)
+        assert (counts - 1 / 9).abs().max() < 0.03
+        cols_left = ((out[:, 1, 16, 0] - 20) / 7).round()
+        cols_right = ((out[:, 1, 16, 31] - 20) / 7).round()
+        flipped = (cols_left > cols_right).float().mean().item()
+        assert flipped == pytest.approx(0.5, abs=0.04)
+
+    def test_same_generator_state_same_batches(self):
+        array = make_synthetic(True, 100)
+        a = [x for x, _ in TensorLoader(array, 32, shuffle=True, augment=Augment(cutout_length=16),
+                                        generator=utils.make_generator(5))]
+        b = [x for x, _ in TensorLoader(array, 32, shuffle=True, augment=Augment(cutout_length=16),
+                                        generator=utils.make_generator(5))]
+        assert all(torch.equal(p, q) for p, q in zip(a, b))
+
+    def test_shards_of_two_ranks_make_up_the_single_process_batch(self):
+        array = make_synthetic(True, 50)
+        make = lambda rank, world: list(TensorLoader(array, 16, shuffle=True, augment=Augment(cutout_length=8),
+                                                     generator=utils.make_generator(6), rank=rank, world_size=world))
+        single, r0, r1 = make(0, 1), make(0, 2), make(1, 2)
+        assert len(single) == len(r0) == len(r1) == 4
+        for (x, y), (x0, y0), (x1, y1) in zip(single, r0, r1):
+            assert torch.equal(torch.cat([x0, x1]), x) and torch.equal(torch.cat([y0, y1]), y)
+
+
+def test_generated_dataset_is_deterministic_and_learnable_shaped():
+    a, b = make_synthetic(True, 64, seed=0), make_synthetic(True, 64, seed=0)
+    assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    assert a.images.shape == (64, 3, 32, 32) and a.images.dtype == torch.uint8
+    assert not torch.equal(make_synthetic(False, 64).images, a.images)

@@ -53,6 +53,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--quick', action='store_true', help='tiny sizes, to check that the script runs')
     parser.add_argument('--json', type=str, default=None, help='also write the results to this JSON file')
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s choice)')
+    parser.add_argument('--in_process', action='store_true',
+                        help='run every measurement in this process (default: each in a fresh process, so that '
+                             'peak memory and allocator state of one never leak into the next)')
+    parser.add_argument('--one', nargs=2, metavar=('BENCHMARK', 'VARIANT'), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0:
         parser.error('--repeats must be at least 1 and --warmup at least 0')
@@ -343,6 +347,20 @@ def _sizes(quick: bool, device: torch.device) -> Dict:
             'gen_images': 512, 'gen_C': 8, 'gen_layers': 5, 'gen_pop': 4}
 
 
+def _in_child(args, name: str, label: str) -> Dict:
+    """Run one measurement in a fresh Python process with the same options."""
+    import subprocess
+    command = [sys.executable, os.path.abspath(__file__), '--device', args.device, '--warmup', str(args.warmup),
+               '--repeats', str(args.repeats), '--one', name, label]
+    command += ['--quick'] * args.quick + ['--amp'] * args.amp + ['--compile'] * args.compile
+    command += ['--threads', str(args.threads)] if args.threads else []
+    done = subprocess.run(command, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith('RESULT ')]
+    if done.returncode != 0 or not lines:
+        raise utils.UserError(f"benchmark {name} [{label}] failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+    return json.loads(lines[-1][len('RESULT '):])
+
+
 def projected_search_hours(results: Dict, variant: str) -> float:
     """The paper's search (50 x 50, 25k + 25k images) from the measured step and fitness throughputs."""
     train = results.get('supernet_train', {}).get(variant, {}).get('images_per_sec')
@@ -391,6 +409,10 @@ def main(args: argparse.Namespace) -> Dict:
     unknown = [n for n in names if n not in BENCHMARKS and n not in EXTRA]
     if unknown:
         raise utils.UserError(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(list(BENCHMARKS) + list(EXTRA))}")
+    if args.one:  # a child process: one measurement, printed as JSON
+        name, label = args.one
+        print('RESULT ' + json.dumps(BENCHMARKS[name](args, device, variants[label], sizes)))
+        return {}
     results: Dict = {}
     extra = {}
     for name in [n for n in names if n in EXTRA]:
@@ -402,7 +424,10 @@ def main(args: argparse.Namespace) -> Dict:
             if name == 'augment' and (variant['amp'] or variant['compile']):
                 continue
             print(f"running {name} [{label}] ...", file=sys.stderr, flush=True)
-            results[name][label] = BENCHMARKS[name](args, device, variant, sizes)
+            if args.in_process:
+                results[name][label] = BENCHMARKS[name](args, device, variant, sizes)
+            else:
+                results[name][label] = _in_child(args, name, label)
     results['projection'] = {v: projected_search_hours(results, v) for v in variants}
     meta = {'device': str(device), 'device_name': torch.cuda.get_device_name(device) if device.type == 'cuda'
             else (os.uname().machine if hasattr(os, 'uname') else 'cpu'), 'torch': torch.__version__,

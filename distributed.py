@@ -7,8 +7,9 @@
 Without torchrun (no WORLD_SIZE in the environment) everything here is a no-op for one process.
 """
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.distributed as dist
@@ -117,6 +118,36 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
         if inner is None:
             return model
         model = inner
+
+
+def run(args, prefix: str, body: Callable) -> Any:
+    """The frame of every training script: set up the processes, make (or reopen, with --resume) the run
+    directory, lock it, and call body(run_dir, dist, device, stop).
+
+    Under torchrun, SIGTERM keeps its default action, so that a process blocked in a collective dies at once
+    when the job is torn down; Ctrl-C still stops every rank at its next check. A single process stops at
+    a safe point on either.
+    """
+    from checkpoint import RunLock
+    from utils import StopSignals
+    dist, device = setup(args.device)
+    try:
+        run_dir = shared_run_dir(args, dist, prefix)
+        with (RunLock(run_dir) if dist.is_main else nullcontext()), StopSignals(not dist.enabled) as stop:
+            return body(run_dir, dist, device, stop)
+    finally:
+        dist.close()
+
+
+def wrap(model: torch.nn.Module, dist: Distributed, device: torch.device, sync_bn: bool) -> torch.nn.Module:
+    """The module a training step calls: the model itself, or DistributedDataParallel around it."""
+    if not dist.enabled:
+        return model
+    if sync_bn:
+        if device.type != 'cuda':
+            raise UserError("--sync_bn needs CUDA devices (PyTorch's SyncBatchNorm has no CPU implementation)")
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None)
 
 
 def shared_run_dir(args, dist: Distributed, prefix: str) -> str:

@@ -250,3 +250,11 @@ def resolve_genotype(arch: Optional[str] = None, genotype_file: Optional[str] = 
     if arch is None:
         raise GenotypeError("no architecture given: use --arch NAME, --genotype FILE or --dir SEARCH_DIR")
     return get_genotype(arch), arch
+
+
+def training_genotype(args) -> Tuple[Genotype, str]:
+    """The architecture a training run trains: when resuming, the copy saved in its run directory; else
+    --genotype, --dir or --arch (checked before anything is created)."""
+    if getattr(args, 'resume', None):
+        return load_genotype(os.path.join(args.resume, 'genotype.json')), args.arch or args.genotype or args.dir
+    return resolve_genotype(args.arch, args.genotype, args.dir)

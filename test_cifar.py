@@ -51,9 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='NCHW and native dilated convs, as the original (the default fast settings give the '
                              'same results to float tolerance)')
     args = parser.parse_args(argv)
-    for name in ('batch_size', 'init_channels', 'layers', 'synthetic_size', 'image_size'):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1")
+    utils.check_args(parser, args, at_least_one=('batch_size', 'init_channels', 'layers', 'synthetic_size',
+                                                 'image_size'))
     return args
 
 

@@ -49,11 +49,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='NCHW and native dilated convs, as the original (the default fast settings give the '
                              'same results to float tolerance)')
     args = parser.parse_args(argv)
-    for name in ('batch_size', 'init_channels', 'layers', 'image_size'):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1")
-    if args.num_workers < 0:
-        parser.error("--num_workers must be 0 or more")
+    utils.check_args(parser, args, at_least_one=('batch_size', 'init_channels', 'layers', 'image_size'),
+                     non_negative=('num_workers',))
     return args
 
 

@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import sys
-from contextlib import nullcontext
 from typing import Dict
 
 import torch
@@ -28,12 +27,12 @@ import torch.nn as nn
 import distributed
 import speed
 import utils
-from checkpoint import (RunLock, atomic_save, atomic_write_text, load_run_checkpoint, resumed_args,
+from checkpoint import (atomic_save, atomic_write_text, load_run_checkpoint, resumed_args,
                         rng_state, save_args, save_dataset_info, set_rng_state)
 from cost import describe_cost, network_cost
 from data import DATASETS, Augment, TensorLoader, load_dataset, make_loader
 from engine import infer, train_epoch
-from genotypes import load_genotype, resolve_genotype, save_genotype
+from genotypes import save_genotype, training_genotype
 from model import NetworkCIFAR
 
 CHECKPOINT_FORMAT = 'evnas-train/1'
@@ -114,34 +113,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.auxiliary and args.image_size < 32:
         parser.error(f"--auxiliary needs images of at least 32x32 (its head pools an 8x8 map); got --image_size "
                      f"{args.image_size}")
-    for name in ('epochs', 'batch_size', 'init_channels', 'layers', 'report_freq', 'synthetic_size', 'image_size'):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1 (got {getattr(args, name)})")
-    for name in ('learning_rate', 'grad_clip'):
-        if not getattr(args, name) > 0:
-            parser.error(f"--{name} must be positive (got {getattr(args, name)})")
-    for name in ('momentum', 'weight_decay', 'cutout_length', 'num_workers', 'auxiliary_weight'):
-        if getattr(args, name) < 0:
-            parser.error(f"--{name} must not be negative (got {getattr(args, name)})")
+    utils.check_args(parser, args,
+                     at_least_one=('epochs', 'batch_size', 'init_channels', 'layers', 'report_freq', 'synthetic_size',
+                                   'image_size'),
+                     positive=('learning_rate', 'grad_clip'),
+                     non_negative=('momentum', 'weight_decay', 'cutout_length', 'num_workers', 'auxiliary_weight'))
     if not 0. <= args.drop_path_prob < 1.:
         parser.error(f"--drop_path_prob must be in [0, 1) (got {args.drop_path_prob})")
     return args
 
 
 def main(args: argparse.Namespace) -> Dict:
-    dist, device = distributed.setup(args.device)
-    try:
-        # The architecture is checked before anything is created; a resumed run trains its own saved copy.
-        if args.resume:
-            genotype = load_genotype(os.path.join(args.resume, 'genotype.json'))
-            arch_name = args.arch or args.genotype or args.dir
-        else:
-            genotype, arch_name = resolve_genotype(args.arch, args.genotype, args.dir)
-        run_dir = distributed.shared_run_dir(args, dist, f"eval-{args.save}")
-        with (RunLock(run_dir) if dist.is_main else nullcontext()), utils.StopSignals() as stop:
-            return train(args, run_dir, dist, device, stop, genotype, arch_name)
-    finally:
-        dist.close()
+    genotype, arch_name = training_genotype(args)
+    return distributed.run(args, f"eval-{args.save}",
+                           lambda run_dir, dist, device, stop: train(args, run_dir, dist, device, stop, genotype,
+                                                                     arch_name))
 
 
 def train(args: argparse.Namespace, run_dir: str, dist: distributed.Distributed, device: torch.device,
@@ -196,13 +182,7 @@ def train(args: argparse.Namespace, run_dir: str, dist: distributed.Distributed,
         start_epoch, history = state['epoch'], state['history']
         logger.info(f"resumed after epoch {start_epoch} of {args.epochs}")
 
-    net = model
-    if args.sync_bn and dist.enabled and device.type != 'cuda':
-        raise utils.UserError("--sync_bn needs CUDA devices (PyTorch's SyncBatchNorm has no CPU implementation)")
-    if dist.enabled:
-        if args.sync_bn:
-            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == 'cuda' else None)
+    net = distributed.wrap(model, dist, device, args.sync_bn)
     if args.compile:
         net = torch.compile(net)
     logger.info(f"speed: {config.describe()}{', compiled' if args.compile else ''}; precision {precision}; "

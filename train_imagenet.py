@@ -23,7 +23,6 @@ import json
 import math
 import os
 import sys
-from contextlib import nullcontext
 from typing import Dict
 
 import torch
@@ -32,12 +31,12 @@ import torch.nn as nn
 import distributed
 import speed
 import utils
-from checkpoint import RunLock, atomic_save, atomic_write_text, load_run_checkpoint, resumed_args, rng_state, \
+from checkpoint import atomic_save, atomic_write_text, load_run_checkpoint, resumed_args, rng_state, \
     save_args, set_rng_state
 from cost import describe_cost, network_cost
 from data import FolderLoader, image_folder, imagenet_transforms
 from engine import infer, train_epoch
-from genotypes import load_genotype, resolve_genotype, save_genotype
+from genotypes import save_genotype, training_genotype
 from model import NetworkImageNet
 
 CHECKPOINT_FORMAT = 'evnas-train-imagenet/1'
@@ -106,15 +105,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("give the architecture once: --arch or --genotype")
     elif args.arch is None and args.genotype is None and args.dir is None:
         parser.error("no architecture: give --arch NAME, --dir SEARCH_DIR or --genotype FILE")
-    for name in ('epochs', 'batch_size', 'init_channels', 'layers', 'report_freq', 'image_size'):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1 (got {getattr(args, name)})")
-    for name in ('learning_rate', 'grad_clip'):
-        if not getattr(args, name) > 0:
-            parser.error(f"--{name} must be positive (got {getattr(args, name)})")
-    for name in ('momentum', 'weight_decay', 'workers', 'auxiliary_weight'):
-        if getattr(args, name) < 0:
-            parser.error(f"--{name} must not be negative (got {getattr(args, name)})")
+    utils.check_args(parser, args,
+                     at_least_one=('epochs', 'batch_size', 'init_channels', 'layers', 'report_freq', 'image_size'),
+                     positive=('learning_rate', 'grad_clip'),
+                     non_negative=('momentum', 'weight_decay', 'workers', 'auxiliary_weight'))
     if not 0. <= args.label_smooth < 1. or not 0. <= args.drop_path_prob < 1.:
         parser.error("--label_smooth and --drop_path_prob must be in [0, 1)")
     return args
@@ -139,19 +133,10 @@ def learning_rate(args, epoch: int) -> float:
 
 
 def main(args: argparse.Namespace) -> Dict:
-    dist, device = distributed.setup(args.device)
-    try:
-        # The architecture is checked before anything is created; a resumed run trains its own saved copy.
-        if args.resume:
-            genotype = load_genotype(os.path.join(args.resume, 'genotype.json'))
-            arch_name = args.arch or args.genotype or args.dir
-        else:
-            genotype, arch_name = resolve_genotype(args.arch, args.genotype, args.dir)
-        run_dir = distributed.shared_run_dir(args, dist, f"eval-imagenet-{args.save}")
-        with (RunLock(run_dir) if dist.is_main else nullcontext()), utils.StopSignals() as stop:
-            return train(args, run_dir, dist, device, stop, genotype, arch_name)
-    finally:
-        dist.close()
+    genotype, arch_name = training_genotype(args)
+    return distributed.run(args, f"eval-imagenet-{args.save}",
+                           lambda run_dir, dist, device, stop: train(args, run_dir, dist, device, stop, genotype,
+                                                                     arch_name))
 
 
 def train(args, run_dir: str, dist: distributed.Distributed, device: torch.device, stop: utils.StopSignals, genotype,
@@ -198,13 +183,7 @@ def train(args, run_dir: str, dist: distributed.Distributed, device: torch.devic
         start_epoch, history, best_top1 = state['epoch'], state['history'], state['best_acc_top1']
         logger.info(f"resumed after epoch {start_epoch} of {args.epochs}")
 
-    net = model
-    if args.sync_bn and dist.enabled and device.type != 'cuda':
-        raise utils.UserError("--sync_bn needs CUDA devices (PyTorch's SyncBatchNorm has no CPU implementation)")
-    if dist.enabled:
-        if args.sync_bn:
-            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == 'cuda' else None)
+    net = distributed.wrap(model, dist, device, args.sync_bn)
     per_process = args.batch_size // dist.world_size
     if per_process < 1:
         raise utils.UserError(f"--batch_size {args.batch_size} is smaller than the {dist.world_size} processes")

@@ -36,7 +36,7 @@ import report
 import speed
 import utils
 from architect_evolution import (Individual, count_distinct, decode, evolve, init_population, sort_population)
-from checkpoint import (RunLock, atomic_save, atomic_write_text, load_run_checkpoint, resumed_args,
+from checkpoint import (atomic_save, atomic_write_text, load_run_checkpoint, resumed_args,
                         rng_state, save_args, save_dataset_info, set_rng_state)
 from cost import describe_cost
 from data import DATASETS, Augment, load_dataset, make_loader
@@ -118,11 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_ranges(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    at_least_one = ('epochs', 'pop_size', 'tsize', 'batch_size', 'valid_batch_size', 'init_channels', 'layers',
-                    'report_freq', 'image_size')
-    for name in at_least_one:
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1 (got {getattr(args, name)})")
+    utils.check_args(parser, args,
+                     at_least_one=('epochs', 'pop_size', 'tsize', 'batch_size', 'valid_batch_size', 'init_channels',
+                                   'layers', 'report_freq', 'image_size'),
+                     positive=('learning_rate', 'grad_clip'),
+                     non_negative=('learning_rate_min', 'momentum', 'weight_decay', 'cutout_length', 'num_workers'))
     if args.tsize > args.pop_size:
         parser.error(f"--tsize {args.tsize} is larger than --pop_size {args.pop_size}: a tournament draws "
                      f"without replacement")
@@ -132,12 +132,6 @@ def _check_ranges(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser.error(f"--mutate_rate must be in [0, 1] (got {args.mutate_rate})")
     if not 0. < args.train_portion < 1.:
         parser.error(f"--train_portion must be in (0, 1) (got {args.train_portion})")
-    for name in ('learning_rate', 'grad_clip'):
-        if not getattr(args, name) > 0:
-            parser.error(f"--{name} must be positive (got {getattr(args, name)})")
-    for name in ('learning_rate_min', 'momentum', 'weight_decay', 'cutout_length', 'num_workers'):
-        if getattr(args, name) < 0:
-            parser.error(f"--{name} must not be negative (got {getattr(args, name)})")
     if args.synthetic_size < 2:
         parser.error("--synthetic_size must be at least 2")
     if args.valid_size is not None and args.valid_size < 1:
@@ -336,16 +330,8 @@ def save_checkpoint(run_dir: str, args, generations_done: int, population, model
 # ----------------------------------------------------------------------------------------------------------
 
 def main(args: argparse.Namespace) -> Dict:
-    dist, device = distributed.setup(args.device)
-    try:
-        run_dir = distributed.shared_run_dir(args, dist, 'search')
-        # Under torchrun a process blocked in a collective must die at once when the job is torn down, so
-        # SIGTERM keeps its default action there; Ctrl-C still stops every rank at the next report step.
-        with (RunLock(run_dir) if dist.is_main else nullcontext()), \
-                utils.StopSignals(handle_sigterm=not dist.enabled) as stop:
-            return search(args, run_dir, stop, dist, device)
-    finally:
-        dist.close()
+    return distributed.run(args, 'search', lambda run_dir, dist, device, stop: search(args, run_dir, stop, dist,
+                                                                                       device))
 
 
 def search(args: argparse.Namespace, run_dir: str, stop: utils.StopSignals, dist: distributed.Distributed,
@@ -370,16 +356,9 @@ def search(args: argparse.Namespace, run_dir: str, stop: utils.StopSignals, dist
     model = Network(args.init_channels, train_data.num_classes, args.layers).to(device)
     config = speed.PAPER_EXACT if args.paper_exact else speed.default_config(device)
     speed.apply(model, config)
-    if args.sync_bn and dist.enabled and device.type != 'cuda':
-        raise utils.UserError("--sync_bn needs CUDA devices (PyTorch's SyncBatchNorm has no CPU implementation)")
-    train_net = model
-    if dist.enabled:
-        # Each step still trains one individual on a global batch of --batch_size images: every rank takes
-        # its share of the batch, and DistributedDataParallel averages the gradients.
-        if args.sync_bn:
-            train_net = nn.SyncBatchNorm.convert_sync_batchnorm(train_net)
-        train_net = nn.parallel.DistributedDataParallel(
-            train_net, device_ids=[device.index] if device.type == 'cuda' else None)
+    # With several processes each step still trains one individual on a global batch of --batch_size
+    # images: every rank takes its share of the batch, and DistributedDataParallel averages the gradients.
+    train_net = distributed.wrap(model, dist, device, args.sync_bn)
     # Fitness never goes through DDP: ranks measure different individuals, with no collective in between.
     eval_net = torch.compile(model) if args.compile else model
     train_net = torch.compile(train_net) if args.compile else train_net

@@ -171,6 +171,19 @@ def summary_writer(log_dir: str):
     return SummaryWriter(log_dir)
 
 
+def check_args(parser, args, at_least_one=(), positive=(), non_negative=()) -> None:
+    """Refuse out-of-range numbers before any work, with argparse's usage line and exit status 2."""
+    for name in at_least_one:
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1 (got {getattr(args, name)})")
+    for name in positive:
+        if not getattr(args, name) > 0:
+            parser.error(f"--{name} must be positive (got {getattr(args, name)})")
+    for name in non_negative:
+        if getattr(args, name) < 0:
+            parser.error(f"--{name} must not be negative (got {getattr(args, name)})")
+
+
 def explicit_options(parser, argv: Optional[Sequence[str]]) -> set:
     """The option names (dests) given on the command line, as opposed to left at their defaults."""
     import argparse

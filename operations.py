@@ -47,10 +47,11 @@ class DilConv(nn.Module):
 
     def forward_rectified(self, x):
         conv = self.op[1]
-        # Below 16 x 16 the sub-images are too small for the split to pay (measured with bench.py on CPU).
+        # Below 8 x 8 the sub-images are too small for the split to pay (measured on CPU, forward and backward:
+        # 2-7x faster than the dilated conv from 32 x 32 down to 8 x 8, except 5x5 at 8 x 8, about equal).
         if (self.phase_split and conv.dilation == (2, 2) and conv.padding == (conv.kernel_size[0] - 1,) * 2
                 and conv.groups == conv.in_channels and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0
-                and min(x.shape[-2:]) >= 16):
+                and min(x.shape[-2:]) >= 8):
             x = phase_split_conv(x, conv)
         else:
             x = conv(x)

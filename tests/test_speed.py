@@ -43,10 +43,10 @@ class TestPhaseSplitConv:
         for a, b in zip(wgrad_split, wgrad_native):
             assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
 
-    def test_dilconv_falls_back_below_16_pixels_and_for_odd_sizes(self):
+    def test_dilconv_falls_back_below_8_pixels_and_for_odd_sizes(self):
         op = DilConv(4, 4, 3, 1, 2, 2)
         op.phase_split = True
-        for size in (8, 17):
+        for size in (4, 17):
             x = torch.randn(2, 4, size, size)
             assert torch.equal(op(x), op.op(x))
 

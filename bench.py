@@ -428,7 +428,9 @@ def main(args: argparse.Namespace) -> Dict:
                 results[name][label] = BENCHMARKS[name](args, device, variant, sizes)
             else:
                 results[name][label] = _in_child(args, name, label)
-    results['projection'] = {v: projected_search_hours(results, v) for v in variants}
+    projection = {v: projected_search_hours(results, v) for v in variants}
+    if any(not math.isnan(hours) for hours in projection.values()):
+        results['projection'] = projection
     meta = {'device': str(device), 'device_name': torch.cuda.get_device_name(device) if device.type == 'cuda'
             else (os.uname().machine if hasattr(os, 'uname') else 'cpu'), 'torch': torch.__version__,
             'threads': torch.get_num_threads(), 'sizes': sizes, 'warmup': args.warmup, 'repeats': args.repeats,
@@ -437,7 +439,8 @@ def main(args: argparse.Namespace) -> Dict:
     print(f"device {meta['device']} ({meta['device_name']}), torch {meta['torch']}, {meta['threads']} threads")
     for label, description in meta['configs'].items():
         print(f"  {label}: {description}")
-    print(format_table(results, list(variants)))
+    if results:
+        print(format_table(results, list(variants)))
     if 'valid_size_ranking' in extra:
         ranking = extra['valid_size_ranking']
         print(f"ranking {ranking['population']} individuals on a --valid_size subset vs all {ranking['valid_images']} "

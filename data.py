@@ -214,42 +214,60 @@ def draw_augment(n: int, height: int, width: int, augment: Augment, generator: t
     return params
 
 
-def apply_augment(images: torch.Tensor, params: Dict[str, torch.Tensor], mean, std, augment: Augment,
-                  memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
-    """Augment a uint8 batch the way RandomCrop(padding) + RandomHorizontalFlip + ToTensor + Normalize +
-    Cutout do it image by image, with the choices in `params`; the result is in `memory_format`."""
-    B, C, H, W = images.shape
-    p = augment.padding
-    device = images.device
+def pad_images(images: torch.Tensor, padding: int) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> zero-padded (N, C, (H + 2p) * (W + 2p)): padded once, so that the crops of a
+    batch are one gather."""
+    return F.pad(images, (padding,) * 4).flatten(2)
+
+
+def apply_augment(padded: torch.Tensor, height: int, width: int, params: Dict[str, torch.Tensor], mean, std,
+                  augment: Augment, memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """Augment a batch of padded uint8 images (from `pad_images`) the way RandomCrop(padding) +
+    RandomHorizontalFlip + ToTensor + Normalize + Cutout do it image by image, with the choices in `params`;
+    the result is float32 (B, C, height, width) in `memory_format`.
+
+    The work is done in NCHW with per-channel constants expanded to whole (C, H, W) patterns, so that each
+    pass is a plain contiguous loop (broadcasting over small inner dimensions is several times slower on
+    CPUs), and converted to channels_last once at the end (measured with bench.py's augment)."""
+    B, C = padded.shape[:2]
+    H, W = height, width
+    device = padded.device
     params = {k: v.to(device, non_blocking=True) for k, v in params.items()}
 
-    # Crop and flip as one gather from the zero-padded images: output pixel (i, j) of image b reads padded
-    # pixel (dy_b + i, dx_b + j), or (dy_b + i, dx_b + W - 1 - j) when b is flipped.
+    # Crop and flip as one gather: output pixel (i, j) of image b reads padded pixel (dy_b + i, dx_b + j),
+    # or (dy_b + i, dx_b + W - 1 - j) when b is flipped.
     rows = params['dy'][:, None] + torch.arange(H, device=device)
     cols = params['dx'][:, None] + torch.arange(W, device=device)
     cols = torch.where(params['flip'][:, None], cols.flip(1), cols)
-    index = (rows[:, :, None] * (W + 2 * p) + cols[:, None, :]).view(B, 1, H * W).expand(B, C, H * W)
-    crops = F.pad(images, (p, p, p, p)).flatten(2).gather(2, index).view(B, C, H, W)
-    out = normalize(crops, mean, std, memory_format)
+    index = (rows[:, :, None] * (W + 2 * augment.padding) + cols[:, None, :]).view(B, 1, H * W)
+    crops = padded.gather(2, index.expand(B, C, H * W)).view(B, C, H, W)
+
+    # ToTensor + Normalize, (x / 255 - mean) / std, as one multiply-add: x * (1 / (255 std)) + (-mean / std)
+    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(C, 1, 1)
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(C, 1, 1)
+    scale = (1. / (255. * std_t)).expand(C, H, W).contiguous()
+    shift = (-mean_t / std_t).expand(C, H, W).contiguous()
+    out = torch.addcmul(shift, crops.float(), scale)
 
     if augment.cutout_length > 0:
         # Cutout (DeVries & Taylor): centre uniform over the image, box clipped at the border, applied after
-        # normalisation, so the box is 0 in normalised units (as EvNAS's Cutout does it).
+        # normalisation, so the box is 0 in normalised units (as EvNAS's Cutout does it). Row i is in the box
+        # when centre - length // 2 <= i < centre + length // 2; the clip is implied by 0 <= i < H.
         half = augment.cutout_length // 2
-        cy, cx = params['cy'][:, None], params['cx'][:, None]
-        ys, xs = torch.arange(H, device=device), torch.arange(W, device=device)
-        in_y = (ys >= (cy - half).clamp(0, H)) & (ys < (cy + half).clamp(0, H))
-        in_x = (xs >= (cx - half).clamp(0, W)) & (xs < (cx + half).clamp(0, W))
-        keep = ~(in_y[:, :, None] & in_x[:, None, :])
-        out.mul_(keep[:, None].to(out.dtype))
-    return out
+        dy = torch.arange(H, device=device) - (params['cy'] - half)[:, None]
+        dx = torch.arange(W, device=device) - (params['cx'] - half)[:, None]
+        in_y = ((dy >= 0) & (dy < 2 * half)).float()
+        in_x = ((dx >= 0) & (dx < 2 * half)).float()
+        out.mul_(1. - in_y[:, None, :, None] * in_x[:, None, None, :])
+    return out.contiguous(memory_format=memory_format)
 
 
 def augment_batch(images: torch.Tensor, mean, std, augment: Augment, generator: torch.Generator,
                   memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
     """Draw and apply the augmentation of one uint8 batch."""
     params = draw_augment(images.shape[0], images.shape[2], images.shape[3], augment, generator)
-    return apply_augment(images, params, mean, std, augment, memory_format)
+    return apply_augment(pad_images(images, augment.padding), images.shape[2], images.shape[3], params, mean, std,
+                         augment, memory_format)
 
 
 class TensorLoader:
@@ -278,6 +296,7 @@ class TensorLoader:
             raise ValueError("shuffling or augmenting needs a generator")
         if batch_size < world_size:
             raise ValueError(f"a batch of {batch_size} cannot be split over {world_size} processes")
+        self._padded_images = None
 
     def __len__(self) -> int:
         full, rest = divmod(len(self.indices), self.batch_size)
@@ -288,10 +307,17 @@ class TensorLoader:
     def num_samples(self) -> int:
         return min(len(self) * self.batch_size, len(self.indices))
 
+    def _padded(self) -> torch.Tensor:
+        """This loader's images, zero-padded once on their device (built on first use, kept)."""
+        if self._padded_images is None:
+            idx = self.indices.to(self.array.images.device)
+            self._padded_images = pad_images(self.array.images[idx], self.augment.padding)
+        return self._padded_images
+
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-        order = self.indices
-        if self.shuffle:
-            order = order[torch.randperm(len(order), generator=self.generator)]
+        # Positions into self.indices; the generator draws exactly as a DataLoader with a RandomSampler would.
+        order = torch.randperm(len(self.indices), generator=self.generator) if self.shuffle \
+            else torch.arange(len(self.indices))
         height, width = self.array.images.shape[2:]
         for b in range(len(self)):
             batch = order[b * self.batch_size:(b + 1) * self.batch_size]
@@ -301,12 +327,14 @@ class TensorLoader:
                 mine = torch.tensor_split(torch.arange(len(batch)), self.world_size)[self.rank]
                 batch = batch[mine]
                 params = params and {k: v[mine] for k, v in params.items()}
-            idx = batch.to(self.array.images.device, non_blocking=True)
-            images, labels = self.array.images[idx], self.array.labels[idx]
+            device = self.array.images.device
+            labels = self.array.labels[self.indices[batch].to(device, non_blocking=True)]
             if params is None:
-                x = normalize(images, self.array.mean, self.array.std, self.memory_format)
+                x = normalize(self.array.images[self.indices[batch].to(device, non_blocking=True)], self.array.mean,
+                              self.array.std, self.memory_format)
             else:
-                x = apply_augment(images, params, self.array.mean, self.array.std, self.augment, self.memory_format)
+                x = apply_augment(self._padded().index_select(0, batch.to(device, non_blocking=True)), height, width, params,
+                                  self.array.mean, self.array.std, self.augment, self.memory_format)
             yield x, labels
 
 

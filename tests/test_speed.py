@@ -11,7 +11,8 @@ import genotypes
 import speed
 import utils
 from architect_evolution import decode, random_individual
-from data import Augment, PerImageLoader, TensorLoader, augment_batch, make_synthetic
+from data import (Augment, PerImageLoader, TensorLoader, apply_augment, augment_batch, draw_augment, make_synthetic,
+                  pad_images)
 from model import NetworkCIFAR
 from model_search import MixedOp, Network
 from operations import DilConv, phase_split_conv
@@ -148,6 +149,31 @@ class TestAugmentationDistributions:
             zeros = lambda t: (t == 0).all(1).float().mean().item()
             assert zeros(ours) == pytest.approx(zeros(reference), abs=0.01)
             assert zeros(ours) > 0.1
+
+    @pytest.mark.parametrize('cutout', [0, 16, 9])
+    @pytest.mark.parametrize('memory_format', [torch.contiguous_format, torch.channels_last])
+    def test_each_image_equals_the_per_image_transforms_with_the_same_choices(self, cutout, memory_format):
+        # The same crop offset, flip and cutout centre applied image by image with torchvision's functional
+        # transforms and EvNAS's Cutout box (clipped at the border) give the batch-wise result to float rounding.
+        import torchvision.transforms.functional as TF
+        array = make_synthetic(True, 64)
+        mean, std = array.mean, array.std
+        augment = Augment(cutout_length=cutout)
+        params = draw_augment(64, 32, 32, augment, utils.make_generator(7))
+        if cutout:  # boxes clipped at every border
+            params['cy'][:4], params['cx'][:4] = torch.tensor([0, 31, 5, 20]), torch.tensor([31, 0, 20, 5])
+        ours = apply_augment(pad_images(array.images, 4), 32, 32, params, mean, std, augment, memory_format)
+        assert ours.is_contiguous(memory_format=memory_format)
+        for b in range(64):
+            img = TF.to_pil_image(array.images[b])
+            img = TF.crop(TF.pad(img, 4), int(params['dy'][b]), int(params['dx'][b]), 32, 32)
+            if params['flip'][b]:
+                img = TF.hflip(img)
+            x = TF.normalize(TF.to_tensor(img), mean, std)
+            if cutout:
+                y, xc, half = int(params['cy'][b]), int(params['cx'][b]), cutout // 2
+                x[:, max(y - half, 0):min(y + half, 32), max(xc - half, 0):min(xc + half, 32)] = 0.
+            assert torch.allclose(ours[b], x, atol=1e-5), b
 
     def test_crop_offsets_and_flips_are_uniform(self):
         image = _coordinate_image()[None].expand(4000, 3, 32, 32)

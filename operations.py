@@ -50,12 +50,32 @@ class DilConv(nn.Module):
         # Below 8 x 8 the sub-images are too small for the split to pay (measured on CPU, forward and backward:
         # 2-7x faster than the dilated conv from 32 x 32 down to 8 x 8, except 5x5 at 8 x 8, about equal).
         if (self.phase_split and conv.dilation == (2, 2) and conv.padding == (conv.kernel_size[0] - 1,) * 2
-                and conv.groups == conv.in_channels and x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0
-                and min(x.shape[-2:]) >= 8):
-            x = phase_split_conv(x, conv)
+                and conv.groups == conv.in_channels and conv.bias is None and x.shape[-1] % 2 == 0
+                and x.shape[-2] % 2 == 0 and min(x.shape[-2:]) >= 8):
+            x = dilated_conv_split_backward(x, conv)
         else:
             x = conv(x)
         return self.op[3](self.op[2](x))
+
+
+def _to_phases(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (4N, C, H/2, W/2): the four polyphase sub-images (even/odd rows x even/odd columns),
+    phase-major, in the memory layout of x (channels_last stays channels_last, so nothing is converted)."""
+    N, C, H, W = x.shape
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        phases = x.permute(0, 2, 3, 1).reshape(N, H // 2, 2, W // 2, 2, C).permute(2, 4, 0, 1, 3, 5)
+        return phases.reshape(4 * N, H // 2, W // 2, C).permute(0, 3, 1, 2)
+    return x.reshape(N, C, H // 2, 2, W // 2, 2).permute(3, 5, 0, 1, 2, 4).reshape(4 * N, C, H // 2, W // 2)
+
+
+def _from_phases(y: torch.Tensor) -> torch.Tensor:
+    """The inverse of _to_phases."""
+    N4, C, h, w = y.shape
+    N = N4 // 4
+    if y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous():
+        y = y.permute(0, 2, 3, 1).reshape(2, 2, N, h, w, C).permute(2, 3, 0, 4, 1, 5)
+        return y.reshape(N, 2 * h, 2 * w, C).permute(0, 3, 1, 2)
+    return y.reshape(2, 2, N, C, h, w).permute(2, 3, 4, 0, 5, 1).reshape(N, C, 2 * h, 2 * w)
 
 
 def phase_split_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
@@ -64,23 +84,48 @@ def phase_split_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     With dilation 2 and padding k - 1, output pixel (i, j) only reads input pixels of the same parity as
     (i, j) (stride 1), or of even parity (stride 2), so the conv is an ordinary k x k conv of each parity
     sub-image. The sums are the same; only their floating-point order differs. On CPUs this is several times
-    faster than the dilated conv's backward pass. Needs even height and width.
+    faster than the dilated conv's backward pass (and slower than its forward). Needs even height and width.
     """
-    N, C, H, W = x.shape
     pad = conv.kernel_size[0] // 2
     if conv.stride == (2, 2):
         return F.conv2d(x[:, :, ::2, ::2], conv.weight, conv.bias, 1, pad, 1, conv.groups)
+    return _from_phases(F.conv2d(_to_phases(x), conv.weight, conv.bias, 1, pad, 1, conv.groups))
+
+
+class _DilatedConvSplitBackward(torch.autograd.Function):
+    """Stride-1 dilation-2 depthwise conv: the dilated conv forward, phase_split_conv's backward."""
+
+    @staticmethod
+    def forward(ctx, x, weight, pad):
+        ctx.save_for_backward(x, weight)
+        ctx.pad = pad
+        return F.conv2d(x, weight, None, 1, 2 * pad, 2, weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        x, weight = ctx.saved_tensors
+        grad_phases, grad_weight, _ = torch.ops.aten.convolution_backward(
+            _to_phases(grad_y.contiguous(memory_format=_layout(x))), _to_phases(x), weight, None, [1, 1],
+            [ctx.pad, ctx.pad], [1, 1], False, [0, 0], weight.shape[0],
+            [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False])
+        return (_from_phases(grad_phases) if grad_phases is not None else None), grad_weight, None
+
+
+def _layout(x: torch.Tensor) -> torch.memory_format:
     channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-    if channels_last:  # (N, H, W, C) in memory: keep every step in that layout, so nothing is converted
-        phases = x.permute(0, 2, 3, 1).reshape(N, H // 2, 2, W // 2, 2, C).permute(2, 4, 0, 1, 3, 5)
-        phases = phases.reshape(4 * N, H // 2, W // 2, C).permute(0, 3, 1, 2)
-    else:
-        phases = x.reshape(N, C, H // 2, 2, W // 2, 2).permute(3, 5, 0, 1, 2, 4).reshape(4 * N, C, H // 2, W // 2)
-    y = F.conv2d(phases, conv.weight, conv.bias, 1, pad, 1, conv.groups)
-    if channels_last:
-        y = y.permute(0, 2, 3, 1).reshape(2, 2, N, H // 2, W // 2, C).permute(2, 3, 0, 4, 1, 5)
-        return y.reshape(N, H, W, C).permute(0, 3, 1, 2)
-    return y.reshape(2, 2, N, C, H // 2, W // 2).permute(2, 3, 4, 0, 5, 1).reshape(N, C, H, W)
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def dilated_conv_split_backward(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """A dilation-2 depthwise conv (padding k - 1, no bias) run the way that is fastest on CPUs, measured
+    (bench.py; README, "Performance"): the dilated conv itself forward, which is 3-7x faster than the split
+    there, and the phase-split conv's gradients backward, which are 2-4x faster than the dilated conv's.
+    Stride 2 reads only the even sub-image: split when gradients are needed, direct otherwise."""
+    if conv.stride == (2, 2):
+        return phase_split_conv(x, conv) if torch.is_grad_enabled() else conv(x)
+    if not torch.is_grad_enabled() or not (x.requires_grad or conv.weight.requires_grad):
+        return conv(x)
+    return _DilatedConvSplitBackward.apply(x, conv.weight, conv.kernel_size[0] // 2)
 
 
 class SepConv(nn.Module):

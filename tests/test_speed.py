@@ -15,7 +15,7 @@ from data import (Augment, PerImageLoader, TensorLoader, apply_augment, augment_
                   pad_images)
 from model import NetworkCIFAR
 from model_search import MixedOp, Network
-from operations import DilConv, phase_split_conv
+from operations import DilConv, dilated_conv_split_backward, phase_split_conv
 
 FAST = speed.SpeedConfig(fused_mixed_op=True, phase_split_dilated=True, channels_last=True)
 
@@ -27,14 +27,16 @@ def _grads(module):
 class TestPhaseSplitConv:
     @pytest.mark.parametrize('kernel, stride', [(3, 1), (5, 1), (3, 2), (5, 2)])
     @pytest.mark.parametrize('channels_last', [False, True])
-    def test_equals_the_dilated_conv_forward_and_backward(self, kernel, stride, channels_last):
+    @pytest.mark.parametrize('split_conv', [phase_split_conv, dilated_conv_split_backward])
+    def test_equals_the_dilated_conv_forward_and_backward(self, kernel, stride, channels_last, split_conv):
         torch.manual_seed(0)
         conv = nn.Conv2d(6, 6, kernel, stride, padding=kernel - 1, dilation=2, groups=6, bias=False)
         x = torch.randn(3, 6, 16, 16)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
+            conv = conv.to(memory_format=torch.channels_last)
         x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
-        native, split = conv(x1), phase_split_conv(x2, conv)
+        native, split = conv(x1), split_conv(x2, conv)
         assert split.shape == native.shape
         assert torch.allclose(split, native, atol=1e-5, rtol=1e-5)
         assert split.is_contiguous(memory_format=torch.channels_last) == channels_last
@@ -43,6 +45,13 @@ class TestPhaseSplitConv:
         wgrad_split = torch.autograd.grad(split, [x2, conv.weight], g)
         for a, b in zip(wgrad_split, wgrad_native):
             assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+
+    def test_without_gradients_the_fast_dilconv_is_the_dilated_conv_itself(self):
+        op = DilConv(4, 4, 5, 1, 4, 2)
+        op.phase_split = True
+        x = torch.randn(2, 4, 16, 16)
+        with torch.no_grad():
+            assert torch.equal(op(x), op.op(x))
 
     def test_dilconv_falls_back_below_8_pixels_and_for_odd_sizes(self):
         op = DilConv(4, 4, 3, 1, 2, 2)

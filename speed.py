@@ -7,7 +7,7 @@ from measurements with bench.py (README, "Performance"):
 | setting              | what it does                                                     | CPU | CUDA |
 | -------------------- | ---------------------------------------------------------------- | --- | ---- |
 | fused_mixed_op       | supernet edges skip `none`, share one ReLU, accumulate in place  | on  | on   |
-| phase_split_dilated  | dilated depthwise convs as undilated convs of the 4 sub-images   | on  | off  |
+| phase_split_dilated  | dilated depthwise convs backward as convs of the 4 sub-images    | on  | off  |
 | channels_last        | NHWC memory format for the network and its input batches         | on  | on   |
 
 On CUDA, fused_mixed_op and channels_last are chosen because they launch fewer kernels and because cuDNN's

@@ -220,46 +220,56 @@ def pad_images(images: torch.Tensor, padding: int) -> torch.Tensor:
     return F.pad(images, (padding,) * 4).flatten(2)
 
 
+class BatchAugmenter:
+    """Augments batches of padded uint8 images (from `pad_images`) the way RandomCrop(padding) +
+    RandomHorizontalFlip + ToTensor + Normalize + Cutout do it image by image, with given random choices.
+
+    Everything that does not change between batches (index ramps, the normalisation constants as whole
+    (C, H, W) patterns, the cutout box of every possible centre) is built once here, so a batch costs a
+    handful of passes: one gather, one multiply-add, one multiply, one layout conversion. The passes run in
+    NCHW over whole-image patterns because broadcasting over small inner dimensions is several times slower
+    on CPUs (measured with bench.py's augment)."""
+
+    def __init__(self, channels: int, height: int, width: int, mean, std, augment: Augment, device,
+                 memory_format: torch.memory_format = torch.contiguous_format):
+        self.C, self.H, self.W = channels, height, width
+        self.augment, self.memory_format = augment, memory_format
+        f32 = dict(dtype=torch.float32, device=device)
+        std_t, mean_t = torch.tensor(std, **f32).view(-1, 1, 1), torch.tensor(mean, **f32).view(-1, 1, 1)
+        # ToTensor + Normalize, (x / 255 - mean) / std, as one multiply-add: x * (1 / (255 std)) + (-mean / std)
+        self.scale = (1. / (255. * std_t)).expand(channels, height, width).contiguous()
+        self.shift = (-mean_t / std_t).expand(channels, height, width).contiguous()
+        self.row_offsets = torch.arange(height, device=device) * (width + 2 * augment.padding)
+        self.cols, self.cols_flipped = torch.arange(width, device=device), torch.arange(width - 1, -1, -1, device=device)
+        # in_box[c, i] = 1 when row (or column) i is in the cutout box of a centre at c: c - length // 2 <= i <
+        # c + length // 2 (DeVries & Taylor; the clip at the border is implied by 0 <= i < size).
+        half = augment.cutout_length // 2
+        size = max(height, width)
+        offset = torch.arange(size, device=device)[None, :] - torch.arange(size, device=device)[:, None]
+        self.in_box = ((offset >= -half) & (offset < half)).float()
+
+    def __call__(self, padded: torch.Tensor, params: Dict[str, torch.Tensor]) -> torch.Tensor:
+        """padded: (B, C, (H + 2p) * (W + 2p)) uint8 -> float32 (B, C, H, W) in `memory_format`."""
+        B, C, H, W = padded.shape[0], self.C, self.H, self.W
+        params = {k: v.to(padded.device, non_blocking=True) for k, v in params.items()}
+        # Crop and flip as one gather: output pixel (i, j) of image b reads padded pixel (dy_b + i, dx_b + j),
+        # or (dy_b + i, dx_b + W - 1 - j) when b is flipped.
+        rows = params['dy'][:, None] * (W + 2 * self.augment.padding) + self.row_offsets
+        cols = params['dx'][:, None] + torch.where(params['flip'][:, None], self.cols_flipped, self.cols)
+        index = (rows[:, :, None] + cols[:, None, :]).view(B, 1, H * W)
+        crops = padded.gather(2, index.expand(B, C, H * W)).view(B, C, H, W)
+        out = torch.addcmul(self.shift, crops.float(), self.scale)
+        if self.augment.cutout_length > 0:
+            # Cutout after normalisation, so the box is 0 in normalised units (as EvNAS's Cutout does it).
+            box = self.in_box[params['cy'], :H][:, None, :, None] * self.in_box[params['cx'], :W][:, None, None, :]
+            out.mul_(1. - box)
+        return out.contiguous(memory_format=self.memory_format)
+
+
 def apply_augment(padded: torch.Tensor, height: int, width: int, params: Dict[str, torch.Tensor], mean, std,
                   augment: Augment, memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
-    """Augment a batch of padded uint8 images (from `pad_images`) the way RandomCrop(padding) +
-    RandomHorizontalFlip + ToTensor + Normalize + Cutout do it image by image, with the choices in `params`;
-    the result is float32 (B, C, height, width) in `memory_format`.
-
-    The work is done in NCHW with per-channel constants expanded to whole (C, H, W) patterns, so that each
-    pass is a plain contiguous loop (broadcasting over small inner dimensions is several times slower on
-    CPUs), and converted to channels_last once at the end (measured with bench.py's augment)."""
-    B, C = padded.shape[:2]
-    H, W = height, width
-    device = padded.device
-    params = {k: v.to(device, non_blocking=True) for k, v in params.items()}
-
-    # Crop and flip as one gather: output pixel (i, j) of image b reads padded pixel (dy_b + i, dx_b + j),
-    # or (dy_b + i, dx_b + W - 1 - j) when b is flipped.
-    rows = params['dy'][:, None] + torch.arange(H, device=device)
-    cols = params['dx'][:, None] + torch.arange(W, device=device)
-    cols = torch.where(params['flip'][:, None], cols.flip(1), cols)
-    index = (rows[:, :, None] * (W + 2 * augment.padding) + cols[:, None, :]).view(B, 1, H * W)
-    crops = padded.gather(2, index.expand(B, C, H * W)).view(B, C, H, W)
-
-    # ToTensor + Normalize, (x / 255 - mean) / std, as one multiply-add: x * (1 / (255 std)) + (-mean / std)
-    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(C, 1, 1)
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(C, 1, 1)
-    scale = (1. / (255. * std_t)).expand(C, H, W).contiguous()
-    shift = (-mean_t / std_t).expand(C, H, W).contiguous()
-    out = torch.addcmul(shift, crops.float(), scale)
-
-    if augment.cutout_length > 0:
-        # Cutout (DeVries & Taylor): centre uniform over the image, box clipped at the border, applied after
-        # normalisation, so the box is 0 in normalised units (as EvNAS's Cutout does it). Row i is in the box
-        # when centre - length // 2 <= i < centre + length // 2; the clip is implied by 0 <= i < H.
-        half = augment.cutout_length // 2
-        dy = torch.arange(H, device=device) - (params['cy'] - half)[:, None]
-        dx = torch.arange(W, device=device) - (params['cx'] - half)[:, None]
-        in_y = ((dy >= 0) & (dy < 2 * half)).float()
-        in_x = ((dx >= 0) & (dx < 2 * half)).float()
-        out.mul_(1. - in_y[:, None, :, None] * in_x[:, None, None, :])
-    return out.contiguous(memory_format=memory_format)
+    """One batch through a BatchAugmenter (a loader keeps its augmenter between batches)."""
+    return BatchAugmenter(padded.shape[1], height, width, mean, std, augment, padded.device, memory_format)(padded, params)
 
 
 def augment_batch(images: torch.Tensor, mean, std, augment: Augment, generator: torch.Generator,
@@ -296,7 +306,7 @@ class TensorLoader:
             raise ValueError("shuffling or augmenting needs a generator")
         if batch_size < world_size:
             raise ValueError(f"a batch of {batch_size} cannot be split over {world_size} processes")
-        self._padded_images = None
+        self._padded_images = self._augmenter = None
 
     def __len__(self) -> int:
         full, rest = divmod(len(self.indices), self.batch_size)
@@ -310,8 +320,10 @@ class TensorLoader:
     def _padded(self) -> torch.Tensor:
         """This loader's images, zero-padded once on their device (built on first use, kept)."""
         if self._padded_images is None:
-            idx = self.indices.to(self.array.images.device)
-            self._padded_images = pad_images(self.array.images[idx], self.augment.padding)
+            images = self.array.images
+            self._padded_images = pad_images(images[self.indices.to(images.device)], self.augment.padding)
+            self._augmenter = BatchAugmenter(images.shape[1], images.shape[2], images.shape[3], self.array.mean,
+                                             self.array.std, self.augment, images.device, self.memory_format)
         return self._padded_images
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
@@ -333,8 +345,8 @@ class TensorLoader:
                 x = normalize(self.array.images[self.indices[batch].to(device, non_blocking=True)], self.array.mean,
                               self.array.std, self.memory_format)
             else:
-                x = apply_augment(self._padded().index_select(0, batch.to(device, non_blocking=True)), height, width, params,
-                                  self.array.mean, self.array.std, self.augment, self.memory_format)
+                padded = self._padded().index_select(0, batch.to(device, non_blocking=True))
+                x = self._augmenter(padded, params)
             yield x, labels
 
 

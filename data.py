@@ -317,20 +317,21 @@ class TensorLoader:
     def num_samples(self) -> int:
         return min(len(self) * self.batch_size, len(self.indices))
 
-    def _padded(self) -> torch.Tensor:
-        """This loader's images, zero-padded once on their device (built on first use, kept)."""
+    def _augmentation(self) -> Tuple[torch.Tensor, BatchAugmenter]:
+        """This loader's images zero-padded on their device, and its augmenter (built on first use, kept)."""
         if self._padded_images is None:
             images = self.array.images
             self._padded_images = pad_images(images[self.indices.to(images.device)], self.augment.padding)
             self._augmenter = BatchAugmenter(images.shape[1], images.shape[2], images.shape[3], self.array.mean,
                                              self.array.std, self.augment, images.device, self.memory_format)
-        return self._padded_images
+        return self._padded_images, self._augmenter
 
     def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         # Positions into self.indices; the generator draws exactly as a DataLoader with a RandomSampler would.
         order = torch.randperm(len(self.indices), generator=self.generator) if self.shuffle \
             else torch.arange(len(self.indices))
         height, width = self.array.images.shape[2:]
+        device = self.array.images.device
         for b in range(len(self)):
             batch = order[b * self.batch_size:(b + 1) * self.batch_size]
             params = None if self.augment is None else draw_augment(len(batch), height, width, self.augment,
@@ -339,15 +340,13 @@ class TensorLoader:
                 mine = torch.tensor_split(torch.arange(len(batch)), self.world_size)[self.rank]
                 batch = batch[mine]
                 params = params and {k: v[mine] for k, v in params.items()}
-            device = self.array.images.device
-            labels = self.array.labels[self.indices[batch].to(device, non_blocking=True)]
+            idx = self.indices[batch].to(device, non_blocking=True)
             if params is None:
-                x = normalize(self.array.images[self.indices[batch].to(device, non_blocking=True)], self.array.mean,
-                              self.array.std, self.memory_format)
+                x = normalize(self.array.images[idx], self.array.mean, self.array.std, self.memory_format)
             else:
-                padded = self._padded().index_select(0, batch.to(device, non_blocking=True))
-                x = self._augmenter(padded, params)
-            yield x, labels
+                padded, augmenter = self._augmentation()
+                x = augmenter(padded.index_select(0, batch.to(device, non_blocking=True)), params)
+            yield x, self.array.labels[idx]
 
 
 # ----------------------------------------------------------------------------------------------------------

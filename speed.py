@@ -22,7 +22,6 @@ peak working set mapped, which is what a training loop needs again at the next s
 come from PyTorch's own caching allocator, so it is off there.
 """
 import ctypes
-import ctypes.util
 from dataclasses import asdict, dataclass
 
 import torch
@@ -63,10 +62,9 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's <malloc.h>
 def keep_freed_memory() -> bool:
     """Make glibc malloc reuse freed blocks instead of returning them to the kernel (see the module
     docstring). Process-wide and not undone. False, changing nothing, where the C library is not glibc."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # macOS, Windows, musl: no mallopt
+    try:  # the symbols already loaded into this process, the C library's among them (no library search)
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, TypeError):  # macOS and musl: no mallopt; Windows: no CDLL(None)
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     # -1 is (size_t) -1 for glibc: never trim the heap; a maximum of 0 mmapped blocks: every block on the heap.

@@ -1,6 +1,8 @@
 """The fast settings compute what the paper-exact path computes (to float tolerance), and the batch-wise
 augmentation draws from the same distributions as the per-image torchvision pipeline."""
 import copy
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -11,6 +13,7 @@ import genotypes
 import speed
 import utils
 from architect_evolution import decode, random_individual
+from conftest import ROOT
 from data import (Augment, PerImageLoader, TensorLoader, apply_augment, augment_batch, draw_augment, make_synthetic,
                   pad_images)
 from model import NetworkCIFAR
@@ -143,11 +146,8 @@ print(changed, default, sum(mapped_afresh() for _ in range(20)))
 
 def test_reuse_freed_memory_stops_page_faults_for_repeated_large_tensors():
     # In a fresh process, because the setting is process-wide. With glibc's defaults every 64 MB block is
-    # mapped afresh; once freed memory is kept, glibc settles on reusing it (measured: 5-7 of 20 blocks
-    # still faulted in, all of them early, while the heap arranges itself).
-    import subprocess
-    import sys
-    from conftest import ROOT
+    # mapped afresh; once freed memory is kept, glibc settles on reusing it (measured: 1-7 of 20 blocks
+    # still faulted in; in one 12-block run they were blocks 1 and 3-8, none after).
     done = subprocess.run([sys.executable, '-c', _FAULTS_SCRIPT, ROOT], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     changed, default, kept = done.stdout.split()

@@ -26,11 +26,13 @@ come from PyTorch's own caching allocator, so it is off there.
 narrow_batchnorm works around false sharing in ATen's channels_last batch-norm reductions when a layer has
 fewer than 16 channels (operations.NarrowBatchNorm2d): measured here, forward and backward of a
 64 x 8 x 32 x 32 batch norm took 5.9 ms with ATen's kernels on 2 threads and 2.1 ms this way. It only
-changes networks with init_channels below 16 (small CPU searches and tests; the paper's C=16 supernet has
-none), and only in training mode, which is also the mode of fitness evaluation.
+changes layers of fewer than 16 channels, which a supernet has when init_channels is below 16 (small CPU
+searches, the benchmark's small generation, tests; the paper's C=16 supernet and the C=36 evaluation network
+have none), and only in training mode, which is also the mode of fitness evaluation. Measured on 2 cores
+only: with many more threads the one-thread reductions could become the slower choice.
 
 separable_max_pool only acts where no gradient is needed, so in fitness evaluation and testing: there it gives
-the same values bit for bit, 2-3x faster than ATen's CPU pooling kernel (operations.separable_max_pool3x3).
+the same values bit for bit, 1.8-3.2x faster than ATen's CPU pooling kernel (operations.separable_max_pool3x3).
 """
 import ctypes
 from dataclasses import asdict, dataclass

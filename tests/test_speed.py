@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import genotypes
+import operations
 import speed
 import utils
 from architect_evolution import decode, random_individual
@@ -142,12 +143,17 @@ class TestSeparableMaxPool:
         assert torch.equal(out, F.max_pool2d(x, 3, 1, 1))
         assert out.is_contiguous(memory_format=memory_format)
 
-    def test_with_gradients_and_at_stride_2_it_is_atens_pool(self):
+    def test_with_gradients_and_at_stride_2_it_is_atens_pool(self, monkeypatch):
+        def not_here(x):
+            raise AssertionError('the separable pool ran where ATen\'s should')
+        monkeypatch.setattr(operations, 'separable_max_pool3x3', not_here)
         x = torch.randn(2, 3, 8, 8, requires_grad=True)
         out = SeparableMaxPool2d(3, stride=1, padding=1)(x)
         assert out.grad_fn.name() == 'MaxPool2DWithIndicesBackward0'
         with torch.no_grad():
             assert torch.equal(SeparableMaxPool2d(3, stride=2, padding=1)(x), F.max_pool2d(x, 3, 2, 1))
+            with pytest.raises(AssertionError, match='separable pool ran'):  # the check itself can fail
+                SeparableMaxPool2d(3, stride=1, padding=1)(x)
 
 
 class TestFusedMixedOp:

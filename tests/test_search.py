@@ -159,3 +159,21 @@ class TestBadInput:
     def test_existing_run_directory_without_resume(self, finished_run, capsys):
         assert call_main(train_search, TINY + ['--run_dir', finished_run[0]]) == 2
         assert 'already exists; continue it with --resume' in capsys.readouterr().err
+
+
+class TestCompileOnCpu:
+    def test_warns_and_still_searches_with_the_compiled_module(self, tmp_path, monkeypatch, capsys):
+        # Compiling a supernet on CPU takes many minutes (README): torch.compile is replaced by a recorder
+        # that returns the module unchanged, so the test checks the wiring and the warning, not inductor.
+        compiled = []
+        monkeypatch.setattr(torch, 'compile', lambda module: compiled.append(module) or module)
+        run_dir = str(tmp_path / 'run')
+        assert call_main(train_search, TINY + ['--epochs', '1', '--compile', '--run_dir', run_dir]) == 0
+        out = capsys.readouterr().out
+        assert '--compile on a CPU' in out and 'compiled' in out
+        assert len(compiled) == 2, 'the fitness network and the training network are both compiled'
+        assert os.path.exists(os.path.join(run_dir, 'genotype.json'))
+
+    def test_no_warning_without_compile(self, finished_run):
+        with open(os.path.join(finished_run[0], 'log.txt')) as f:
+            assert '--compile on a CPU' not in f.read()

@@ -7,10 +7,10 @@ from measurements with bench.py (README, "Performance"):
 | setting              | what it does                                                     | CPU | CUDA |
 | -------------------- | ---------------------------------------------------------------- | --- | ---- |
 | fused_mixed_op       | supernet edges skip `none`, share one ReLU, accumulate in place  | on  | on   |
-| phase_split_dilated  | dilated depthwise convs backward as convs of the 4 sub-images    | on  | off  |
+| phase_split_dilated  | dilated depthwise convs: weight gradient from the 4 sub-images   | on  | off  |
 | channels_last        | NHWC memory format for the network and its input batches         | on  | on   |
 | reuse_freed_memory   | glibc malloc keeps freed memory for reuse (process-wide)         | on  | off  |
-| narrow_batchnorm     | BatchNorms of < 16 channels reduce on one thread (channels_last) | on  | off  |
+| narrow_batchnorm     | BatchNorms of < 16 channels reduce over rows of several pixels   | on  | off  |
 | separable_max_pool   | stride-1 3x3 max pools without autograd: rows, then columns      | on  | off  |
 
 On CUDA, fused_mixed_op and channels_last are chosen because they launch fewer kernels and because cuDNN's
@@ -24,12 +24,14 @@ peak working set mapped, which is what a training loop needs again at the next s
 come from PyTorch's own caching allocator, so it is off there.
 
 narrow_batchnorm works around false sharing in ATen's channels_last batch-norm reductions when a layer has
-fewer than 16 channels (operations.NarrowBatchNorm2d): measured here, forward and backward of a
-64 x 8 x 32 x 32 batch norm took 5.9 ms with ATen's kernels on 2 threads and 2.1 ms this way. It only
-changes layers of fewer than 16 channels, which a supernet has when init_channels is below 16 (small CPU
-searches, the benchmark's small generation, tests; the paper's C=16 supernet and the C=36 evaluation network
-have none), and only in training mode, which is also the mode of fitness evaluation. Measured on 2 cores
-only: with many more threads the one-thread reductions could become the slower choice.
+fewer than 16 channels (operations.NarrowBatchNorm2d): the batch norm reads the tensor as rows of several
+neighbouring pixels (a view, no copy), so that each thread's accumulators fill whole cache lines, and
+combines the columns of each channel. Measured here, 2 threads, forward and backward of a 64 x 8 x 32 x 32
+batch norm: 4.6-5.0 ms with ATen's kernels, 3.0-3.1 ms with the statistics and backward on one thread (this
+setting's earlier form), 1.9-2.2 ms this way; 64 x 4 x 32 x 32: 6.3-7.0, 4.4-6.3 and 1.1-1.7 ms. It only changes
+layers of fewer than 16 channels, which a supernet has when init_channels is below 16 (small CPU searches,
+the quick start, the benchmark's small generation, tests; the paper's C=16 supernet and the C=36 evaluation
+network have none), and only in training mode, which is also the mode of fitness evaluation.
 
 separable_max_pool only acts where no gradient is needed, so in fitness evaluation and testing: there it gives
 the same values bit for bit, 1.8-3.2x faster than ATen's CPU pooling kernel (operations.separable_max_pool3x3).

@@ -52,6 +52,24 @@ class TestPhaseSplitConv:
         for a, b in zip(wgrad_split, wgrad_native):
             assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
 
+    @pytest.mark.parametrize('kernel', [3, 5])
+    @pytest.mark.parametrize('channels_last', [False, True])
+    def test_split_backward_asks_only_for_the_gradients_needed(self, kernel, channels_last):
+        # The input gradient is the flipped-kernel dilated conv of grad_y; the weight gradient comes from the
+        # polyphase sub-images. Either may be asked for alone.
+        torch.manual_seed(0)
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        conv = nn.Conv2d(5, 5, kernel, 1, padding=kernel - 1, dilation=2, groups=5, bias=False, dtype=torch.float64)
+        x = torch.randn(2, 5, 12, 12, dtype=torch.float64).contiguous(memory_format=fmt)
+        g = torch.randn(2, 5, 12, 12, dtype=torch.float64).contiguous(memory_format=fmt)
+        x1 = x.clone().requires_grad_()
+        grad_x, = torch.autograd.grad(dilated_conv_split_backward(x1, conv), [x1], g)
+        assert grad_x.is_contiguous(memory_format=fmt)
+        expected_x, expected_w = torch.autograd.grad(conv(x1), [x1, conv.weight], g)
+        torch.testing.assert_close(grad_x, expected_x, rtol=1e-12, atol=1e-12)
+        grad_w, = torch.autograd.grad(dilated_conv_split_backward(x, conv), [conv.weight], g)  # x needs none
+        torch.testing.assert_close(grad_w, expected_w, rtol=1e-12, atol=1e-12)
+
     def test_without_gradients_the_fast_dilconv_is_the_dilated_conv_itself(self):
         op = DilConv(4, 4, 5, 1, 4, 2)
         op.phase_split = True
@@ -85,17 +103,21 @@ class TestDepthwiseConvBackward:
 
 
 class TestNarrowBatchNorm:
-    @pytest.mark.parametrize('affine, momentum', [(False, 0.1), (True, 0.1), (True, None)])
-    def test_same_outputs_gradients_and_running_statistics_as_batchnorm2d(self, affine, momentum):
+    # Rows of k pixels: 4 x 4 x 8 x 8 -> k = 16; 4 x 6 x 10 x 10 -> k = 10; 1 x 5 x 7 x 7 (49 pixels) -> k = 7;
+    # 1 x 3 x 5 x 5 cannot make rows of 16 floats (k = 5) and runs ATen's kernel.
+    @pytest.mark.parametrize('affine, momentum, shape', [(False, 0.1, (4, 6, 10, 10)), (True, 0.1, (4, 6, 10, 10)),
+                                                         (True, None, (4, 6, 10, 10)), (True, 0.1, (4, 4, 8, 8)),
+                                                         (False, 0.1, (1, 5, 7, 7)), (True, 0.1, (1, 3, 5, 5))])
+    def test_same_outputs_gradients_and_running_statistics_as_batchnorm2d(self, affine, momentum, shape):
         torch.manual_seed(0)
-        reference = nn.BatchNorm2d(6, affine=affine, momentum=momentum).double()
+        reference = nn.BatchNorm2d(shape[1], affine=affine, momentum=momentum).double()
         if affine:
             nn.init.uniform_(reference.weight)
             nn.init.uniform_(reference.bias)
         narrow = copy.deepcopy(reference)
         narrow.__class__ = NarrowBatchNorm2d
         for _ in range(3):  # running statistics and num_batches_tracked over several steps
-            x = (3 * torch.randn(4, 6, 10, 10, dtype=torch.float64) + 1).contiguous(memory_format=torch.channels_last)
+            x = (3 * torch.randn(shape, dtype=torch.float64) + 1).contiguous(memory_format=torch.channels_last)
             x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
             y1, y2 = reference(x1), narrow(x2)
             assert y2.is_contiguous(memory_format=torch.channels_last)
@@ -108,6 +130,22 @@ class TestNarrowBatchNorm:
             assert torch.allclose(a.grad, b.grad, rtol=0, atol=1e-10)
         for (name, a), b in zip(narrow.state_dict().items(), reference.state_dict().values()):
             assert torch.allclose(a.double(), b.double(), rtol=0, atol=1e-12), name
+
+    def test_weight_gradient_alone_and_input_gradient_alone(self):
+        torch.manual_seed(0)
+        reference = nn.BatchNorm2d(4).double()
+        nn.init.uniform_(reference.weight)
+        narrow = copy.deepcopy(reference)
+        narrow.__class__ = NarrowBatchNorm2d
+        x = torch.randn(2, 4, 8, 8, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+        g = torch.randn_like(x)
+        expected = torch.autograd.grad(reference(x), [reference.weight], g)[0]
+        torch.testing.assert_close(torch.autograd.grad(narrow(x), [narrow.weight], g)[0], expected)
+        x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+        narrow.weight.requires_grad_(False)
+        narrow.bias.requires_grad_(False)
+        torch.testing.assert_close(torch.autograd.grad(narrow(x2), [x2], g)[0],
+                                   torch.autograd.grad(reference(x1), [x1], g)[0])
 
     def test_falls_back_in_eval_mode_and_for_nchw(self):
         torch.manual_seed(0)

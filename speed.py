@@ -12,6 +12,7 @@ from measurements with bench.py (README, "Performance"):
 | reuse_freed_memory   | glibc malloc keeps freed memory for reuse (process-wide)         | on  | off  |
 | narrow_batchnorm     | BatchNorms of < 16 channels reduce over rows of several pixels   | on  | off  |
 | separable_max_pool   | stride-1 3x3 max pools without autograd: rows, then columns      | on  | off  |
+| box_filter_avg_pool  | stride-1 3x3 average pools from 16 x 16 up: a depthwise conv     | on  | off  |
 
 On CUDA, fused_mixed_op and channels_last are chosen because they launch fewer kernels and because cuDNN's
 depthwise convolutions favour NHWC; run `python bench.py --device cuda` to check them on your GPU.
@@ -35,6 +36,10 @@ network have none), and only in training mode, which is also the mode of fitness
 
 separable_max_pool only acts where no gradient is needed, so in fitness evaluation and testing: there it gives
 the same values bit for bit, 1.8-3.2x faster than ATen's CPU pooling kernel (operations.separable_max_pool3x3).
+
+box_filter_avg_pool computes the stride-1 average pool (padding not counted) as a depthwise conv with a kernel
+of ones times 1 / (pixels per window), forward and backward: 1.4-2.6x faster than ATen's CPU kernel from
+16 x 16 up, measured here (operations.box_filter_avg_pool3x3); smaller images keep ATen's.
 """
 import ctypes
 from dataclasses import asdict, dataclass
@@ -43,7 +48,7 @@ import torch
 import torch.nn as nn
 
 from model_search import MixedOp
-from operations import DilConv, NarrowBatchNorm2d, SeparableMaxPool2d
+from operations import BoxFilterAvgPool2d, DilConv, NarrowBatchNorm2d, SeparableMaxPool2d
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,7 @@ class SpeedConfig:
     reuse_freed_memory: bool = False
     narrow_batchnorm: bool = False
     separable_max_pool: bool = False
+    box_filter_avg_pool: bool = False
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -70,7 +76,7 @@ PAPER_EXACT = SpeedConfig()
 def default_config(device: torch.device) -> SpeedConfig:
     if device.type == 'cpu':
         return SpeedConfig(fused_mixed_op=True, phase_split_dilated=True, channels_last=True, reuse_freed_memory=True,
-                           narrow_batchnorm=True, separable_max_pool=True)
+                           narrow_batchnorm=True, separable_max_pool=True, box_filter_avg_pool=True)
     return SpeedConfig(fused_mixed_op=True, phase_split_dilated=False, channels_last=device.type == 'cuda')
 
 
@@ -107,4 +113,6 @@ def apply(model: nn.Module, config: SpeedConfig) -> nn.Module:
             module.__class__ = NarrowBatchNorm2d if narrow else nn.BatchNorm2d
         elif type(module) in (nn.MaxPool2d, SeparableMaxPool2d):
             module.__class__ = SeparableMaxPool2d if config.separable_max_pool else nn.MaxPool2d
+        elif type(module) in (nn.AvgPool2d, BoxFilterAvgPool2d):
+            module.__class__ = BoxFilterAvgPool2d if config.box_filter_avg_pool else nn.AvgPool2d
     return model.to(memory_format=config.memory_format)

@@ -19,11 +19,11 @@ from data import (Augment, PerImageLoader, TensorLoader, apply_augment, augment_
                   pad_images)
 from model import NetworkCIFAR
 from model_search import MixedOp, Network
-from operations import (DilConv, NarrowBatchNorm2d, SeparableMaxPool2d, depthwise_conv_backward,
+from operations import (BoxFilterAvgPool2d, DilConv, NarrowBatchNorm2d, SeparableMaxPool2d, depthwise_conv_backward,
                         dilated_conv_split_backward, phase_split_conv)
 
 FAST = speed.SpeedConfig(fused_mixed_op=True, phase_split_dilated=True, channels_last=True, reuse_freed_memory=True,
-                         narrow_batchnorm=True, separable_max_pool=True)
+                         narrow_batchnorm=True, separable_max_pool=True, box_filter_avg_pool=True)
 
 
 def _grads(module):
@@ -192,6 +192,38 @@ class TestSeparableMaxPool:
             assert torch.equal(SeparableMaxPool2d(3, stride=2, padding=1)(x), F.max_pool2d(x, 3, 2, 1))
             with pytest.raises(AssertionError, match='separable pool ran'):  # the check itself can fail
                 SeparableMaxPool2d(3, stride=1, padding=1)(x)
+
+
+class TestBoxFilterAvgPool:
+    @pytest.mark.parametrize('memory_format', [torch.contiguous_format, torch.channels_last])
+    @pytest.mark.parametrize('size', [(16, 16), (17, 20)])
+    def test_same_values_and_gradients_as_atens_pool(self, memory_format, size):
+        # Corners average 4 pixels, borders 6, the inside 9 (padding is not counted, as DARTS's avg_pool_3x3).
+        torch.manual_seed(0)
+        x = torch.randn(3, 5, *size, dtype=torch.float64).contiguous(memory_format=memory_format)
+        x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+        expected = F.avg_pool2d(x1, 3, 1, 1, count_include_pad=False)
+        out = BoxFilterAvgPool2d(3, stride=1, padding=1, count_include_pad=False)(x2)
+        assert out.grad_fn.name() != 'AvgPool2DBackward0'  # the box filter ran
+        assert out.is_contiguous(memory_format=memory_format)
+        torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+        g = torch.randn_like(out)
+        torch.testing.assert_close(torch.autograd.grad(out, x2, g)[0], torch.autograd.grad(expected, x1, g)[0],
+                                   rtol=1e-12, atol=1e-12)
+
+    def test_small_images_stride_2_and_counted_padding_are_atens_pool(self):
+        x = torch.randn(2, 3, 8, 16, requires_grad=True)
+        assert BoxFilterAvgPool2d(3, 1, 1, count_include_pad=False)(x).grad_fn.name() == 'AvgPool2DBackward0'
+        y = torch.randn(2, 3, 16, 16, requires_grad=True)
+        assert BoxFilterAvgPool2d(3, 2, 1, count_include_pad=False)(y).grad_fn.name() == 'AvgPool2DBackward0'
+        assert BoxFilterAvgPool2d(3, 1, 1, count_include_pad=True)(y).grad_fn.name() == 'AvgPool2DBackward0'
+
+    def test_speed_apply_swaps_avg_pools_and_back(self):
+        model = Network(4, 10, 5)
+        speed.apply(model, FAST)
+        assert {type(m) for m in model.modules() if isinstance(m, nn.AvgPool2d)} == {BoxFilterAvgPool2d}
+        speed.apply(model, speed.PAPER_EXACT)
+        assert {type(m) for m in model.modules() if isinstance(m, nn.AvgPool2d)} == {nn.AvgPool2d}
 
 
 class TestFusedMixedOp:

@@ -46,7 +46,8 @@ class DilConv(nn.Module):
     def forward(self, x):
         return self.forward_rectified(self.op[0](x))
 
-    def forward_rectified(self, x):
+    def forward_rectified(self, x, normalise: bool = True):
+        """Everything after the ReLU; without the closing BatchNorm when normalise is False."""
         conv = self.op[1]
         # Below 8 x 8 the sub-images are too small for the split to pay (measured on CPU, forward and backward:
         # 2.8-4.7x faster than the dilated conv from 32 x 32 down to 8 x 8, except 5x5 at 8 x 8, about equal).
@@ -56,7 +57,8 @@ class DilConv(nn.Module):
             x = dilated_conv_split_backward(x, conv)
         else:
             x = conv(x)
-        return self.op[3](self.op[2](x))
+        x = self.op[2](x)
+        return self.op[3](x) if normalise else x
 
 
 def _layout(x: torch.Tensor) -> torch.memory_format:
@@ -189,14 +191,22 @@ def _rows(x: torch.Tensor, k: int) -> torch.Tensor:
     return x.permute(0, 2, 3, 1).reshape(-1, k * x.shape[1])
 
 
-def _from_rows(rows: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    N, C, H, W = shape
-    return rows.view(N, H, W, C).permute(0, 3, 1, 2)
-
-
 def _fold(per_column: torch.Tensor, k: int) -> torch.Tensor:
     """Sum the k column groups of a (k*C,) vector to (C,)."""
     return per_column.view(k, -1).sum(0)
+
+
+def _wide_batch_statistics(rows: torch.Tensor, k: int, running_mean: torch.Tensor, running_var: torch.Tensor,
+                           momentum: float):
+    """Per-channel mean and biased variance of _rows(x, k), and the running statistics' update, as ATen's."""
+    mean_k, var_k = torch.batch_norm_update_stats(rows, None, None, 0.0)  # per column; var biased
+    mean = mean_k.view(k, -1).mean(0)
+    var = var_k.view(k, -1).mean(0) + (mean_k.view(k, -1) - mean).square_().mean(0)
+    count = rows.shape[0] * k
+    with torch.no_grad():  # as ATen: running_var tracks the unbiased variance
+        running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
+        running_var.mul_(1 - momentum).add_(var, alpha=momentum * count / max(count - 1, 1))
+    return mean, var
 
 
 class _WideBatchNorm(torch.autograd.Function):
@@ -214,19 +224,16 @@ class _WideBatchNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps, k):
         rows = _rows(x, k)
-        mean_k, var_k = torch.batch_norm_update_stats(rows, None, None, 0.0)  # per column; var biased
-        mean = mean_k.view(k, -1).mean(0)
-        var = var_k.view(k, -1).mean(0) + (mean_k.view(k, -1) - mean).square_().mean(0)
-        count = rows.shape[0] * k
-        with torch.no_grad():  # as ATen: running_var tracks the unbiased variance
-            running_mean.mul_(1 - momentum).add_(mean, alpha=momentum)
-            running_var.mul_(1 - momentum).add_(var, alpha=momentum * count / max(count - 1, 1))
+        mean, var = _wide_batch_statistics(rows, k, running_mean, running_var, momentum)
         invstd = (var + eps).rsqrt()
         ctx.save_for_backward(x, weight, mean, invstd)
         ctx.k, ctx.eps = k, eps
-        repeat = lambda t: None if t is None else t.repeat(k)
-        rows_y = F.batch_norm(rows, mean.repeat(k), var.repeat(k), repeat(weight), repeat(bias), False, 0.0, eps)
-        return _from_rows(rows_y, x.shape)
+        scale = invstd if weight is None else weight * invstd
+        shift = -mean * scale if bias is None else bias - mean * scale
+        # Written through a view into a new tensor, so the output is not a view (in-place ops may follow).
+        y = torch.empty_like(x, memory_format=torch.channels_last)
+        torch.addcmul(shift.repeat(k), rows, scale.repeat(k), out=_rows(y, k))
+        return y
 
     @staticmethod
     @once_differentiable
@@ -246,8 +253,9 @@ class _WideBatchNorm(torch.autograd.Function):
             a = invstd if weight is None else weight * invstd
             b = -a * invstd * sum_dy_xhat / count
             c = -a * sum_dy / count - b * mean
-            rows_gx = torch.addcmul(c.repeat(k), rows_x, b.repeat(k)).addcmul_(rows_g, a.repeat(k))
-            grad_x = _from_rows(rows_gx, x.shape)
+            grad_x = torch.empty_like(x, memory_format=torch.channels_last)
+            rows_gx = torch.addcmul(c.repeat(k), rows_x, b.repeat(k), out=_rows(grad_x, k))
+            rows_gx.addcmul_(rows_g, a.repeat(k))
         grad_weight = sum_dy_xhat if ctx.needs_input_grad[1] else None
         grad_bias = sum_dy if ctx.needs_input_grad[2] else None
         return grad_x, grad_weight, grad_bias, None, None, None, None, None
@@ -273,6 +281,52 @@ class NarrowBatchNorm2d(nn.BatchNorm2d):
         momentum = 1.0 / self.num_batches_tracked.item() if self.momentum is None else self.momentum
         return _WideBatchNorm.apply(x, self.weight, self.bias, self.running_mean, self.running_var, momentum,
                                     self.eps, k)
+
+
+def train_mode_affine(bn: nn.BatchNorm2d, z: torch.Tensor):
+    """(scale, shift), per channel, such that bn(z) == z * scale + shift for a BatchNorm2d in training mode
+    (to float rounding); like bn(z), it updates bn's running statistics and num_batches_tracked. Lets a caller
+    fold the normalisation into a multiply-add it does anyway (model_search.MixedOp, without autograd)."""
+    bn.num_batches_tracked.add_(1)
+    momentum = 1.0 / bn.num_batches_tracked.item() if bn.momentum is None else bn.momentum
+    C, count = z.shape[1], z.numel() // z.shape[1]
+    k = _widening(C, count) if C < 16 and _layout(z) == torch.channels_last else 1
+    if k * C >= 16 and k > 1:  # narrow: rows of k pixels, as NarrowBatchNorm2d
+        mean, var = _wide_batch_statistics(_rows(z, k), k, bn.running_mean, bn.running_var, momentum)
+    else:
+        mean, var = torch.batch_norm_update_stats(z, bn.running_mean, bn.running_var, momentum)  # var biased
+    scale = (var + bn.eps).rsqrt()
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    shift = -mean * scale
+    return scale, (shift if bn.bias is None else shift + bn.bias)
+
+
+def add_per_channel(out, y: torch.Tensor = None, coefficient: torch.Tensor = None,
+                    shift: torch.Tensor = None) -> torch.Tensor:
+    """out += y * coefficient[c] + shift[c] per channel c, in place (y or shift may be None); with out None,
+    a new tensor y * coefficient[c] (+ shift[c]). Channels_last tensors run on their rows of k pixels with the
+    coefficients repeated k times: a long vectorised inner loop where a narrow (C, 1, 1) broadcast is slow
+    (0.9 against 1.3 ms for an addcmul over 256 x 8 x 32 x 32 here)."""
+    like = out if out is not None else y
+    tensors = [t for t in (out, y) if t is not None]
+    if like.dim() == 4 and all(_layout(t) == torch.channels_last for t in tensors):
+        k = _widening(like.shape[1], like.numel() // like.shape[1])
+        view, repeat = (lambda t: _rows(t, k)), (lambda c: c.repeat(k))
+    else:
+        view, repeat = (lambda t: t), (lambda c: c.view(-1, *[1] * (like.dim() - 2)))
+    if out is None:
+        out = torch.empty_like(y)
+        if shift is None:
+            torch.mul(view(y), repeat(coefficient), out=view(out))
+        else:
+            torch.addcmul(repeat(shift), view(y), repeat(coefficient), out=view(out))
+        return out
+    if y is not None:
+        view(out).addcmul_(view(y), repeat(coefficient))
+    if shift is not None:
+        view(out).add_(repeat(shift))
+    return out
 
 
 def _max3(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -348,8 +402,9 @@ class SepConv(nn.Module):
     def forward(self, x):
         return self.op(x)
 
-    def forward_rectified(self, x):
-        for layer in itertools.islice(self.op, 1, None):
+    def forward_rectified(self, x, normalise: bool = True):
+        """Everything after the first ReLU; without the closing BatchNorm when normalise is False."""
+        for layer in itertools.islice(self.op, 1, None if normalise else len(self.op) - 1):
             x = layer(x)
         return x
 
@@ -386,8 +441,9 @@ class FactorizedReduce(nn.Module):
     def forward(self, x):
         return self.forward_rectified(self.relu(x))
 
-    def forward_rectified(self, x):
-        return self.bn(torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1))
+    def forward_rectified(self, x, normalise: bool = True):
+        x = torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1)
+        return self.bn(x) if normalise else x
 
 
 def _conv_7x1_1x7(C: int, stride: int, affine: bool) -> nn.Module:

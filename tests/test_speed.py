@@ -147,6 +147,15 @@ class TestNarrowBatchNorm:
         torch.testing.assert_close(torch.autograd.grad(narrow(x2), [x2], g)[0],
                                    torch.autograd.grad(reference(x1), [x1], g)[0])
 
+    def test_an_inplace_relu_may_follow(self):
+        # The output is a new tensor, not a view of one made inside the autograd function (which autograd
+        # forbids modifying in place); networks follow BatchNorm with ReLU(inplace=True).
+        bn = NarrowBatchNorm2d(4)
+        x = torch.randn(2, 4, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_()
+        y = F.relu(bn(x), inplace=True)
+        y.sum().backward()
+        assert y.is_contiguous(memory_format=torch.channels_last) and x.grad.shape == x.shape
+
     def test_falls_back_in_eval_mode_and_for_nchw(self):
         torch.manual_seed(0)
         bn = nn.BatchNorm2d(4)
@@ -284,7 +293,26 @@ class TestWholeNetworks:
         fast = speed.apply(copy.deepcopy(exact), FAST)
         x = torch.randn(16, 3, 32, 32)
         with torch.no_grad():
-            assert torch.allclose(fast.train()(x), exact.train()(x), atol=1e-4)
+            assert torch.allclose(fast.train()(x.contiguous(memory_format=torch.channels_last)), exact.train()(x),
+                                  atol=1e-4)
+
+    @pytest.mark.parametrize('init_channels', [4, 16])
+    def test_fitness_forward_in_float64_logits_and_running_statistics(self, init_channels):
+        # Fitness folds each op's closing BatchNorm into its weighted add (MixedOp.fused_forward): the
+        # logits and every BatchNorm's running statistics and batch count must still be those of the
+        # paper-exact forward (C=4: narrow layers, read as rows of pixels; C=16: ATen's statistics).
+        torch.manual_seed(3)
+        exact = Network(init_channels, 10, 5).double().train()
+        exact.set_arch_parameters(decode(random_individual(4, utils.make_generator(2)).alphas))
+        fast = speed.apply(copy.deepcopy(exact), FAST)
+        x = torch.randn(6, 3, 32, 32, dtype=torch.float64)
+        with torch.no_grad():
+            for _ in range(2):
+                logits_exact = exact(x)
+                logits_fast = fast(x.contiguous(memory_format=torch.channels_last))
+                torch.testing.assert_close(logits_fast, logits_exact, rtol=0, atol=1e-10)
+        for (name, a), b in zip(fast.state_dict().items(), exact.state_dict().values()):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-10, msg=name)
 
     def test_evaluation_network_with_dilated_convs_matches(self):
         torch.manual_seed(2)

@@ -123,28 +123,20 @@ class _DilatedConvSplitBackward(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = F.conv2d(grad_y, weight.flip(-1, -2), None, 1, 2 * ctx.pad, 2, weight.shape[0])
         if ctx.needs_input_grad[1]:
-            grad_weight = depthwise_conv_backward(_to_phases(grad_y), _to_phases(x), weight, ctx.pad, False, True)[1]
+            grad_weight = depthwise_conv_weight_grad(_to_phases(grad_y), _to_phases(x), weight, ctx.pad)
         return grad_x, grad_weight, None
 
 
-def depthwise_conv_backward(grad_y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, pad: int,
-                            input_grad: bool, weight_grad: bool):
-    """Gradients of a stride-1 'same' depthwise conv, as (grad_x, grad_weight) (None where not asked for).
+def depthwise_conv_weight_grad(grad_y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, pad: int) -> torch.Tensor:
+    """The weight gradient of a stride-1 'same' depthwise conv.
 
     ATen's CPU weight gradient of a 5x5 depthwise conv is slow on small images: measured here on 4x4 images
     (the phase-split sub-images of an 8x8 dil_conv_5x5), 7.2 ms for 256 x 32 x 4 x 4, against 0.17 ms for
     3x3. There the 5x5 gradient is assembled from four 3x3 ones (_depthwise_5x5_weight_grad), 1.3 ms."""
-    k = weight.shape[-1]
-    if weight_grad and k == 5 and pad == 2 and max(x.shape[-2:]) <= 4:
-        grad_x = None
-        if input_grad:
-            grad_x = torch.ops.aten.convolution_backward(grad_y, x, weight, None, [1, 1], [pad, pad], [1, 1], False,
-                                                         [0, 0], weight.shape[0], [True, False, False])[0]
-        return grad_x, _depthwise_5x5_weight_grad(grad_y, x)
-    grad_x, grad_weight, _ = torch.ops.aten.convolution_backward(
-        grad_y, x, weight, None, [1, 1], [pad, pad], [1, 1], False, [0, 0], weight.shape[0],
-        [input_grad, weight_grad, False])
-    return grad_x, grad_weight
+    if weight.shape[-1] == 5 and pad == 2 and max(x.shape[-2:]) <= 4:
+        return _depthwise_5x5_weight_grad(grad_y, x)
+    return torch.ops.aten.convolution_backward(grad_y, x, weight, None, [1, 1], [pad, pad], [1, 1], False, [0, 0],
+                                               weight.shape[0], [False, True, False])[1]
 
 
 def _depthwise_5x5_weight_grad(grad_y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -184,6 +176,22 @@ def _widening(C: int, M: int) -> int:
     """How many neighbouring pixels of an (M pixels x C channels) channels_last tensor to read as one row:
     the largest k <= 64 / C that divides M, so that a row holds up to 64 floats (4 cache lines)."""
     return next(k for k in range(max(1, 64 // C), 0, -1) if M % k == 0)
+
+
+def _narrow_rows(x: torch.Tensor) -> int:
+    """k for reading a narrow (< 16 channels) channels_last x as rows of k pixels of at least 16 floats, where
+    ATen's batch-norm reductions would share cache lines between threads; 0 where that does not apply."""
+    C = x.shape[1]
+    if x.dim() != 4 or C >= 16 or _layout(x) != torch.channels_last:
+        return 0
+    k = _widening(C, x.numel() // C)
+    return k if k * C >= 16 else 0
+
+
+def _count_batch(bn: nn.BatchNorm2d) -> float:
+    """As nn.BatchNorm2d in training mode: count the batch, and return the momentum (1 / count when None)."""
+    bn.num_batches_tracked.add_(1)
+    return 1.0 / bn.num_batches_tracked.item() if bn.momentum is None else bn.momentum
 
 
 def _rows(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -230,17 +238,16 @@ class _WideBatchNorm(torch.autograd.Function):
         ctx.k, ctx.eps = k, eps
         scale = invstd if weight is None else weight * invstd
         shift = -mean * scale if bias is None else bias - mean * scale
-        # Written through a view into a new tensor, so the output is not a view (in-place ops may follow).
-        y = torch.empty_like(x, memory_format=torch.channels_last)
-        torch.addcmul(shift.repeat(k), rows, scale.repeat(k), out=_rows(y, k))
-        return y
+        # A new tensor, not a view made here: autograd forbids in-place ops (an inplace ReLU) on such views.
+        return add_per_channel(None, x, scale, shift)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_y):
         x, weight, mean, invstd = ctx.saved_tensors
         k, count = ctx.k, x.numel() // x.shape[1]
-        rows_x, rows_g = _rows(x, k), _rows(grad_y.contiguous(memory_format=torch.channels_last), k)
+        grad_y = grad_y.contiguous(memory_format=torch.channels_last)
+        rows_x, rows_g = _rows(x, k), _rows(grad_y, k)
         # Per column: sum(grad_y * x_hat) and sum(grad_y), which are the weight and bias gradients of an
         # affine batch norm (weight None: no input gradient is asked for, so none is needed).
         _, sum_dy_xhat, sum_dy = torch.ops.aten.native_batch_norm_backward(
@@ -253,9 +260,7 @@ class _WideBatchNorm(torch.autograd.Function):
             a = invstd if weight is None else weight * invstd
             b = -a * invstd * sum_dy_xhat / count
             c = -a * sum_dy / count - b * mean
-            grad_x = torch.empty_like(x, memory_format=torch.channels_last)
-            rows_gx = torch.addcmul(c.repeat(k), rows_x, b.repeat(k), out=_rows(grad_x, k))
-            rows_gx.addcmul_(rows_g, a.repeat(k))
+            grad_x = add_per_channel(add_per_channel(None, x, b, c), grad_y, a)
         grad_weight = sum_dy_xhat if ctx.needs_input_grad[1] else None
         grad_bias = sum_dy if ctx.needs_input_grad[2] else None
         return grad_x, grad_weight, grad_bias, None, None, None, None, None
@@ -273,25 +278,21 @@ class NarrowBatchNorm2d(nn.BatchNorm2d):
                 and x.dtype in (torch.float32, torch.float64) and _layout(x) == torch.channels_last
                 and not torch.compiler.is_compiling()):
             return super().forward(x)
-        k = _widening(x.shape[1], x.numel() // x.shape[1])
-        if k * x.shape[1] < 16:
+        k = _narrow_rows(x)
+        if not k:
             return super().forward(x)
         self._check_input_dim(x)
-        self.num_batches_tracked.add_(1)  # as nn.BatchNorm2d: counted, and the momentum when momentum is None
-        momentum = 1.0 / self.num_batches_tracked.item() if self.momentum is None else self.momentum
-        return _WideBatchNorm.apply(x, self.weight, self.bias, self.running_mean, self.running_var, momentum,
-                                    self.eps, k)
+        return _WideBatchNorm.apply(x, self.weight, self.bias, self.running_mean, self.running_var,
+                                    _count_batch(self), self.eps, k)
 
 
 def train_mode_affine(bn: nn.BatchNorm2d, z: torch.Tensor):
     """(scale, shift), per channel, such that bn(z) == z * scale + shift for a BatchNorm2d in training mode
     (to float rounding); like bn(z), it updates bn's running statistics and num_batches_tracked. Lets a caller
     fold the normalisation into a multiply-add it does anyway (model_search.MixedOp, without autograd)."""
-    bn.num_batches_tracked.add_(1)
-    momentum = 1.0 / bn.num_batches_tracked.item() if bn.momentum is None else bn.momentum
-    C, count = z.shape[1], z.numel() // z.shape[1]
-    k = _widening(C, count) if C < 16 and _layout(z) == torch.channels_last else 1
-    if k * C >= 16 and k > 1:  # narrow: rows of k pixels, as NarrowBatchNorm2d
+    momentum = _count_batch(bn)
+    k = _narrow_rows(z)
+    if k:  # rows of k pixels, as NarrowBatchNorm2d
         mean, var = _wide_batch_statistics(_rows(z, k), k, bn.running_mean, bn.running_var, momentum)
     else:
         mean, var = torch.batch_norm_update_stats(z, bn.running_mean, bn.running_var, momentum)  # var biased

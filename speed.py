@@ -28,12 +28,13 @@ come from PyTorch's own caching allocator, so it is off there.
 narrow_batchnorm works around false sharing in ATen's channels_last batch-norm reductions when a layer has
 fewer than 16 channels (operations.NarrowBatchNorm2d): the batch norm reads the tensor as rows of several
 neighbouring pixels (a view, no copy), so that each thread's accumulators fill whole cache lines, and
-combines the columns of each channel. Measured here, 2 threads, forward and backward of a 64 x 8 x 32 x 32
-batch norm: 4.6-5.0 ms with ATen's kernels, 3.0-3.1 ms with the statistics and backward on one thread (this
-setting's earlier form), 1.9-2.2 ms this way; 64 x 4 x 32 x 32: 6.3-7.0, 4.4-6.3 and 1.1-1.7 ms. It only changes
-layers of fewer than 16 channels, which a supernet has when init_channels is below 16 (small CPU searches,
-the quick start, the benchmark's small generation, tests; the paper's C=16 supernet and the C=36 evaluation
-network have none), and only in training mode, which is also the mode of fitness evaluation.
+combines the columns of each channel. Measured here, 2 threads (two rounds), forward and backward of a
+64 x 8 x 32 x 32 batch norm: 4.5-4.8 ms with ATen's kernels, 2.1-2.8 ms with the statistics and backward on
+one thread (this setting's earlier form), 1.5-1.9 ms this way; 64 x 4 x 32 x 32: 6.3-6.6, 4.5-5.6 and
+1.2-1.7 ms. It only changes layers of fewer than 16 channels, which a supernet has when init_channels is
+below 16 (small CPU searches, the quick start, the benchmark's small generation, tests; the paper's C=16
+supernet and the C=36 evaluation network have none), and only in training mode, which is also the mode of
+fitness evaluation.
 
 separable_max_pool only acts where no gradient is needed, so in fitness evaluation and testing: there it gives
 the same values bit for bit, 1.8-3.2x faster than ATen's CPU pooling kernel (operations.separable_max_pool3x3).

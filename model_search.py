@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from architect_evolution import NONE_INDEX, derive_genotype, num_edges
 from genotypes import PRIMITIVES, Genotype
-from operations import OPS, DilConv, FactorizedReduce, ReLUConvBN, SepConv, add_per_channel, train_mode_affine
+from operations import (OPS, DilConv, FactorizedReduce, ReLUConvBN, SepConv, add_per_channel, batch_norm_mix,
+                        train_mode_affine)
 
 
 class MixedOp(nn.Module):
@@ -35,21 +36,26 @@ class MixedOp(nn.Module):
     def fused_forward(self, x, weights):
         """The same weighted sum with fewer passes over memory: `none` is skipped (it adds w * 0 = 0), the ops
         that begin with ReLU(x) share one ReLU, and the sum accumulates in place (one addcmul per op).
-        On CPU, without autograd and with BatchNorm in training mode (fitness evaluation), an op's closing
-        BatchNorm is folded into its addcmul: w * BN(z) = z * (w * scale) + w * shift per channel, the shifts
-        added once at the end, which saves writing and reading BN(z). Only the floating-point order of the
-        sums differs from `forward`; running statistics are updated as BN(z) updates them."""
-        fold = self.training and not torch.is_grad_enabled() and x.device.type == 'cpu'  # measured on CPU only
-        relu_x = out = shift_left = None
-        for i, op in enumerate(self._ops):
-            if i == NONE_INDEX:
-                continue
-            bn = _closing_batchnorm(op) if fold else None
-            if hasattr(op, 'forward_rectified'):
-                relu_x = F.relu(x) if relu_x is None else relu_x
-                y = op.forward_rectified(relu_x, normalise=bn is None)
-            else:
-                y = op[0](x) if bn is not None else op(x)  # a pool, then its BatchNorm
+        On CPU, with BatchNorm in training mode (the search's training step and fitness evaluation), each op's
+        closing BatchNorm is folded into the sum: w * BN(z) = z * (w * scale) + w * shift per channel, the
+        shifts added once, which saves writing and reading BN(z). With autograd, one function sums the folded
+        ops (operations.batch_norm_mix: their z are kept for the backward anyway); without, each op's z is
+        added and freed as it comes. Only the floating-point order of the sums differs from `forward`;
+        running statistics are updated as BN(z) updates them."""
+        fold = self.training and x.device.type == 'cpu'  # measured on CPU only
+        if fold and torch.is_grad_enabled():
+            terms = list(self._terms(x, fold))
+            folded = [(i, y, bn) for i, y, bn in terms if bn is not None]
+            out = None
+            if folded:
+                index, zs, bns = zip(*folded)
+                out = batch_norm_mix(zs, weights[list(index)], bns)
+            for i, y, bn in terms:
+                if bn is None:
+                    out = y * weights[i] if out is None else out.addcmul_(y, weights[i])
+            return out
+        out = shift_left = None
+        for i, y, bn in self._terms(x, fold):
             if bn is None:
                 out = y * weights[i] if out is None else out.addcmul_(y, weights[i])
                 continue
@@ -60,6 +66,21 @@ class MixedOp(nn.Module):
                 out = add_per_channel(out, y, weights[i] * scale)
                 shift_left = weights[i] * shift if shift_left is None else shift_left.add_(weights[i] * shift)
         return out if shift_left is None else add_per_channel(out, shift=shift_left)
+
+    def _terms(self, x, fold: bool):
+        """(index, output, BatchNorm) of every op but `none`, in order, computed as they are asked for. With
+        fold, an op that ends with a training-mode BatchNorm stops before it and gives that BatchNorm (else
+        None). The ops that begin with ReLU(x) share one."""
+        relu_x = None
+        for i, op in enumerate(self._ops):
+            if i == NONE_INDEX:
+                continue
+            bn = _closing_batchnorm(op) if fold else None
+            if hasattr(op, 'forward_rectified'):
+                relu_x = F.relu(x) if relu_x is None else relu_x
+                yield i, op.forward_rectified(relu_x, normalise=bn is None), bn
+            else:
+                yield i, (op[0](x) if bn is not None else op(x)), bn  # a pool, then its BatchNorm
 
 
 def _closing_batchnorm(op: nn.Module):

@@ -217,6 +217,41 @@ def _wide_batch_statistics(rows: torch.Tensor, k: int, running_mean: torch.Tenso
     return mean, var
 
 
+def _batch_statistics(z: torch.Tensor, k: int, running_mean: torch.Tensor, running_var: torch.Tensor,
+                      momentum: float):
+    """Per-channel mean and biased variance of z, updating the running statistics as ATen's training-mode
+    batch norm: on rows of k pixels (_wide_batch_statistics) where k > 0, else with ATen's own kernel."""
+    if k:
+        return _wide_batch_statistics(_rows(z, k), k, running_mean, running_var, momentum)
+    return torch.batch_norm_update_stats(z, running_mean, running_var, momentum)
+
+
+def _batch_norm_backward(grad_y: torch.Tensor, x: torch.Tensor, weight, mean: torch.Tensor, invstd: torch.Tensor,
+                         eps: float, k: int, input_grad: bool):
+    """Training-mode batch norm's backward: (grad_x or None, sum(grad_y * x_hat), sum(grad_y)) per channel,
+    for y = x_hat * weight + bias (weight None: 1). With k > 0, on rows of k pixels of a channels_last x."""
+    if not k:
+        return torch.ops.aten.native_batch_norm_backward(grad_y, x, weight, None, None, mean, invstd, True, eps,
+                                                         [input_grad, True, True])
+    count = x.numel() // x.shape[1]
+    grad_y = grad_y.contiguous(memory_format=torch.channels_last)
+    rows_x, rows_g = _rows(x, k), _rows(grad_y, k)
+    # Per column: sum(grad_y * x_hat) and sum(grad_y), which are the weight and bias gradients of an
+    # affine batch norm (weight None: no input gradient is asked for, so none is needed).
+    _, sum_dy_xhat, sum_dy = torch.ops.aten.native_batch_norm_backward(
+        rows_g, rows_x, None, None, None, mean.repeat(k), invstd.repeat(k), True, eps, [False, True, True])
+    sum_dy_xhat, sum_dy = _fold(sum_dy_xhat, k), _fold(sum_dy, k)
+    grad_x = None
+    if input_grad:
+        # grad_x = a * (grad_y - sum_dy / M - x_hat * sum_dy_xhat / M), a = weight * invstd, written as
+        # a * grad_y + b * x + c with per-channel b and c (two elementwise passes over rows).
+        a = invstd if weight is None else weight * invstd
+        b = -a * invstd * sum_dy_xhat / count
+        c = -a * sum_dy / count - b * mean
+        grad_x = add_per_channel(add_per_channel(None, x, b, c), grad_y, a)
+    return grad_x, sum_dy_xhat, sum_dy
+
+
 class _WideBatchNorm(torch.autograd.Function):
     """Training-mode batch norm of a narrow channels_last CPU tensor, computed on a wider view of it.
 
@@ -231,8 +266,7 @@ class _WideBatchNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var, momentum, eps, k):
-        rows = _rows(x, k)
-        mean, var = _wide_batch_statistics(rows, k, running_mean, running_var, momentum)
+        mean, var = _wide_batch_statistics(_rows(x, k), k, running_mean, running_var, momentum)
         invstd = (var + eps).rsqrt()
         ctx.save_for_backward(x, weight, mean, invstd)
         ctx.k, ctx.eps = k, eps
@@ -245,22 +279,8 @@ class _WideBatchNorm(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_y):
         x, weight, mean, invstd = ctx.saved_tensors
-        k, count = ctx.k, x.numel() // x.shape[1]
-        grad_y = grad_y.contiguous(memory_format=torch.channels_last)
-        rows_x, rows_g = _rows(x, k), _rows(grad_y, k)
-        # Per column: sum(grad_y * x_hat) and sum(grad_y), which are the weight and bias gradients of an
-        # affine batch norm (weight None: no input gradient is asked for, so none is needed).
-        _, sum_dy_xhat, sum_dy = torch.ops.aten.native_batch_norm_backward(
-            rows_g, rows_x, None, None, None, mean.repeat(k), invstd.repeat(k), True, ctx.eps, [False, True, True])
-        sum_dy_xhat, sum_dy = _fold(sum_dy_xhat, k), _fold(sum_dy, k)
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            # grad_x = a * (grad_y - sum_dy / M - x_hat * sum_dy_xhat / M), a = weight * invstd, written as
-            # a * grad_y + b * x + c with per-channel b and c (two elementwise passes over rows).
-            a = invstd if weight is None else weight * invstd
-            b = -a * invstd * sum_dy_xhat / count
-            c = -a * sum_dy / count - b * mean
-            grad_x = add_per_channel(add_per_channel(None, x, b, c), grad_y, a)
+        grad_x, sum_dy_xhat, sum_dy = _batch_norm_backward(grad_y, x, weight, mean, invstd, ctx.eps, ctx.k,
+                                                           ctx.needs_input_grad[0])
         grad_weight = sum_dy_xhat if ctx.needs_input_grad[1] else None
         grad_bias = sum_dy if ctx.needs_input_grad[2] else None
         return grad_x, grad_weight, grad_bias, None, None, None, None, None
@@ -290,17 +310,64 @@ def train_mode_affine(bn: nn.BatchNorm2d, z: torch.Tensor):
     """(scale, shift), per channel, such that bn(z) == z * scale + shift for a BatchNorm2d in training mode
     (to float rounding); like bn(z), it updates bn's running statistics and num_batches_tracked. Lets a caller
     fold the normalisation into a multiply-add it does anyway (model_search.MixedOp, without autograd)."""
-    momentum = _count_batch(bn)
-    k = _narrow_rows(z)
-    if k:  # rows of k pixels, as NarrowBatchNorm2d
-        mean, var = _wide_batch_statistics(_rows(z, k), k, bn.running_mean, bn.running_var, momentum)
-    else:
-        mean, var = torch.batch_norm_update_stats(z, bn.running_mean, bn.running_var, momentum)  # var biased
+    mean, var = _batch_statistics(z, _narrow_rows(z), bn.running_mean, bn.running_var, _count_batch(bn))
     scale = (var + bn.eps).rsqrt()
     if bn.weight is not None:
         scale = scale * bn.weight
     shift = -mean * scale
     return scale, (shift if bn.bias is None else shift + bn.bias)
+
+
+class _BatchNormMix(torch.autograd.Function):
+    """sum_i w_i * bn_i(z_i) for training-mode BatchNorms without affine parameters, with autograd, never
+    writing bn_i(z_i): w_i * bn_i(z_i) = z_i * (w_i * invstd_i) + w_i * shift_i per channel, so the sum is one
+    multiply and n - 1 multiply-adds over the z_i, the n shifts added in the first. Backward: each z_i's
+    gradient is bn_i's backward with w_i as its weight (one ATen call, where the paper-exact path multiplies
+    grad by w_i in one pass, then runs bn_i's backward). Only the floating-point order of sums differs."""
+
+    @staticmethod
+    def forward(ctx, weights, bns, momenta, *zs):
+        ks = [_narrow_rows(z) for z in zs]
+        stats = [_batch_statistics(z, k, bn.running_mean, bn.running_var, momentum)
+                 for z, k, bn, momentum in zip(zs, ks, bns, momenta)]
+        invstds = [(var + bn.eps).rsqrt() for (_, var), bn in zip(stats, bns)]
+        scales = [w * invstd for w, invstd in zip(weights, invstds)]
+        shift = -sum(mean * scale for (mean, _), scale in zip(stats, scales))
+        out = add_per_channel(None, zs[0], scales[0], shift)
+        for z, scale in zip(zs[1:], scales[1:]):
+            add_per_channel(out, z, scale)
+        ctx.save_for_backward(weights, *zs, *(mean for mean, _ in stats), *invstds)
+        ctx.ks, ctx.eps = ks, [bn.eps for bn in bns]
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        n = len(ctx.ks)
+        weights, zs, means, invstds = (ctx.saved_tensors[0], ctx.saved_tensors[1:n + 1],
+                                       ctx.saved_tensors[n + 1:2 * n + 1], ctx.saved_tensors[2 * n + 1:])
+        # Once, not in each of the n backward calls: the gradient arriving here is often a strided slice (of
+        # the gradient of the cell's concatenated output).
+        grad_out = grad_out.contiguous(memory_format=_layout(zs[0]))
+        grad_zs, grad_weights = [], torch.zeros_like(weights) if ctx.needs_input_grad[0] else None
+        for i, (z, mean, invstd, k, eps) in enumerate(zip(zs, means, invstds, ctx.ks, ctx.eps)):
+            input_grad = ctx.needs_input_grad[3 + i]
+            if not (input_grad or ctx.needs_input_grad[0]):
+                grad_zs.append(None)
+                continue
+            gain = weights[i].expand(z.shape[1]).contiguous()  # bn_i's weight: w_i on every channel
+            grad_z, sum_dy_xhat, _ = _batch_norm_backward(grad_out, z, gain, mean, invstd, eps, k, input_grad)
+            grad_zs.append(grad_z)
+            if grad_weights is not None:
+                grad_weights[i] = sum_dy_xhat.sum()
+        return (grad_weights, None, None, *grad_zs)
+
+
+def batch_norm_mix(zs, weights: torch.Tensor, bns) -> torch.Tensor:
+    """sum_i weights[i] * bns[i](zs[i]), with autograd, for BatchNorm2d layers in training mode without affine
+    parameters (the supernet's): see _BatchNormMix. Updates each bn's running statistics as bn(z) would."""
+    assert all(bn.training and bn.track_running_stats and bn.weight is None for bn in bns)
+    return _BatchNormMix.apply(weights, list(bns), [_count_batch(bn) for bn in bns], *zs)
 
 
 def add_per_channel(out, y: torch.Tensor = None, coefficient: torch.Tensor = None,

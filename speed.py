@@ -7,7 +7,8 @@ from measurements with bench.py (README, "Performance"):
 | setting              | what it does                                                     | CPU | CUDA |
 | -------------------- | ---------------------------------------------------------------- | --- | ---- |
 | fused_mixed_op       | supernet edges skip `none`, share one ReLU, accumulate in place  | on  | on   |
-|                      | (CPU fitness: each op's closing BatchNorm folded into its add)   |     |      |
+|                      | (CPU, BN in train mode: each op's closing BatchNorm folded into  |     |      |
+|                      | the edge's sum, in fitness and in the training step)             |     |      |
 | phase_split_dilated  | dilated depthwise convs: weight gradient from the 4 sub-images   | on  | off  |
 | channels_last        | NHWC memory format for the network and its input batches         | on  | on   |
 | reuse_freed_memory   | glibc malloc keeps freed memory for reuse (process-wide)         | on  | off  |

@@ -258,10 +258,54 @@ class TestFusedMixedOp:
             assert torch.allclose(g_fused[name], g_exact[name], atol=1e-4, rtol=1e-3), name
 
 
-class TestWholeNetworks:
-    def _pair(self, dtype):
+class TestBatchNormMix:
+    # (shape, layout): C=16 runs ATen's batch-norm kernels; C=8 and C=4 channels_last read rows of pixels.
+    CASES = [((3, 16, 6, 6), torch.channels_last), ((3, 16, 6, 6), torch.contiguous_format),
+             ((4, 8, 8, 8), torch.channels_last), ((2, 4, 10, 10), torch.channels_last)]
+
+    @pytest.mark.parametrize('shape, layout', CASES)
+    def test_same_sum_gradients_and_running_statistics_as_weighted_batchnorms(self, shape, layout):
         torch.manual_seed(0)
-        exact = Network(4, 10, 5).to(dtype)
+        n = 3
+        reference = [nn.BatchNorm2d(shape[1], affine=False).double() for _ in range(n)]
+        folded = copy.deepcopy(reference)
+        for _ in range(2):  # running statistics over two steps
+            zs = [(2 * torch.randn(shape, dtype=torch.float64) + i).contiguous(memory_format=layout) for i in range(n)]
+            w = torch.softmax(torch.randn(n, dtype=torch.float64), 0)
+            z1, z2 = [z.clone().requires_grad_() for z in zs], [z.clone().requires_grad_() for z in zs]
+            w1, w2 = w.clone().requires_grad_(), w.clone().requires_grad_()
+            out1 = sum(w1[i] * bn(z) for i, (z, bn) in enumerate(zip(z1, reference)))
+            out2 = operations.batch_norm_mix(z2, w2, folded)
+            torch.testing.assert_close(out2, out1, rtol=0, atol=1e-12)
+            g = torch.randn_like(out1)
+            out1.backward(g)
+            out2.backward(g)
+            for a, b in zip(z2, z1):
+                torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=1e-12)
+            torch.testing.assert_close(w2.grad, w1.grad, rtol=0, atol=1e-10)
+        for a, b in zip(folded, reference):
+            for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+                torch.testing.assert_close(x, y, rtol=0, atol=1e-12, msg=name)
+
+    def test_without_weight_gradients_and_with_an_inplace_add_after(self):
+        # The supernet's weights are softmax(alphas) without gradient, and the edge adds skip_connect's term
+        # to the sum in place.
+        torch.manual_seed(1)
+        bns = [nn.BatchNorm2d(8, affine=False).double() for _ in range(2)]
+        zs = [torch.randn(2, 8, 4, 4, dtype=torch.float64, requires_grad=True) for _ in range(2)]
+        x = torch.randn(2, 8, 4, 4, dtype=torch.float64, requires_grad=True)
+        w = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
+        expected = torch.autograd.grad((w[0] * bns[0](zs[0]) + w[1] * bns[1](zs[1]) + w[2] * x).square().sum(),
+                                       zs + [x])
+        got = torch.autograd.grad(operations.batch_norm_mix(zs, w[:2], bns).addcmul_(x, w[2]).square().sum(), zs + [x])
+        for a, b in zip(got, expected):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+class TestWholeNetworks:
+    def _pair(self, dtype, init_channels=4):
+        torch.manual_seed(0)
+        exact = Network(init_channels, 10, 5).to(dtype)
         exact.set_arch_parameters(decode(random_individual(4, utils.make_generator(1)).alphas))
         fast = speed.apply(copy.deepcopy(exact), FAST)
         assert list(fast.state_dict()) == list(exact.state_dict()), 'keys unchanged'
@@ -284,9 +328,12 @@ class TestWholeNetworks:
         for name in g_exact:
             assert (g_fast[name] - g_exact[name]).norm() <= 2e-2 * g_exact[name].norm(), name
 
-    def test_in_float64_every_gradient_matches_element_by_element(self):
+    @pytest.mark.parametrize('init_channels', [4, 16])
+    def test_in_float64_every_gradient_matches_element_by_element(self, init_channels):
         # The same computation: only the order of sums differs, so float64 agrees to about 1e-14 (measured).
-        (logits_exact, loss_exact, g_exact), (logits_fast, loss_fast, g_fast) = self._pair(torch.float64)
+        # C=4: narrow BatchNorms (rows of pixels); C=16: ATen's kernels, folded into the edges' sums.
+        (logits_exact, loss_exact, g_exact), (logits_fast, loss_fast, g_fast) = self._pair(torch.float64,
+                                                                                          init_channels)
         assert torch.allclose(logits_fast, logits_exact, rtol=0, atol=1e-10)
         for name in g_exact:
             assert torch.allclose(g_fast[name], g_exact[name], rtol=0, atol=1e-10 * g_exact[name].abs().max()), name

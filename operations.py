@@ -322,8 +322,8 @@ class _BatchNormMix(torch.autograd.Function):
     """sum_i w_i * bn_i(z_i) for training-mode BatchNorms without affine parameters, with autograd, never
     writing bn_i(z_i): w_i * bn_i(z_i) = z_i * (w_i * invstd_i) + w_i * shift_i per channel, so the sum is one
     multiply and n - 1 multiply-adds over the z_i, the n shifts added in the first. Backward: each z_i's
-    gradient is bn_i's backward with w_i as its weight (one ATen call, where the paper-exact path multiplies
-    grad by w_i in one pass, then runs bn_i's backward). Only the floating-point order of sums differs."""
+    gradient is bn_i's backward with w_i as its weight (one call, where the paper-exact path first multiplies
+    the gradient by w_i in a pass of its own). Only the floating-point order of sums differs."""
 
     @staticmethod
     def forward(ctx, weights, bns, momenta, *zs):

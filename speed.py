@@ -41,7 +41,7 @@ separable_max_pool only acts where no gradient is needed, so in fitness evaluati
 the same values bit for bit, 1.8-3.2x faster than ATen's CPU pooling kernel (operations.separable_max_pool3x3).
 
 box_filter_avg_pool computes the stride-1 average pool (padding not counted) as a depthwise conv with a kernel
-of ones times 1 / (pixels per window) where no gradient is needed: 1.7-2.6x faster than ATen's CPU kernel
+of ones times 1 / (pixels per window) where no gradient is needed: 1.7-2.7x faster than ATen's CPU kernel
 from 16 x 16 up, measured here (operations.box_filter_avg_pool3x3); smaller images and training keep ATen's.
 """
 import ctypes

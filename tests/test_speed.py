@@ -314,10 +314,11 @@ class TestWholeNetworks:
         loss_exact, loss_fast = F.cross_entropy(logits_exact, y), F.cross_entropy(logits_fast, y)
         loss_exact.backward()
         loss_fast.backward()
-        return (logits_exact, loss_exact, _grads(exact)), (logits_fast, loss_fast, _grads(fast))
+        return (logits_exact, loss_exact, _grads(exact), exact.state_dict()), \
+            (logits_fast, loss_fast, _grads(fast), fast.state_dict())
 
     def test_supernet_logits_loss_and_gradients_match_the_paper_exact_path(self):
-        (logits_exact, loss_exact, g_exact), (logits_fast, loss_fast, g_fast) = self._pair(torch.float32)
+        (logits_exact, loss_exact, g_exact, _), (logits_fast, loss_fast, g_fast, _) = self._pair(torch.float32)
         # Stated tolerance: 1e-4 absolute on logits and 1e-5 relative on the loss (float32, sums reordered).
         assert torch.allclose(logits_fast, logits_exact, atol=1e-4)
         assert loss_fast.item() == pytest.approx(loss_exact.item(), rel=1e-5)
@@ -332,11 +333,14 @@ class TestWholeNetworks:
     def test_in_float64_every_gradient_matches_element_by_element(self, init_channels):
         # The same computation: only the order of sums differs, so float64 agrees to about 1e-14 (measured).
         # C=4: narrow BatchNorms (rows of pixels); C=16: ATen's kernels, folded into the edges' sums.
-        (logits_exact, loss_exact, g_exact), (logits_fast, loss_fast, g_fast) = self._pair(torch.float64,
-                                                                                          init_channels)
+        (logits_exact, loss_exact, g_exact, state_exact), (logits_fast, loss_fast, g_fast, state_fast) = self._pair(
+            torch.float64, init_channels)
         assert torch.allclose(logits_fast, logits_exact, rtol=0, atol=1e-10)
         for name in g_exact:
             assert torch.allclose(g_fast[name], g_exact[name], rtol=0, atol=1e-10 * g_exact[name].abs().max()), name
+        # The training step's folded BatchNorms update running statistics and batch counts as BatchNorm2d does.
+        for (name, a), b in zip(state_fast.items(), state_exact.values()):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-10, msg=name)
 
     def test_supernet_fitness_forward_matches(self):
         torch.manual_seed(1)

@@ -1,7 +1,9 @@
 """Benchmarks (not tests): how fast the hot paths of a search and of training run on this device, in the
 paper-exact configuration and in this project's fast defaults, side by side.
 
-Measured, each as a median over --repeats timed runs after --warmup untimed ones:
+Measured, each as a median over --repeats timed runs after --warmup untimed ones (with --rounds N, the
+variants take turns N times and the table gives medians over the rounds, and as fast/exact the median of
+each round's ratio, so that a machine whose speed drifts moves both sides of a ratio together):
   supernet_train   supernet training step (C=16, 8 layers, batch 64), images/s
   fitness          fitness evaluation: no gradient, BatchNorm in train mode (batch 1024 on GPU, 256 on CPU)
   augment          the training augmentation: per-image torchvision in 2 DataLoader workers, vs batch-wise
@@ -14,6 +16,7 @@ Examples:
     python bench.py --device cpu --json bench-cpu.json
     python bench.py --device cuda --amp --compile          # adds the opt-in accelerators as extra columns
     python bench.py --quick --device cpu                   # tiny sizes: a smoke run in seconds
+    python bench.py --device cpu --rounds 3                # paper-exact and fast alternate three times
 """
 import argparse
 import json
@@ -48,6 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                              'valid_size_ranking, how well a --valid_size subset ranks a population)')
     parser.add_argument('--warmup', type=int, default=2, help='untimed runs before timing (default: 2)')
     parser.add_argument('--repeats', type=int, default=5, help='timed runs; the median is reported (default: 5)')
+    parser.add_argument('--rounds', type=int, default=1,
+                        help='times each benchmark runs every variant, taking turns (default: 1)')
     parser.add_argument('--amp', action='store_true', help='also measure the fast path with bf16 autocast')
     parser.add_argument('--compile', action='store_true', help='also measure the fast path with torch.compile')
     parser.add_argument('--quick', action='store_true', help='tiny sizes, to check that the script runs')
@@ -60,6 +65,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0:
         parser.error('--repeats must be at least 1 and --warmup at least 0')
+    if args.rounds < 1:
+        parser.error('--rounds must be at least 1')
     return args
 
 
@@ -367,30 +374,53 @@ def projected_search_hours(results: Dict, variant: str) -> float:
     return per_generation * FULL_SEARCH['generations'] / 3600
 
 
+def over_rounds(runs: List[Dict]) -> Dict:
+    """One variant's measurements from several rounds: the median of each figure, the largest peak memory, and
+    the rounds themselves."""
+    if len(runs) == 1:
+        return runs[0]
+    out = {key: statistics.median(run[key] for run in runs) for key in runs[0] if key != 'peak_mb'}
+    if any('peak_mb' in run for run in runs):
+        out['peak_mb'] = max(run.get('peak_mb', 0) for run in runs)
+    return {**out, 'rounds': runs}
+
+
+def speedup(by_variant: Dict, metric: str, variant: str = 'fast') -> float:
+    """variant against paper-exact: the median over rounds of each round's ratio (a throughput's, or a time's
+    inverse), so that both sides of every ratio were measured at about the same time."""
+    exact, other = by_variant.get('paper_exact'), by_variant.get(variant)
+    if not exact or not other:
+        return math.nan
+    ratios = [(e[metric] / o[metric] if metric.startswith('seconds') else o[metric] / e[metric])
+              for e, o in zip(exact.get('rounds', [exact]), other.get('rounds', [other]))]
+    return statistics.median(ratios)
+
+
 def format_table(results: Dict, variants: List[str]) -> str:
     header = f"{'benchmark':<16}" + ''.join(f"{v:>16}" for v in variants) + f"{'fast/exact':>12}{'peak MB (exact/fast)':>24}"
     lines = [header, '-' * len(header)]
     for name, by_variant in results.items():
         if name == 'projection':
             continue
-        metric = 'seconds_per_generation' if name == 'generation' else 'images_per_sec'
-        cells, values = [], {}
+        metric = _metric(name)
+        cells = []
         for v in variants:
             value = by_variant.get(v, {}).get(metric)
-            values[v] = value
             cells.append(f"{value:>16.1f}" if value is not None else f"{'-':>16}")
-        exact, fast = values.get('paper_exact'), values.get('fast')
-        ratio = (exact / fast if metric.startswith('seconds') else fast / exact) if exact and fast else math.nan
         peaks = [by_variant.get(v, {}).get('peak_mb') for v in ('paper_exact', 'fast')]
         peak = '/'.join(f"{p:.0f}" if p else '-' for p in peaks)
         unit = ' s/gen' if name == 'generation' else ' img/s'
-        lines.append(f"{name + unit:<16}" + ''.join(cells) + f"{ratio:>11.2f}x{peak:>24}")
+        lines.append(f"{name + unit:<16}" + ''.join(cells) + f"{speedup(by_variant, metric):>11.2f}x{peak:>24}")
     projection = results.get('projection', {})
     if projection:
         lines.append('')
         lines.append('projected full search (50 generations x 50 individuals): ' + ', '.join(
             f"{v} {h:.1f} h" for v, h in projection.items() if not math.isnan(h)))
     return '\n'.join(lines)
+
+
+def _metric(name: str) -> str:
+    return 'seconds_per_generation' if name == 'generation' else 'images_per_sec'
 
 
 def main(args: argparse.Namespace) -> Dict:
@@ -415,21 +445,22 @@ def main(args: argparse.Namespace) -> Dict:
         print(f"running {name} ...", file=sys.stderr, flush=True)
         extra[name] = EXTRA[name](args, device, sizes)
     for name in [n for n in names if n in BENCHMARKS]:
-        results[name] = {}
-        for label, variant in variants.items():
-            if name == 'augment' and (variant['amp'] or variant['compile']):
-                continue
-            print(f"running {name} [{label}] ...", file=sys.stderr, flush=True)
-            if args.in_process:
-                results[name][label] = BENCHMARKS[name](args, device, variant, sizes)
-            else:
-                results[name][label] = _in_child(args, name, label)
+        labels = [label for label, v in variants.items() if name != 'augment' or not (v['amp'] or v['compile'])]
+        runs = {label: [] for label in labels}
+        for round_ in range(args.rounds):
+            for label in labels:
+                print(f"running {name} [{label}]" + (f" round {round_ + 1}" if args.rounds > 1 else '') + ' ...',
+                      file=sys.stderr, flush=True)
+                runs[label].append(BENCHMARKS[name](args, device, variants[label], sizes) if args.in_process
+                                   else _in_child(args, name, label))
+        results[name] = {label: over_rounds(runs[label]) for label in labels}
     projection = {v: projected_search_hours(results, v) for v in variants}
     if any(not math.isnan(hours) for hours in projection.values()):
         results['projection'] = projection
     meta = {'device': str(device), 'device_name': torch.cuda.get_device_name(device) if device.type == 'cuda'
             else (os.uname().machine if hasattr(os, 'uname') else 'cpu'), 'torch': torch.__version__,
             'threads': torch.get_num_threads(), 'sizes': sizes, 'warmup': args.warmup, 'repeats': args.repeats,
+            'rounds': args.rounds,
             'configs': {k: v['config'].describe() + (' + amp' if v['amp'] else '') + (' + compile' if v['compile'] else '')
                         for k, v in variants.items()}}
     print(f"device {meta['device']} ({meta['device_name']}), torch {meta['torch']}, {meta['threads']} threads")
@@ -446,11 +477,13 @@ def main(args: argparse.Namespace) -> Dict:
         scaling = extra['fitness_scaling']
         print(f"fitness evaluation per generation, 1 thread per process: 1 process {scaling[1]['fitness_seconds']:.1f} s, "
               f"2 processes {scaling[2]['fitness_seconds']:.1f} s ({scaling['ratio']:.2f}x the time)")
+    speedups = {name: {v: speedup(by_variant, _metric(name), v) for v in variants if v != 'paper_exact'}
+                for name, by_variant in results.items() if name != 'projection'}
     results.update(extra)
     if args.json:
         with open(args.json, 'w') as f:
-            json.dump({'meta': meta, 'results': results}, f, indent=1)
-    return {'meta': meta, 'results': results}
+            json.dump({'meta': meta, 'results': results, 'speedups': speedups}, f, indent=1)
+    return {'meta': meta, 'results': results, 'speedups': speedups}
 
 
 if __name__ == '__main__':

@@ -42,6 +42,8 @@ class DilConv(nn.Module):
         )
         # Off: the conv runs as DARTS runs it. On (a speed setting, see speed.py): as phase_split_conv.
         self.phase_split = False
+        # With phase_split, a 5x5 kernel's weight gradient from four 3x3 ones (speed setting depthwise5x5_from_3x3).
+        self.grad_from_3x3 = False
 
     def forward(self, x):
         return self.forward_rectified(self.op[0](x))
@@ -54,7 +56,7 @@ class DilConv(nn.Module):
         if (self.phase_split and conv.dilation == (2, 2) and conv.padding == (conv.kernel_size[0] - 1,) * 2
                 and conv.groups == conv.in_channels and conv.bias is None and x.shape[-1] % 2 == 0
                 and x.shape[-2] % 2 == 0 and min(x.shape[-2:]) >= 8):
-            x = dilated_conv_split_backward(x, conv)
+            x = dilated_conv_split_backward(x, conv, self.grad_from_3x3)
         else:
             x = conv(x)
         x = self.op[2](x)
@@ -110,9 +112,9 @@ class _DilatedConvSplitBackward(torch.autograd.Function):
     conv and a copy back from the phase layout)."""
 
     @staticmethod
-    def forward(ctx, x, weight, pad):
+    def forward(ctx, x, weight, pad, from_3x3):
         ctx.save_for_backward(x, weight)
-        ctx.pad = pad
+        ctx.pad, ctx.from_3x3 = pad, from_3x3
         return F.conv2d(x, weight, None, 1, 2 * pad, 2, weight.shape[0])
 
     @staticmethod
@@ -123,53 +125,99 @@ class _DilatedConvSplitBackward(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = F.conv2d(grad_y, weight.flip(-1, -2), None, 1, 2 * ctx.pad, 2, weight.shape[0])
         if ctx.needs_input_grad[1]:
-            grad_weight = depthwise_conv_weight_grad(_to_phases(grad_y), _to_phases(x), weight, ctx.pad)
-        return grad_x, grad_weight, None
+            grad_weight = depthwise_conv_weight_grad(_to_phases(grad_y), _to_phases(x), weight, ctx.pad, ctx.from_3x3)
+        return grad_x, grad_weight, None, None
 
 
-def depthwise_conv_weight_grad(grad_y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, pad: int) -> torch.Tensor:
+def depthwise_conv_weight_grad(grad_y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, pad: int,
+                               from_3x3: bool = False) -> torch.Tensor:
     """The weight gradient of a stride-1 'same' depthwise conv.
 
-    ATen's CPU weight gradient of a 5x5 depthwise conv is slow on small images: measured here on 4x4 images
-    (the phase-split sub-images of an 8x8 dil_conv_5x5), 7.2 ms for 256 x 32 x 4 x 4, against 0.17 ms for
-    3x3. There the 5x5 gradient is assembled from four 3x3 ones (_depthwise_5x5_weight_grad), 1.3 ms."""
-    if weight.shape[-1] == 5 and pad == 2 and max(x.shape[-2:]) <= 4:
+    A 5x5 kernel's comes from four 3x3 ones (_depthwise_5x5_weight_grad) where from_3x3 asks for it, and always
+    on images up to 4 x 4 (the phase-split sub-images of an 8 x 8 dil_conv_5x5), where ATen's CPU weight
+    gradient of a 5x5 depthwise conv is slow on every CPU measured (256 x 64 x 4 x 4: 4.8 against 0.9 ms with
+    AVX2 kernels, 0.56 against 0.38 ms with AVX-512; on an earlier AVX2 machine 7.2 against 1.3 ms)."""
+    if weight.shape[-1] == 5 and pad == 2 and (from_3x3 or max(x.shape[-2:]) <= 4):
         return _depthwise_5x5_weight_grad(grad_y, x)
     return torch.ops.aten.convolution_backward(grad_y, x, weight, None, [1, 1], [pad, pad], [1, 1], False, [0, 0],
                                                weight.shape[0], [False, True, False])[1]
 
 
 def _depthwise_5x5_weight_grad(grad_y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """The weight gradient of a depthwise 5x5 conv with padding 2, from four 3x3 ones.
+    """The weight gradient of a depthwise 5x5 conv with padding 2 (stride 1), from four 3x3 ones.
 
     grad_w[c, a, b] = sum over n, i, j of grad_y[n, c, i, j] * x_padded[n, c, i + a, j + b]: the 3x3 weight
     gradient of the unpadded conv over the window x_padded[a0 : a0 + H + 2, b0 : b0 + W + 2] gives the taps
     a0 .. a0 + 2, b0 .. b0 + 2. The four windows at a0, b0 in {0, 2} cover the 5x5 taps (row and column 2
-    twice; those duplicates are dropped)."""
-    C, (H, W) = x.shape[1], x.shape[-2:]
-    x_padded = F.pad(x, (2, 2, 2, 2))
+    twice; those duplicates are dropped). Each window is x padded by 2 - a0 rows above and a0 below (columns
+    alike): one pass that writes it in x's layout. oneDNN has a depthwise kernel for the 3x3 weight gradient
+    and runs the 5x5 one through its generic convolution (ONEDNN_VERBOSE=1 shows jit_dw against jit)."""
+    C = x.shape[1]
     weight_3x3 = x.new_empty(C, 1, 3, 3)
     rows = []
     for a0 in (0, 2):
         pieces = [torch.ops.aten.convolution_backward(
-            grad_y, x_padded[:, :, a0:a0 + H + 2, b0:b0 + W + 2], weight_3x3, None, [1, 1], [0, 0], [1, 1], False,
-            [0, 0], C, [False, True, False])[1] for b0 in (0, 2)]
+            grad_y, F.pad(x, (2 - b0, b0, 2 - a0, a0)), weight_3x3, None, [1, 1], [0, 0], [1, 1], False, [0, 0], C,
+            [False, True, False])[1] for b0 in (0, 2)]
         row = torch.cat([pieces[0], pieces[1][..., 1:]], dim=-1)
         rows.append(row if a0 == 0 else row[:, :, 1:])
     return torch.cat(rows, dim=-2)
 
 
-def dilated_conv_split_backward(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+class _Depthwise5x5(torch.autograd.Function):
+    """A stride-1, padding-2 depthwise 5x5 conv without bias: ATen's conv forward and input gradient, the weight
+    gradient from four 3x3 ones (_depthwise_5x5_weight_grad). (The input gradient as the conv of grad_y with the
+    flipped kernel was faster alone, 0.18 against 0.33 ms at 64 x 16 x 32 x 32, but no faster in whole training
+    steps, so it stays ATen's.)"""
+
+    @staticmethod
+    def forward(ctx, x, weight):
+        ctx.save_for_backward(x, weight)
+        return F.conv2d(x, weight, None, 1, 2, 1, weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        x, weight = ctx.saved_tensors
+        grad_y = grad_y.contiguous(memory_format=_layout(x))
+        grad_x = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.ops.aten.convolution_backward(grad_y, x, weight, None, [1, 1], [2, 2], [1, 1], False, [0, 0],
+                                                         weight.shape[0], [True, False, False])[0]
+        if ctx.needs_input_grad[1]:
+            grad_weight = _depthwise_5x5_weight_grad(grad_y, x)
+        return grad_x, grad_weight
+
+
+def is_depthwise_5x5(conv: nn.Conv2d) -> bool:
+    """Whether conv is a stride-1 'same' depthwise 5x5 conv without bias (SepConv's 5x5 convs, but for the
+    strided first one in a reduction cell)."""
+    return (conv.kernel_size == (5, 5) and conv.stride == (1, 1) and conv.padding == (2, 2)
+            and conv.dilation == (1, 1) and conv.groups == conv.in_channels == conv.out_channels
+            and conv.bias is None and conv.padding_mode == 'zeros')
+
+
+class Depthwise5x5Conv2d(nn.Conv2d):
+    """A depthwise 5x5 conv (is_depthwise_5x5) whose weight gradient comes from four 3x3 ones (speed setting
+    depthwise5x5_from_3x3): the same state as nn.Conv2d, which speed.apply swaps it in for and back. The same
+    sums in another order; without gradients it is nn.Conv2d's forward."""
+
+    def forward(self, x):
+        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
+            return _Depthwise5x5.apply(x, self.weight)
+        return super().forward(x)
+
+
+def dilated_conv_split_backward(x: torch.Tensor, conv: nn.Conv2d, grad_from_3x3: bool = False) -> torch.Tensor:
     """A dilation-2 depthwise conv (padding k - 1, no bias) run the way that is fastest on CPUs, measured
     (README, "Performance"): the dilated conv itself forward, 3-8x faster there than the split, and the
     phase-split conv's gradients backward; forward and backward together are 2.8-4.7x faster than the
     dilated conv's. Stride 2 reads only the even sub-image: split when gradients are needed, direct
-    otherwise."""
+    otherwise. grad_from_3x3: a 5x5 kernel's weight gradient from four 3x3 ones (depthwise_conv_weight_grad)."""
     if conv.stride == (2, 2):
         return phase_split_conv(x, conv) if torch.is_grad_enabled() else conv(x)
     if not torch.is_grad_enabled() or not (x.requires_grad or conv.weight.requires_grad):
         return conv(x)
-    return _DilatedConvSplitBackward.apply(x, conv.weight, conv.kernel_size[0] // 2)
+    return _DilatedConvSplitBackward.apply(x, conv.weight, conv.kernel_size[0] // 2, grad_from_3x3)
 
 
 def _widening(C: int, M: int) -> int:

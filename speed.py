@@ -4,17 +4,18 @@ Each setting computes the same function as the paper-exact path; only the floati
 changes (tests/test_speed.py checks logits and losses against the exact path). The defaults per device come
 from measurements with bench.py (README, "Performance"):
 
-| setting              | what it does                                                     | CPU | CUDA |
-| -------------------- | ---------------------------------------------------------------- | --- | ---- |
-| fused_mixed_op       | supernet edges skip `none`, share one ReLU, accumulate in place  | on  | on   |
-|                      | (CPU, BN in train mode: each op's closing BatchNorm folded into  |     |      |
-|                      | the edge's sum, in fitness and in the training step)             |     |      |
-| phase_split_dilated  | dilated depthwise convs: weight gradient from the 4 sub-images   | on  | off  |
-| channels_last        | NHWC memory format for the network and its input batches         | on  | on   |
-| reuse_freed_memory   | glibc malloc keeps freed memory for reuse (process-wide)         | on  | off  |
-| narrow_batchnorm     | BatchNorms of < 16 channels reduce over rows of several pixels   | on  | off  |
-| separable_max_pool   | stride-1 3x3 max pools without autograd: rows, then columns      | on  | off  |
-| box_filter_avg_pool  | stride-1 3x3 avg pools without autograd, 16 x 16 up: a conv      | on  | off  |
+| setting               | what it does                                                     | CPU     | CUDA |
+| --------------------- | ---------------------------------------------------------------- | ------- | ---- |
+| fused_mixed_op        | supernet edges skip `none`, share one ReLU, accumulate in place  | on      | on   |
+|                       | (CPU, BN in train mode: each op's closing BatchNorm folded into  |         |      |
+|                       | the edge's sum, in fitness and in the training step)             |         |      |
+| phase_split_dilated   | dilated depthwise convs: weight gradient from the 4 sub-images   | on      | off  |
+| channels_last         | NHWC memory format for the network and its input batches         | on      | on   |
+| reuse_freed_memory    | glibc malloc keeps freed memory for reuse (process-wide)         | on      | off  |
+| narrow_batchnorm      | BatchNorms of < 16 channels reduce over rows of several pixels   | on      | off  |
+| separable_max_pool    | stride-1 3x3 max pools without autograd: rows, then columns      | on      | off  |
+| box_filter_avg_pool   | stride-1 3x3 avg pools without autograd, 16 x 16 up: a conv      | on      | off  |
+| depthwise5x5_from_3x3 | 5x5 depthwise convs' weight gradient from four 3x3 ones          | AVX-512 | off  |
 
 On CUDA, fused_mixed_op and channels_last are chosen because they launch fewer kernels and because cuDNN's
 depthwise convolutions favour NHWC; run `python bench.py --device cuda` to check them on your GPU.
@@ -43,6 +44,16 @@ the same values bit for bit, 1.8-3.2x faster than ATen's CPU pooling kernel (ope
 box_filter_avg_pool computes the stride-1 average pool (padding not counted) as a depthwise conv with a kernel
 of ones times 1 / (pixels per window) where no gradient is needed: 1.7-2.7x faster than ATen's CPU kernel
 from 16 x 16 up, measured here (operations.box_filter_avg_pool3x3); smaller images and training keep ATen's.
+
+depthwise5x5_from_3x3 works around oneDNN having a depthwise kernel for the 3x3 weight gradient but not for
+the 5x5 one, which runs through its generic convolution (ONEDNN_VERBOSE=1 names them jit_dw and jit): the
+weight gradient of sep_conv_5x5's stride-1 depthwise convs, and of dil_conv_5x5's phase-split sub-images,
+is assembled from four 3x3 ones (operations.Depthwise5x5Conv2d, operations._depthwise_5x5_weight_grad).
+Measured on a 2-core AMD EPYC with AVX-512, channels_last, batch 64: 2.09 -> 0.85 ms at 16 x 32 x 32,
+0.87 -> 0.49 ms at 32 x 16 x 16, 0.45 -> 0.34 ms at 64 x 8 x 8; a whole C=16 training step 2.06 -> 1.84 s.
+With oneDNN limited to AVX2 on the same machine (ONEDNN_MAX_CPU_ISA=AVX2) the 3x3 kernels are slower and
+the assembled gradient loses from 32 channels up (1.01 -> 1.55 ms at 32 x 16 x 16), and on an earlier AVX2
+machine it lost at 32 x 32 too, so the default is on only where ATen reports AVX-512.
 """
 import ctypes
 from dataclasses import asdict, dataclass
@@ -51,7 +62,8 @@ import torch
 import torch.nn as nn
 
 from model_search import MixedOp
-from operations import BoxFilterAvgPool2d, DilConv, NarrowBatchNorm2d, SeparableMaxPool2d
+from operations import (BoxFilterAvgPool2d, Depthwise5x5Conv2d, DilConv, NarrowBatchNorm2d, SeparableMaxPool2d,
+                        is_depthwise_5x5)
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,7 @@ class SpeedConfig:
     narrow_batchnorm: bool = False
     separable_max_pool: bool = False
     box_filter_avg_pool: bool = False
+    depthwise5x5_from_3x3: bool = False
 
     @property
     def memory_format(self) -> torch.memory_format:
@@ -78,8 +91,10 @@ PAPER_EXACT = SpeedConfig()
 
 def default_config(device: torch.device) -> SpeedConfig:
     if device.type == 'cpu':
+        avx512 = torch.backends.cpu.get_cpu_capability().startswith('AVX512')
         return SpeedConfig(fused_mixed_op=True, phase_split_dilated=True, channels_last=True, reuse_freed_memory=True,
-                           narrow_batchnorm=True, separable_max_pool=True, box_filter_avg_pool=True)
+                           narrow_batchnorm=True, separable_max_pool=True, box_filter_avg_pool=True,
+                           depthwise5x5_from_3x3=avx512)
     return SpeedConfig(fused_mixed_op=True, phase_split_dilated=False, channels_last=device.type == 'cuda')
 
 
@@ -110,6 +125,7 @@ def apply(model: nn.Module, config: SpeedConfig) -> nn.Module:
             module.fused = config.fused_mixed_op
         elif isinstance(module, DilConv):
             module.phase_split = config.phase_split_dilated
+            module.grad_from_3x3 = config.depthwise5x5_from_3x3
         # Subclasses with the same state and another forward: swapped in place, so keys and values stay.
         elif type(module) in (nn.BatchNorm2d, NarrowBatchNorm2d):
             narrow = config.narrow_batchnorm and module.num_features < NARROW_CHANNELS
@@ -118,4 +134,6 @@ def apply(model: nn.Module, config: SpeedConfig) -> nn.Module:
             module.__class__ = SeparableMaxPool2d if config.separable_max_pool else nn.MaxPool2d
         elif type(module) in (nn.AvgPool2d, BoxFilterAvgPool2d):
             module.__class__ = BoxFilterAvgPool2d if config.box_filter_avg_pool else nn.AvgPool2d
+        elif type(module) in (nn.Conv2d, Depthwise5x5Conv2d) and is_depthwise_5x5(module):
+            module.__class__ = Depthwise5x5Conv2d if config.depthwise5x5_from_3x3 else nn.Conv2d
     return model.to(memory_format=config.memory_format)

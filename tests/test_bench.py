@@ -18,6 +18,18 @@ def test_projection_of_the_full_search():
     assert bench.projected_search_hours(results, 'fast') == pytest.approx(2 * 50)
 
 
+def test_rounds_give_medians_and_the_median_of_each_rounds_ratio():
+    exact = bench.over_rounds([{'images_per_sec': 1., 'peak_mb': 50.}, {'images_per_sec': 2., 'peak_mb': 70.}])
+    fast = bench.over_rounds([{'images_per_sec': 3., 'peak_mb': 40.}, {'images_per_sec': 8., 'peak_mb': 30.}])
+    assert exact['images_per_sec'] == 1.5 and exact['peak_mb'] == 70. and len(exact['rounds']) == 2
+    # Round ratios 3 and 4: their median, not the ratio of the medians (5.5 / 1.5).
+    assert bench.speedup({'paper_exact': exact, 'fast': fast}, 'images_per_sec') == 3.5
+    generation = {'paper_exact': bench.over_rounds([{'seconds_per_generation': 9.}, {'seconds_per_generation': 12.}]),
+                  'fast': bench.over_rounds([{'seconds_per_generation': 3.}, {'seconds_per_generation': 3.}])}
+    assert bench.speedup(generation, 'seconds_per_generation') == 3.5  # times: exact / fast
+    assert bench.over_rounds([{'images_per_sec': 5.}]) == {'images_per_sec': 5.}
+
+
 def test_quick_run_prints_a_table_and_writes_json(tmp_path, capsys):
     out = tmp_path / 'bench.json'
     bench.main(bench.parse_args(['--quick', '--device', 'cpu', '--only', 'supernet_train,fitness,augment',
@@ -27,3 +39,14 @@ def test_quick_run_prints_a_table_and_writes_json(tmp_path, capsys):
     results = json.load(open(out))['results']
     for name in ('supernet_train', 'fitness', 'augment'):
         assert results[name]['paper_exact']['images_per_sec'] > 0 and results[name]['fast']['images_per_sec'] > 0
+
+
+def test_quick_run_in_rounds(tmp_path, capsys):
+    out = tmp_path / 'bench.json'
+    bench.main(bench.parse_args(['--quick', '--device', 'cpu', '--only', 'fitness', '--warmup', '0', '--repeats', '1',
+                                 '--rounds', '2', '--in_process', '--json', str(out)]))
+    assert 'fitness img/s' in capsys.readouterr().out
+    saved = json.load(open(out))
+    assert saved['meta']['rounds'] == 2
+    assert [len(saved['results']['fitness'][v]['rounds']) for v in ('paper_exact', 'fast')] == [2, 2]
+    assert saved['speedups']['fitness']['fast'] > 0

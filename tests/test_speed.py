@@ -1,6 +1,7 @@
 """The fast settings compute what the paper-exact path computes (to float tolerance), and the batch-wise
 augmentation draws from the same distributions as the per-image torchvision pipeline."""
 import copy
+import dataclasses
 import subprocess
 import sys
 
@@ -19,11 +20,12 @@ from data import (Augment, PerImageLoader, TensorLoader, apply_augment, augment_
                   pad_images)
 from model import NetworkCIFAR
 from model_search import MixedOp, Network
-from operations import (BoxFilterAvgPool2d, DilConv, NarrowBatchNorm2d, SeparableMaxPool2d, depthwise_conv_weight_grad,
-                        dilated_conv_split_backward, phase_split_conv)
+from operations import (BoxFilterAvgPool2d, Depthwise5x5Conv2d, DilConv, NarrowBatchNorm2d, SepConv, SeparableMaxPool2d,
+                        depthwise_conv_weight_grad, dilated_conv_split_backward, phase_split_conv)
 
 FAST = speed.SpeedConfig(fused_mixed_op=True, phase_split_dilated=True, channels_last=True, reuse_freed_memory=True,
-                         narrow_batchnorm=True, separable_max_pool=True, box_filter_avg_pool=True)
+                         narrow_batchnorm=True, separable_max_pool=True, box_filter_avg_pool=True,
+                         depthwise5x5_from_3x3=True)
 
 
 def _grads(module):
@@ -52,9 +54,9 @@ class TestPhaseSplitConv:
         for a, b in zip(wgrad_split, wgrad_native):
             assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
 
-    @pytest.mark.parametrize('kernel', [3, 5])
+    @pytest.mark.parametrize('kernel, from_3x3', [(3, False), (5, False), (5, True)])
     @pytest.mark.parametrize('channels_last', [False, True])
-    def test_split_backward_asks_only_for_the_gradients_needed(self, kernel, channels_last):
+    def test_split_backward_asks_only_for_the_gradients_needed(self, kernel, from_3x3, channels_last):
         # The input gradient is the flipped-kernel dilated conv of grad_y; the weight gradient comes from the
         # polyphase sub-images. Either may be asked for alone.
         torch.manual_seed(0)
@@ -63,11 +65,11 @@ class TestPhaseSplitConv:
         x = torch.randn(2, 5, 12, 12, dtype=torch.float64).contiguous(memory_format=fmt)
         g = torch.randn(2, 5, 12, 12, dtype=torch.float64).contiguous(memory_format=fmt)
         x1 = x.clone().requires_grad_()
-        grad_x, = torch.autograd.grad(dilated_conv_split_backward(x1, conv), [x1], g)
+        grad_x, = torch.autograd.grad(dilated_conv_split_backward(x1, conv, from_3x3), [x1], g)
         assert grad_x.is_contiguous(memory_format=fmt)
         expected_x, expected_w = torch.autograd.grad(conv(x1), [x1, conv.weight], g)
         torch.testing.assert_close(grad_x, expected_x, rtol=1e-12, atol=1e-12)
-        grad_w, = torch.autograd.grad(dilated_conv_split_backward(x, conv), [conv.weight], g)  # x needs none
+        grad_w, = torch.autograd.grad(dilated_conv_split_backward(x, conv, from_3x3), [conv.weight], g)  # x needs none
         torch.testing.assert_close(grad_w, expected_w, rtol=1e-12, atol=1e-12)
 
     def test_without_gradients_the_fast_dilconv_is_the_dilated_conv_itself(self):
@@ -86,17 +88,71 @@ class TestPhaseSplitConv:
 
 
 class TestDepthwiseConvWeightGrad:
-    @pytest.mark.parametrize('kernel, size', [(5, 4), (5, 3), (3, 4), (5, 8)])
-    def test_equals_atens_weight_gradient(self, kernel, size):
-        # 5x5 on images up to 4x4 takes the four-3x3 weight gradient; the rest is ATen's own call.
+    @pytest.mark.parametrize('kernel, size, from_3x3', [(5, (4, 4), False), (5, (3, 3), False), (3, (4, 4), True),
+                                                        (5, (8, 8), False), (5, (8, 8), True), (5, (32, 32), True),
+                                                        (5, (6, 11), True), (5, (1, 2), True)])
+    @pytest.mark.parametrize('memory_format', [torch.channels_last, torch.contiguous_format])
+    def test_equals_atens_weight_gradient(self, kernel, size, from_3x3, memory_format):
+        # 5x5 on images up to 4x4, or anywhere with from_3x3, takes the four-3x3 weight gradient; the rest is
+        # ATen's own call. Odd, non-square and 1-pixel-high images too.
         torch.manual_seed(0)
-        x = torch.randn(6, 5, size, size, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+        x = torch.randn(6, 5, *size, dtype=torch.float64).contiguous(memory_format=memory_format)
         weight = torch.randn(5, 1, kernel, kernel, dtype=torch.float64)
         grad_y = torch.randn_like(x)
         pad = kernel // 2
         expected = torch.ops.aten.convolution_backward(grad_y, x, weight, None, [1, 1], [pad, pad], [1, 1], False,
                                                        [0, 0], 5, [False, True, False])[1]
-        assert torch.allclose(depthwise_conv_weight_grad(grad_y, x, weight, pad), expected, rtol=0, atol=1e-12)
+        got = depthwise_conv_weight_grad(grad_y, x, weight, pad, from_3x3)
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+
+
+class TestDepthwise5x5Conv:
+    def _pair(self, memory_format, dtype=torch.float64):
+        torch.manual_seed(0)
+        conv = nn.Conv2d(6, 6, 5, padding=2, groups=6, bias=False, dtype=dtype).to(memory_format=memory_format)
+        fast = copy.deepcopy(conv)
+        fast.__class__ = Depthwise5x5Conv2d
+        return conv, fast
+
+    @pytest.mark.parametrize('memory_format', [torch.channels_last, torch.contiguous_format])
+    @pytest.mark.parametrize('size', [(16, 16), (5, 9)])
+    def test_same_output_and_gradients_as_the_conv(self, memory_format, size):
+        conv, fast = self._pair(memory_format)
+        x = torch.randn(3, 6, *size, dtype=torch.float64).contiguous(memory_format=memory_format)
+        g = torch.randn(3, 6, *size, dtype=torch.float64).contiguous(memory_format=memory_format)
+        x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+        y, y_fast = conv(x1), fast(x2)
+        torch.testing.assert_close(y_fast, y, rtol=0, atol=1e-12)
+        expected = torch.autograd.grad(y, [x1, conv.weight], g)
+        got = torch.autograd.grad(y_fast, [x2, fast.weight], g)
+        assert got[0].is_contiguous(memory_format=memory_format)
+        for a, b in zip(got, expected):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+        # Either gradient alone: the input's with a frozen weight, the weight's for an input that needs none.
+        fast.weight.requires_grad_(False)
+        x3 = x.clone().requires_grad_()
+        torch.testing.assert_close(torch.autograd.grad(fast(x3), [x3], g)[0], expected[0], rtol=0, atol=1e-12)
+        fast.weight.requires_grad_(True)
+        torch.testing.assert_close(torch.autograd.grad(fast(x), [fast.weight], g)[0], expected[1], rtol=0, atol=1e-12)
+
+    def test_without_gradients_it_is_the_conv_bit_for_bit(self):
+        conv, fast = self._pair(torch.channels_last, torch.float32)
+        x = torch.randn(4, 6, 16, 16).contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            assert torch.equal(fast(x), conv(x))
+
+    def test_speed_apply_swaps_only_stride_1_depthwise_5x5_convs_and_back(self):
+        model = nn.Sequential(SepConv(4, 4, 5, 1, 2), SepConv(4, 8, 5, 2, 2), SepConv(4, 4, 3, 1, 1),
+                              DilConv(4, 4, 5, 1, 4, 2))
+        state = copy.deepcopy(model.state_dict())
+        speed.apply(model, FAST)
+        swapped = [name for name, m in model.named_modules() if type(m) is Depthwise5x5Conv2d]
+        assert swapped == ['0.op.1', '0.op.5', '1.op.5'], 'not the strided one, nor 3x3 or dilated convs'
+        assert model[3].grad_from_3x3
+        speed.apply(model, speed.PAPER_EXACT)
+        assert not any(type(m) is Depthwise5x5Conv2d for m in model.modules()) and not model[3].grad_from_3x3
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), state.values()))
+        assert list(model.state_dict()) == list(state)
 
 
 class TestNarrowBatchNorm:
@@ -377,11 +433,16 @@ class TestWholeNetworks:
         with torch.no_grad():
             assert torch.allclose(fast(x)[0], exact(x)[0], atol=1e-4)
 
-    def test_defaults_per_device(self):
+    def test_defaults_per_device(self, monkeypatch):
+        monkeypatch.setattr(torch.backends.cpu, 'get_cpu_capability', lambda: 'AVX512')
         assert speed.default_config(torch.device('cpu')) == FAST
+        # The 3x3-assembled 5x5 weight gradient was measured slower with AVX2 kernels at 32 channels and up.
+        monkeypatch.setattr(torch.backends.cpu, 'get_cpu_capability', lambda: 'AVX2')
+        assert speed.default_config(torch.device('cpu')) == dataclasses.replace(FAST, depthwise5x5_from_3x3=False)
         assert speed.default_config(torch.device('cuda')).channels_last
         assert speed.PAPER_EXACT.describe() == 'paper-exact (none)'
         assert not speed.default_config(torch.device('cuda')).reuse_freed_memory
+        assert not speed.default_config(torch.device('cuda')).depthwise5x5_from_3x3
 
 
 _FAULTS_SCRIPT = '''

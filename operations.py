@@ -103,6 +103,13 @@ def phase_split_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     return _from_phases(F.conv2d(_to_phases(x), conv.weight, conv.bias, 1, pad, 1, conv.groups))
 
 
+def _as_computed(y: torch.Tensor, *tensors: torch.Tensor):
+    """The tensors in the dtype that computed y. Under autocast (--amp) a conv runs in bfloat16 (or float16)
+    whatever its inputs' dtypes, and so must the backward a custom function computes from what it saved
+    (autograd casts each returned gradient back to its input's dtype). A no-op in float32."""
+    return [t.to(y.dtype) for t in tensors]
+
+
 class _DilatedConvSplitBackward(torch.autograd.Function):
     """Stride-1 dilation-2 'same' depthwise conv: the dilated conv forward; backward, the input gradient as the
     dilated conv of grad_y with the flipped kernel (the transpose of a stride-1 'same' correlation) and the
@@ -113,9 +120,10 @@ class _DilatedConvSplitBackward(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, pad, from_3x3):
-        ctx.save_for_backward(x, weight)
+        y = F.conv2d(x, weight, None, 1, 2 * pad, 2, weight.shape[0])
+        ctx.save_for_backward(*_as_computed(y, x, weight))
         ctx.pad, ctx.from_3x3 = pad, from_3x3
-        return F.conv2d(x, weight, None, 1, 2 * pad, 2, weight.shape[0])
+        return y
 
     @staticmethod
     def backward(ctx, grad_y):
@@ -172,8 +180,9 @@ class _Depthwise5x5(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight):
-        ctx.save_for_backward(x, weight)
-        return F.conv2d(x, weight, None, 1, 2, 1, weight.shape[0])
+        y = F.conv2d(x, weight, None, 1, 2, 1, weight.shape[0])
+        ctx.save_for_backward(*_as_computed(y, x, weight))
+        return y
 
     @staticmethod
     def backward(ctx, grad_y):

@@ -50,7 +50,8 @@ the 5x5 one, which runs through its generic convolution (ONEDNN_VERBOSE=1 names 
 weight gradient of sep_conv_5x5's stride-1 depthwise convs, and of dil_conv_5x5's phase-split sub-images,
 is assembled from four 3x3 ones (operations.Depthwise5x5Conv2d, operations._depthwise_5x5_weight_grad).
 Measured on a 2-core AMD EPYC with AVX-512, channels_last, batch 64: 2.09 -> 0.85 ms at 16 x 32 x 32,
-0.87 -> 0.49 ms at 32 x 16 x 16, 0.45 -> 0.34 ms at 64 x 8 x 8; a whole C=16 training step 2.06 -> 1.84 s.
+0.87 -> 0.49 ms at 32 x 16 x 16, 0.45 -> 0.34 ms at 64 x 8 x 8; whole C=16 training steps 2-5 % faster (the
+windows' copies cost more inside a step than alone), C=8 steps no different.
 With oneDNN limited to AVX2 on the same machine (ONEDNN_MAX_CPU_ISA=AVX2) the 3x3 kernels are slower and
 the assembled gradient loses from 32 channels up (1.01 -> 1.55 ms at 32 x 16 x 16), and on an earlier AVX2
 machine it lost at 32 x 32 too, so the default is on only where ATen reports AVX-512.

@@ -177,3 +177,21 @@ class TestCompileOnCpu:
     def test_no_warning_without_compile(self, finished_run):
         with open(os.path.join(finished_run[0], 'log.txt')) as f:
             assert '--compile on a CPU' not in f.read()
+
+
+class TestAmpOnCpu:
+    def test_search_and_training_run_in_bfloat16(self, tmp_path, capsys):
+        # --amp on a CPU is bfloat16 autocast through the fast defaults' own autograd functions (the
+        # phase-split dilated convs among them, which the evaluation network uses too).
+        import train
+        run_dir = str(tmp_path / 'search')
+        assert call_main(train_search, TINY + ['--epochs', '1', '--amp', '--run_dir', run_dir]) == 0
+        assert ', bf16' in capsys.readouterr().out
+        record = json.load(open(os.path.join(run_dir, 'generations', 'gen_001.json')))
+        assert all(math.isfinite(individual['fitness']) for individual in record['population'])
+        eval_dir = str(tmp_path / 'train')
+        assert call_main(train, ['--dir', run_dir, '--dataset', 'synthetic', '--synthetic_size', '128',
+                                 '--init_channels', '8', '--layers', '3', '--epochs', '1', '--auxiliary',
+                                 '--batch_size', '32', '--device', 'cpu', '--amp', '--run_dir', eval_dir]) == 0
+        summary = json.load(open(os.path.join(eval_dir, 'summary.json')))
+        assert 'precision bf16' in capsys.readouterr().out and math.isfinite(summary['last_test_error'])

@@ -110,30 +110,35 @@ def _as_computed(y: torch.Tensor, *tensors: torch.Tensor):
     return [t.to(y.dtype) for t in tensors]
 
 
-class _DilatedConvSplitBackward(torch.autograd.Function):
-    """Stride-1 dilation-2 'same' depthwise conv: the dilated conv forward; backward, the input gradient as the
-    dilated conv of grad_y with the flipped kernel (the transpose of a stride-1 'same' correlation) and the
-    weight gradient from the polyphase sub-images, as phase_split_conv's. Measured on this project's 2-core
-    CPU, channels_last, batch 64, the whole backward: 3x3 at 32 x 32 4.7 -> 3.0 ms, 5x5 10.6 -> 9.1 ms, 5x5 at
-    8 x 8 5.6 -> 5.0 ms, against taking the input gradient from the sub-images too (which costs a transposed
-    conv and a copy back from the phase layout)."""
+class _DepthwiseConvSame(torch.autograd.Function):
+    """A stride-1 'same' depthwise conv without bias, of dilation 1 or 2: ATen's conv forward; backward, the
+    input gradient as the conv of grad_y with the flipped kernel (the transpose of a stride-1 'same'
+    correlation) and the weight gradient by depthwise_conv_weight_grad, for dilation 2 from the polyphase
+    sub-images, as phase_split_conv's (with from_3x3, a 5x5 kernel's from four 3x3 ones). Measured on this
+    project's 2-core CPU, channels_last, batch 64, dilation 2, the whole backward: 3x3 at 32 x 32 4.7 -> 3.0 ms,
+    5x5 10.6 -> 9.1 ms, 5x5 at 8 x 8 5.6 -> 5.0 ms, against taking the input gradient from the sub-images too
+    (which costs a transposed conv and a copy back from the phase layout); dilation 1, 5x5, the input gradient
+    alone 0.33 -> 0.18 ms at 64 x 16 x 32 x 32 against ATen's."""
 
     @staticmethod
-    def forward(ctx, x, weight, pad, from_3x3):
-        y = F.conv2d(x, weight, None, 1, 2 * pad, 2, weight.shape[0])
+    def forward(ctx, x, weight, dilation, from_3x3):
+        y = F.conv2d(x, weight, None, 1, dilation * (weight.shape[-1] // 2), dilation, weight.shape[0])
         ctx.save_for_backward(*_as_computed(y, x, weight))
-        ctx.pad, ctx.from_3x3 = pad, from_3x3
+        ctx.dilation, ctx.from_3x3 = dilation, from_3x3
         return y
 
     @staticmethod
     def backward(ctx, grad_y):
         x, weight = ctx.saved_tensors
         grad_y = grad_y.contiguous(memory_format=_layout(x))
+        pad, dilation = weight.shape[-1] // 2, ctx.dilation
         grad_x = grad_weight = None
         if ctx.needs_input_grad[0]:
-            grad_x = F.conv2d(grad_y, weight.flip(-1, -2), None, 1, 2 * ctx.pad, 2, weight.shape[0])
+            grad_x = F.conv2d(grad_y, weight.flip(-1, -2), None, 1, dilation * pad, dilation, weight.shape[0])
         if ctx.needs_input_grad[1]:
-            grad_weight = depthwise_conv_weight_grad(_to_phases(grad_y), _to_phases(x), weight, ctx.pad, ctx.from_3x3)
+            if dilation == 2:
+                grad_y, x = _to_phases(grad_y), _to_phases(x)
+            grad_weight = depthwise_conv_weight_grad(grad_y, x, weight, pad, ctx.from_3x3)
         return grad_x, grad_weight, None, None
 
 
@@ -172,31 +177,6 @@ def _depthwise_5x5_weight_grad(grad_y: torch.Tensor, x: torch.Tensor) -> torch.T
     return torch.cat(rows, dim=-2)
 
 
-class _Depthwise5x5(torch.autograd.Function):
-    """A stride-1, padding-2 depthwise 5x5 conv without bias: ATen's conv forward and input gradient, the weight
-    gradient from four 3x3 ones (_depthwise_5x5_weight_grad). (The input gradient as the conv of grad_y with the
-    flipped kernel was faster alone, 0.18 against 0.33 ms at 64 x 16 x 32 x 32, but no faster in whole training
-    steps, so it stays ATen's.)"""
-
-    @staticmethod
-    def forward(ctx, x, weight):
-        y = F.conv2d(x, weight, None, 1, 2, 1, weight.shape[0])
-        ctx.save_for_backward(*_as_computed(y, x, weight))
-        return y
-
-    @staticmethod
-    def backward(ctx, grad_y):
-        x, weight = ctx.saved_tensors
-        grad_y = grad_y.contiguous(memory_format=_layout(x))
-        grad_x = grad_weight = None
-        if ctx.needs_input_grad[0]:
-            grad_x = torch.ops.aten.convolution_backward(grad_y, x, weight, None, [1, 1], [2, 2], [1, 1], False, [0, 0],
-                                                         weight.shape[0], [True, False, False])[0]
-        if ctx.needs_input_grad[1]:
-            grad_weight = _depthwise_5x5_weight_grad(grad_y, x)
-        return grad_x, grad_weight
-
-
 def is_depthwise_5x5(conv: nn.Conv2d) -> bool:
     """Whether conv is a stride-1 'same' depthwise 5x5 conv without bias (SepConv's 5x5 convs, but for the
     strided first one in a reduction cell)."""
@@ -212,7 +192,7 @@ class Depthwise5x5Conv2d(nn.Conv2d):
 
     def forward(self, x):
         if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
-            return _Depthwise5x5.apply(x, self.weight)
+            return _DepthwiseConvSame.apply(x, self.weight, 1, True)
         return super().forward(x)
 
 
@@ -226,7 +206,7 @@ def dilated_conv_split_backward(x: torch.Tensor, conv: nn.Conv2d, grad_from_3x3:
         return phase_split_conv(x, conv) if torch.is_grad_enabled() else conv(x)
     if not torch.is_grad_enabled() or not (x.requires_grad or conv.weight.requires_grad):
         return conv(x)
-    return _DilatedConvSplitBackward.apply(x, conv.weight, conv.kernel_size[0] // 2, grad_from_3x3)
+    return _DepthwiseConvSame.apply(x, conv.weight, 2, grad_from_3x3)
 
 
 def _widening(C: int, M: int) -> int:

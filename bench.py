@@ -409,7 +409,7 @@ def format_table(results: Dict, variants: List[str]) -> str:
             cells.append(f"{value:>16.1f}" if value is not None else f"{'-':>16}")
         peaks = [by_variant.get(v, {}).get('peak_mb') for v in ('paper_exact', 'fast')]
         peak = '/'.join(f"{p:.0f}" if p else '-' for p in peaks)
-        unit = ' s/gen' if name == 'generation' else ' img/s'
+        unit = ' s/gen' if metric.startswith('seconds') else ' img/s'
         lines.append(f"{name + unit:<16}" + ''.join(cells) + f"{speedup(by_variant, metric):>11.2f}x{peak:>24}")
     projection = results.get('projection', {})
     if projection:

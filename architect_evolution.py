@@ -12,31 +12,15 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from genotypes import PRIMITIVES, Genotype
-
-NONE_INDEX = PRIMITIVES.index('none')
-assert NONE_INDEX == 0, "decoding below assumes 'none' is the first primitive, as in DARTS"
-
-
-def num_edges(steps: int) -> int:
-    """Edges of a cell with `steps` intermediate nodes: node i has 2 + i inputs (14 for 4 nodes)."""
-    return sum(2 + i for i in range(steps))
-
-
-def num_steps(edges: int) -> int:
-    steps = 0
-    while num_edges(steps) < edges:
-        steps += 1
-    if num_edges(steps) != edges:
-        raise ValueError(f"{edges} rows do not form a cell (expected 2, 5, 9, 14, 20, ... rows)")
-    return steps
+from genotypes import NONE_INDEX, PRIMITIVES, Genotype, num_edges, num_steps
 
 
 def _decode_cell(alphas: torch.Tensor) -> List[Tuple[int, int]]:
     """(edge row, op index) of the kept edges of one cell, two per node, in ranked order."""
     probs = F.softmax(alphas.detach().float().cpu(), dim=-1)
     # Each edge's op is its argmax, or its second-largest when the argmax is `none`; that is the best
-    # non-`none` op, with ties going to the lower index as torch.argmax gives them.
+    # non-`none` op, with ties going to the lower index as torch.argmax gives them. `none` is the first
+    # primitive, as in DARTS (tests/test_genotypes.py checks it), so the others are the columns after it.
     ops = probs[:, NONE_INDEX + 1:].argmax(dim=-1) + NONE_INDEX + 1
     strength = probs.gather(1, ops[:, None]).squeeze(1).tolist()
     ops = ops.tolist()

@@ -10,13 +10,16 @@ each round's ratio, so that a machine whose speed drifts moves both sides of a r
   evalnet_train    evaluation-network training step (EvNAS-A, C=36, 20 layers, batch 96), images/s
   generation       one generation of a small end-to-end search (training + fitness of every individual),
                    paper-exact = original per-image pipeline in workers + exact supernet, fast = defaults
-then projects the time of the paper's full search (50 generations, 50 individuals) on this device.
+then projects the time of the paper's full search (50 generations, 50 individuals) on this device. With
+--ablate, each setting of the fast defaults is also measured switched off alone ("no_SETTING" columns; the
+ratio column stays fast/exact), which is how this project decides that a setting earns its place.
 
 Examples:
     python bench.py --device cpu --json bench-cpu.json
     python bench.py --device cuda --amp --compile          # adds the opt-in accelerators as extra columns
     python bench.py --quick --device cpu                   # tiny sizes: a smoke run in seconds
     python bench.py --device cpu --rounds 3                # paper-exact and fast alternate three times
+    python bench.py --device cpu --ablate --rounds 3 --only supernet_train,fitness   # what each setting earns
 """
 import argparse
 import json
@@ -26,7 +29,7 @@ import statistics
 import sys
 import time
 from contextlib import contextmanager
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 import torch
 import torch.nn as nn
@@ -34,7 +37,8 @@ import torch.nn as nn
 import speed
 import utils
 from architect_evolution import decode, init_population
-from data import Augment, PerImageLoader, TensorLoader, make_synthetic
+from data import Augment, PerImageLoader, TensorLoader, make_loader, make_synthetic
+from engine import Monitor, OptimizerStep, evaluate_population, train_generation
 from genotypes import EvNASA
 from model import NetworkCIFAR
 from model_search import Network
@@ -55,6 +59,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='times each benchmark runs every variant, taking turns (default: 1)')
     parser.add_argument('--amp', action='store_true', help='also measure the fast path with bf16 autocast')
     parser.add_argument('--compile', action='store_true', help='also measure the fast path with torch.compile')
+    parser.add_argument('--ablate', action='store_true',
+                        help='also measure the fast defaults with each of their settings off, one at a time')
     parser.add_argument('--quick', action='store_true', help='tiny sizes, to check that the script runs')
     parser.add_argument('--json', type=str, default=None, help='also write the results to this JSON file')
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s choice)')
@@ -119,24 +125,34 @@ def _variants(args, device) -> Dict[str, Dict]:
         variants['fast_amp'] = {'config': fast, 'amp': True, 'compile': False}
     if args.compile:
         variants['fast_compile'] = {'config': fast, 'amp': False, 'compile': True}
+    if args.ablate:
+        for name in speed.SETTINGS:
+            if getattr(fast, name):
+                variants[f'no_{name}'] = {'config': fast.without(name), 'amp': False, 'compile': False}
     return variants
 
 
-def _prepare(model: nn.Module, variant: Dict, device) -> Callable:
-    speed.apply(model.to(device), variant['config'])
-    return torch.compile(model) if variant['compile'] else model
+def _build(network: Callable, variant: Dict, device) -> Tuple[nn.Module, nn.Module]:
+    """(model, the module to call) for `variant`: network(impl) built with the variant's layers, on `device` in
+    its memory format, compiled if asked; the process takes the variant's process-wide settings too."""
+    config = variant['config']
+    speed.configure_process(config)
+    model = network(speed.layers(config)).to(device, memory_format=config.memory_format)
+    return model, torch.compile(model) if variant['compile'] else model
 
 
 def _autocast(variant: Dict, device):
     return utils.mixed_precision(device, variant['amp'])[0]
 
 
+def _individual() -> List[torch.Tensor]:
+    return decode(init_population(1, 4, utils.make_generator(0))[0].alphas)
+
+
 def bench_supernet_train(args, device, variant, sizes) -> Dict:
     torch.manual_seed(0)
-    model = Network(sizes['C'], 10, sizes['layers'])
-    alphas = decode(init_population(1, 4, utils.make_generator(0))[0].alphas)
-    model.set_arch_parameters(alphas)
-    net = _prepare(model, variant, device)
+    model, net = _build(lambda impl: Network(sizes['C'], 10, sizes['layers'], impl=impl), variant, device)
+    model.set_arch_parameters(_individual())
     x = torch.randn(sizes['batch'], 3, 32, 32, device=device).contiguous(memory_format=variant['config'].memory_format)
     y = torch.randint(0, 10, (sizes['batch'],), device=device)
     return time_training_step(args, device, variant, model, lambda: nn.functional.cross_entropy(net(x).float(), y),
@@ -145,16 +161,13 @@ def bench_supernet_train(args, device, variant, sizes) -> Dict:
 
 def time_training_step(args, device, variant, model: nn.Module, loss_fn: Callable, batch: int) -> Dict:
     """Images per second of the search's and training's step: loss, backward, gradient clipping at 5, SGD."""
-    optimizer = torch.optim.SGD(model.parameters(), 0.025, momentum=0.9, weight_decay=3e-4)
+    optimize = OptimizerStep(_sgd(model), grad_clip=5.)
     autocast = _autocast(variant, device)
 
     def step():
         with autocast():
             loss = loss_fn()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 5.)
-        optimizer.step()
+        optimize(loss)
 
     out = {}
     with peak_memory(device, out):
@@ -162,11 +175,14 @@ def time_training_step(args, device, variant, model: nn.Module, loss_fn: Callabl
     return {'images_per_sec': batch / seconds, 'seconds_per_step': seconds, **out}
 
 
+def _sgd(model: nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.SGD(model.parameters(), 0.025, momentum=0.9, weight_decay=3e-4)
+
+
 def bench_fitness(args, device, variant, sizes) -> Dict:
     torch.manual_seed(0)
-    model = Network(sizes['C'], 10, sizes['layers'])
-    model.set_arch_parameters(decode(init_population(1, 4, utils.make_generator(0))[0].alphas))
-    net = _prepare(model, variant, device)
+    model, net = _build(lambda impl: Network(sizes['C'], 10, sizes['layers'], impl=impl), variant, device)
+    model.set_arch_parameters(_individual())
     batch = sizes['fitness_batch']
     x = torch.randn(batch, 3, 32, 32, device=device).contiguous(memory_format=variant['config'].memory_format)
     autocast = _autocast(variant, device)
@@ -203,9 +219,9 @@ def bench_augment(args, device, variant, sizes) -> Dict:
 
 def bench_evalnet_train(args, device, variant, sizes) -> Dict:
     torch.manual_seed(0)
-    model = NetworkCIFAR(sizes['eval_C'], 10, sizes['eval_layers'], True, EvNASA)
+    model, net = _build(lambda impl: NetworkCIFAR(sizes['eval_C'], 10, sizes['eval_layers'], True, EvNASA, impl=impl),
+                        variant, device)
     model.drop_path_prob = 0.2
-    net = _prepare(model, variant, device)
     batch = sizes['eval_batch']
     x = torch.randn(batch, 3, 32, 32, device=device).contiguous(memory_format=variant['config'].memory_format)
     y = torch.randint(0, 10, (batch,), device=device)
@@ -218,37 +234,29 @@ def bench_evalnet_train(args, device, variant, sizes) -> Dict:
 
 
 def bench_generation(args, device, variant, sizes) -> Dict:
-    """One generation of a small search through train_search's own loops."""
-    import train_search
+    """One generation of a small search through the search's own loops (engine.py)."""
     torch.manual_seed(0)
     exact = variant['config'] == speed.PAPER_EXACT
     array = make_synthetic(True, 2 * sizes['gen_images'])
-    model = Network(sizes['gen_C'], 10, sizes['gen_layers'])
-    net = _prepare(model, variant, device)
-    optimizer = torch.optim.SGD(model.parameters(), 0.025, momentum=0.9, weight_decay=3e-4)
+    model, net = _build(lambda impl: Network(sizes['gen_C'], 10, sizes['gen_layers'], impl=impl), variant, device)
+    optimize = OptimizerStep(_sgd(model), grad_clip=5.)
     population = init_population(sizes['gen_pop'], 4, utils.make_generator(0))
-    generator = utils.make_generator(1)
-    indices = torch.arange(len(array))
     half = sizes['gen_images']
-    loader_kind = 'torchvision' if exact else 'tensor'
-    from data import make_loader
-    fmt = variant['config'].memory_format
-    train_loader = make_loader(loader_kind, array, 64, device, indices[:half], True, Augment(), generator,
-                               num_workers=2, memory_format=fmt)
-    valid_loader = make_loader(loader_kind, array, sizes['fitness_batch'], device, indices[half:], True, Augment(),
-                               generator, num_workers=2, memory_format=fmt)
-    train_args = argparse.Namespace(grad_clip=5., report_freq=10 ** 9, batch_size=64)
-    logger = utils.setup_logger('bench', enabled=False)
-    criterion = nn.CrossEntropyLoss()
-    stop = utils.StopSignals()
+    indices = torch.arange(len(array))
+    loader = dict(kind='torchvision' if exact else 'tensor', array=array, device=device, shuffle=True,
+                  augment=Augment(), num_workers=2, memory_format=variant['config'].memory_format)
+    train_loader = make_loader(batch_size=64, indices=indices[:half], generator=utils.make_generator(1), **loader)
+    valid_loader = make_loader(batch_size=sizes['fitness_batch'], indices=indices[half:],
+                               generator=utils.make_generator(2), **loader)
     autocast = _autocast(variant, device)
+    seeds = list(range(len(population)))
 
     def generation():
         decoded = [[a.to(device) for a in decode(ind.alphas)] for ind in population]
-        train_search.train_generation(model, decoded, train_loader, optimizer, criterion, train_args, 1, logger,
-                                      stop, net=net, autocast=autocast)
-        train_search.evaluate_population(model, population, decoded, valid_loader, criterion, 1, logger, stop,
-                                         net=net, autocast=autocast)
+        train_generation(model, decoded, train_loader, optimize, Monitor(report_freq=10 ** 9), generation=1, net=net,
+                         autocast=autocast)
+        evaluate_population(model, population, decoded, valid_loader, seeds, Monitor(), generation=1, net=net,
+                            autocast=autocast)
 
     out = {}
     with peak_memory(device, out):
@@ -302,26 +310,25 @@ def valid_size_ranking(args, device, sizes) -> Dict:
     a small supernet trained for three generations' worth of steps on generated data, then 16 random
     individuals scored on all 2048 held-out images and on fixed subsets of them (Spearman rank correlation,
     and whether the best individual stays the best). Sized to finish in about ten minutes on two CPU cores."""
-    import train_search
     torch.manual_seed(0)
     n_train, n_valid = (256, 512) if args.quick else (1024, 2048)
     array = make_synthetic(True, n_train + n_valid).to(device)
-    model = Network(sizes['gen_C'], 10, sizes['gen_layers']).to(device)
-    speed.apply(model, speed.default_config(device))
-    optimizer = torch.optim.SGD(model.parameters(), 0.025, momentum=0.9, weight_decay=3e-4)
+    fast = {'config': speed.default_config(device), 'compile': False}
+    model, _ = _build(lambda impl: Network(sizes['gen_C'], 10, sizes['gen_layers'], impl=impl), fast, device)
+    optimize = OptimizerStep(_sgd(model), grad_clip=5.)
     population = init_population(8 if args.quick else 16, 4, utils.make_generator(0))
     decoded = [[a.to(device) for a in decode(ind.alphas)] for ind in population]
-    logger = utils.setup_logger('bench', enabled=False)
-    criterion, stop = nn.CrossEntropyLoss(), utils.StopSignals()
-    train_args = argparse.Namespace(grad_clip=5., report_freq=10 ** 9, batch_size=64)
-    train_loader = TensorLoader(array, 64, torch.arange(n_train), True, Augment(), utils.make_generator(1))
+    fmt = fast['config'].memory_format
+    train_loader = TensorLoader(array, 64, torch.arange(n_train), True, Augment(), utils.make_generator(1),
+                                memory_format=fmt)
     for _ in range(1 if args.quick else 3):
-        train_search.train_generation(model, decoded, train_loader, optimizer, criterion, train_args, 1, logger, stop)
+        train_generation(model, decoded, train_loader, optimize, Monitor(report_freq=10 ** 9), generation=1)
     seeds = list(range(len(population)))
 
     def score(indices) -> List[float]:
-        loader = TensorLoader(array, sizes['fitness_batch'], indices, True, Augment(), utils.make_generator(2))
-        train_search.evaluate_population(model, population, decoded, loader, criterion, 1, logger, stop, seeds=seeds)
+        loader = TensorLoader(array, sizes['fitness_batch'], indices, True, Augment(), utils.make_generator(2),
+                              memory_format=fmt)
+        evaluate_population(model, population, decoded, loader, seeds, Monitor(), generation=1)
         return [ind.fitness for ind in population]
 
     valid = torch.arange(n_train, n_train + n_valid)
@@ -355,7 +362,7 @@ def _in_child(args, name: str, label: str) -> Dict:
     import subprocess
     command = [sys.executable, os.path.abspath(__file__), '--device', args.device, '--warmup', str(args.warmup),
                '--repeats', str(args.repeats), '--one', name, label]
-    command += ['--quick'] * args.quick + ['--amp'] * args.amp + ['--compile'] * args.compile
+    command += ['--quick'] * args.quick + ['--amp'] * args.amp + ['--compile'] * args.compile + ['--ablate'] * args.ablate
     command += ['--threads', str(args.threads)] if args.threads else []
     done = subprocess.run(command, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith('RESULT ')]
@@ -385,10 +392,10 @@ def over_rounds(runs: List[Dict]) -> Dict:
     return {**out, 'rounds': runs}
 
 
-def speedup(by_variant: Dict, metric: str, variant: str = 'fast') -> float:
-    """variant against paper-exact: the median over rounds of each round's ratio (a throughput's, or a time's
+def speedup(by_variant: Dict, metric: str, variant: str = 'fast', base: str = 'paper_exact') -> float:
+    """variant against base: the median over rounds of each round's ratio (a throughput's, or a time's
     inverse), so that both sides of every ratio were measured at about the same time."""
-    exact, other = by_variant.get('paper_exact'), by_variant.get(variant)
+    exact, other = by_variant.get(base), by_variant.get(variant)
     if not exact or not other:
         return math.nan
     ratios = [(e[metric] / o[metric] if metric.startswith('seconds') else o[metric] / e[metric])
@@ -397,7 +404,8 @@ def speedup(by_variant: Dict, metric: str, variant: str = 'fast') -> float:
 
 
 def format_table(results: Dict, variants: List[str]) -> str:
-    header = f"{'benchmark':<16}" + ''.join(f"{v:>16}" for v in variants) + f"{'fast/exact':>12}{'peak MB (exact/fast)':>24}"
+    width = max(16, *(len(v) + 2 for v in variants))
+    header = f"{'benchmark':<16}" + ''.join(f"{v:>{width}}" for v in variants) + f"{'fast/exact':>12}{'peak MB (exact/fast)':>24}"
     lines = [header, '-' * len(header)]
     for name, by_variant in results.items():
         if name == 'projection':
@@ -406,11 +414,18 @@ def format_table(results: Dict, variants: List[str]) -> str:
         cells = []
         for v in variants:
             value = by_variant.get(v, {}).get(metric)
-            cells.append(f"{value:>16.1f}" if value is not None else f"{'-':>16}")
+            cells.append(f"{value:>{width}.1f}" if value is not None else f"{'-':>{width}}")
         peaks = [by_variant.get(v, {}).get('peak_mb') for v in ('paper_exact', 'fast')]
         peak = '/'.join(f"{p:.0f}" if p else '-' for p in peaks)
         unit = ' s/gen' if metric.startswith('seconds') else ' img/s'
         lines.append(f"{name + unit:<16}" + ''.join(cells) + f"{speedup(by_variant, metric):>11.2f}x{peak:>24}")
+    ablated = [v for v in variants if v.startswith('no_')]
+    if ablated:
+        lines += ['', "what each setting earns: fast / fast with that setting off (median of the rounds' ratios)"]
+        for name, by_variant in results.items():
+            if name != 'projection' and any(v in by_variant for v in ablated):
+                lines.append(f"{name:<16}" + ', '.join(f"{v[3:]} {speedup(by_variant, _metric(name), 'fast', v):.3f}x"
+                                                       for v in ablated if v in by_variant))
     projection = results.get('projection', {})
     if projection:
         lines.append('')
@@ -445,7 +460,8 @@ def main(args: argparse.Namespace) -> Dict:
         print(f"running {name} ...", file=sys.stderr, flush=True)
         extra[name] = EXTRA[name](args, device, sizes)
     for name in [n for n in names if n in BENCHMARKS]:
-        labels = [label for label, v in variants.items() if name != 'augment' or not (v['amp'] or v['compile'])]
+        # The augmentation is the same for every variant of the fast defaults: only paper-exact and fast.
+        labels = [label for label in variants if name != 'augment' or label in ('paper_exact', 'fast')]
         runs = {label: [] for label in labels}
         for round_ in range(args.rounds):
             for label in labels:

@@ -3,6 +3,9 @@
 Nothing here pickles project classes: a checkpoint holds tensors, numbers, strings, lists and dicts, so any
 of them loads with `torch.load(weights_only=True)`, which refuses to run code.
 """
+import argparse
+import fcntl
+import glob
 import hashlib
 import json
 import os
@@ -14,14 +17,14 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from utils import UserError
+from faults import fault_point
+from utils import UserError, explicit_options
 
 
 def _atomic_write(path: str, write, fault_tag: int = -1) -> None:
     """Write to a temporary file beside `path`, flush it to disk, then rename it over `path`: a crash at any
     moment leaves either the old file or the new one, never a mixture. A failed write (disk full, read-only
     directory) is a UserError, and the old file is untouched."""
-    from utils import fault_point
     directory = os.path.dirname(os.path.abspath(path))
     tmp = None
     try:
@@ -156,6 +159,13 @@ def load_weights_strict(model: nn.Module, state_dict: Dict[str, torch.Tensor], e
     model.load_state_dict(state_dict, strict=True)
 
 
+def load_weights_file(model: nn.Module, path: str, expected: str) -> None:
+    """The weights in the checkpoint at `path`, in any accepted form, into `model`, strictly (load_weights_strict;
+    the auxiliary head's keys are dropped when the model has none)."""
+    state_dict = extract_state_dict(load_checkpoint(path, map_location='cpu'), path)
+    load_weights_strict(model, state_dict, expected, drop_prefixes=('auxiliary_head.',))
+
+
 def rng_state() -> Dict[str, Any]:
     """Every global random stream (Python, NumPy, torch CPU and CUDA) in a weights_only-safe form."""
     py_version, py_internal, py_gauss = random.getstate()
@@ -194,8 +204,6 @@ class RunLock:
         self.file = None
 
     def __enter__(self) -> 'RunLock':
-        import fcntl
-        import glob
         self.file = open(self.path, 'a+')
         try:
             fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -255,8 +263,6 @@ def resumed_args(parser, argv, args, program: str, may_change, checkpoint_name: 
 
     Any other flag given explicitly must equal the run's own value; everything is checked before any work.
     """
-    import argparse
-    from utils import explicit_options
     path = os.path.join(args.resume, 'args.json')
     if not (os.path.isfile(path) and os.path.isfile(os.path.join(args.resume, checkpoint_name))):
         parser.error(f"--resume {args.resume}: not a {program}.py run directory with a checkpoint "
@@ -279,6 +285,24 @@ def resumed_args(parser, argv, args, program: str, may_change, checkpoint_name: 
     merged.update({k: v for k, v in saved.items() if k in merged and k not in keep})
     merged['resume'] = args.resume
     return argparse.Namespace(**merged)
+
+
+def restore_run(state: Dict[str, Any], rank: int, model: nn.Module, optimizer, scaler=None, model_key: str = 'model',
+                **stateful) -> None:
+    """Put a run checkpoint back: the model, the optimizer, the gradient scaler (when the run has one), each
+    further stateful object under its key (a scheduler, a torch.Generator), and this rank's random streams."""
+    model.load_state_dict(state[model_key])
+    optimizer.load_state_dict(state['optimizer'])
+    if scaler is not None and state.get('scaler'):
+        scaler.load_state_dict(state['scaler'])
+    for key, obj in stateful.items():
+        (obj.set_state if isinstance(obj, torch.Generator) else obj.load_state_dict)(state[key])
+    set_rng_state(state['rng'][min(rank, len(state['rng']) - 1)])  # one state per rank
+
+
+def save_summary(run_dir: str, summary: Dict[str, Any]) -> None:
+    """RUN_DIR/summary.json: what a finished training run reached."""
+    atomic_write_text(os.path.join(run_dir, 'summary.json'), json.dumps(summary, indent=1) + '\n')
 
 
 def load_run_checkpoint(run_dir: str, fmt: str, args, may_change, map_location='cpu',

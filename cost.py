@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 
 from genotypes import Genotype
+from model import NetworkCIFAR, NetworkImageNet
+from utils import count_parameters_in_MB
 
 
 def count_macs(model: nn.Module, input_size: Tuple[int, int, int, int]) -> int:
@@ -45,16 +47,10 @@ def count_macs(model: nn.Module, input_size: Tuple[int, int, int, int]) -> int:
     return total
 
 
-def count_parameters(model: nn.Module) -> int:
-    """Parameters without the auxiliary head, which is dropped at test time (as DARTS reports them)."""
-    return sum(p.numel() for name, p in model.named_parameters() if 'auxiliary' not in name)
-
-
 def network_cost(genotype: Genotype, dataset: str = 'cifar10', num_classes: int = None, init_channels: int = None,
                  layers: int = None, image_size: int = None) -> Dict[str, float]:
     """Parameters and MACs of the evaluation network built from `genotype` at the size it will be trained:
     C=36, 20 layers, 32x32 for CIFAR; C=48, 14 layers, 224x224 for ImageNet (unless given)."""
-    from model import NetworkCIFAR, NetworkImageNet
     if dataset == 'imagenet':
         model = NetworkImageNet(init_channels or 48, num_classes or 1000, layers or 14, False, genotype)
         size = image_size or 224
@@ -62,7 +58,7 @@ def network_cost(genotype: Genotype, dataset: str = 'cifar10', num_classes: int 
         model = NetworkCIFAR(init_channels or 36, num_classes or (100 if dataset == 'cifar100' else 10),
                              layers or 20, False, genotype)
         size = image_size or 32
-    return {'params': count_parameters(model), 'macs': count_macs(model, (1, 3, size, size)),
+    return {'params': round(count_parameters_in_MB(model) * 1e6), 'macs': count_macs(model, (1, 3, size, size)),
             'image_size': size}
 
 

@@ -416,6 +416,7 @@ class PerImageLoader:
         self.device = device
         self.memory_format = memory_format
         self.generator = generator
+        self.batch_size = batch_size
         self.num_samples = len(indices)
 
     def __len__(self):

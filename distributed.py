@@ -7,6 +7,7 @@
 Without torchrun (no WORLD_SIZE in the environment) everything here is a no-op for one process.
 """
 import os
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
@@ -14,7 +15,8 @@ from typing import Any, Callable, Optional
 import torch
 import torch.distributed as dist
 
-from utils import UserError
+from checkpoint import RunLock, new_run_dir
+from utils import StopSignals, UserError, resolve_device
 
 
 @dataclass
@@ -34,10 +36,11 @@ class Distributed:
         return self.rank == 0
 
     def all_reduce(self, tensor: torch.Tensor, op: str = 'sum') -> torch.Tensor:
-        """Sum (or max) a tensor over ranks; returns a new tensor, the input is left as it was."""
+        """Sum (or max) a tensor over ranks; returns a new tensor on the collectives' device (NCCL's GPU or
+        gloo's CPU), the input is left as it was."""
         if not self.enabled:
             return tensor
-        out = tensor.clone()
+        out = tensor.to(self.device, copy=True)
         dist.all_reduce(out, op=dist.ReduceOp.MAX if op == 'max' else dist.ReduceOp.SUM)
         return out
 
@@ -77,7 +80,6 @@ def setup(device_name: str) -> tuple:
     (NCCL) or, on CPU, the gloo backend."""
     world_size = int(os.environ.get('WORLD_SIZE', '1'))
     if world_size <= 1:
-        from utils import resolve_device
         return Distributed(), resolve_device(device_name)
     rank, local_rank = int(os.environ['RANK']), int(os.environ.get('LOCAL_RANK', '0'))
     use_cuda = device_name != 'cpu' and torch.cuda.is_available()
@@ -111,15 +113,6 @@ def _init_process_group(backend: str, rank: int, world_size: int, **kwargs) -> N
                             world_size=world_size, **kwargs)
 
 
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The plain model inside DistributedDataParallel and/or torch.compile wrappers."""
-    while True:
-        inner: Optional[torch.nn.Module] = getattr(model, 'module', None) or getattr(model, '_orig_mod', None)
-        if inner is None:
-            return model
-        model = inner
-
-
 def run(args, prefix: str, body: Callable) -> Any:
     """The frame of every training script: set up the processes, make (or reopen, with --resume) the run
     directory, lock it, and call body(run_dir, dist, device, stop).
@@ -128,8 +121,6 @@ def run(args, prefix: str, body: Callable) -> Any:
     when the job is torn down; Ctrl-C still stops every rank at its next check. A single process stops at
     a safe point on either.
     """
-    from checkpoint import RunLock
-    from utils import StopSignals
     dist, device = setup(args.device)
     try:
         run_dir = shared_run_dir(args, dist, prefix)
@@ -153,8 +144,6 @@ def wrap(model: torch.nn.Module, dist: Distributed, device: torch.device, sync_b
 def shared_run_dir(args, dist: Distributed, prefix: str) -> str:
     """The run directory: args.resume, args.run_dir, or (args.dir or cwd)/PREFIX-YYYYMMDD-HHMMSS for a new
     run. Rank 0 creates it and tells the other ranks."""
-    import time
-    from checkpoint import new_run_dir
     if args.resume:
         return args.resume
     path = None

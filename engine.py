@@ -1,14 +1,18 @@
-"""The evaluation loop shared by the test scripts and the training scripts."""
+"""The loops' shared parts: tallies of loss and accuracy, the optimizer step, what a loop reports and polls,
+evaluation, and one epoch of evaluation-network training."""
 import logging
 import math
 import time
 from contextlib import nullcontext
-from typing import Callable, Dict, Iterable, Optional
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
 
-from utils import Stop, fault_point
+import utils
+from faults import with_faults
+from utils import Stop, StopSignals
 
 
 def topk_correct(logits: torch.Tensor, target: torch.Tensor, k: int) -> torch.Tensor:
@@ -71,9 +75,16 @@ def infer(model: nn.Module, loader: Iterable, criterion: nn.Module, device, logg
             r = tally.result()
             logger.info(f"{tag} {step:04d}/{total:04d} | loss {r['loss']:.4f} | top1 {r['top1']:6.2f} "
                         f"| top5 {r['top5']:6.2f}")
-    result = tally.result(all_reduce)
-    result['seconds'] = time.time() - start
-    result['images_per_sec'] = result['samples'] / max(result['seconds'], 1e-9)
+    return _timed(tally.result(all_reduce), start)
+
+
+def test_model(model: nn.Module, loader: Iterable, device, logger: logging.Logger, report_freq: int,
+               tag: str = 'test') -> Dict[str, float]:
+    """infer with cross-entropy, the parameter count, and the summary line of the test scripts."""
+    result = infer(model, loader, nn.CrossEntropyLoss(), device, logger, report_freq, tag)
+    result['params_mb'] = utils.count_parameters_in_MB(model)
+    logger.info(f"{tag} | top1 {result['top1']:6.2f} | top5 {result['top5']:6.2f} | loss {result['loss']:.4f} "
+                f"| params {result['params_mb']:.6f} MB | {result['images_per_sec']:.0f} images/s")
     return result
 
 
@@ -96,54 +107,162 @@ class NonFiniteWatch:
             raise Stop(f"the training loss became non-finite at {self.where}, step {bad}")
 
 
-def train_epoch(model: nn.Module, loader: Iterable, optimizer, criterion: nn.Module, device, *, epoch: int,
-                grad_clip: float, auxiliary_weight: float = 0., logger: Optional[logging.Logger] = None,
-                report_freq: int = 50, autocast: Callable = nullcontext, scaler=None, stop=None,
-                all_reduce: Callable = None) -> Dict[str, float]:
-    """One epoch of evaluation-network training (DARTS recipe): main loss plus auxiliary_weight times the
-    auxiliary head's loss, gradient clipping, SGD step. Returns mean loss, top1, top5 and images/s.
+@dataclass
+class OptimizerStep:
+    """One step of the DARTS recipe from a loss: backward, gradient clipping at grad_clip, the optimizer's
+    step; with a GradScaler (fp16 autocast), on the scaled loss and the unscaled gradients."""
+    optimizer: torch.optim.Optimizer
+    grad_clip: float
+    scaler: Optional[torch.amp.GradScaler] = None
 
-    `stop` (a utils.StopSignals) is polled at report steps. With `all_reduce` (a distributed run) those
-    checks agree across ranks, so every rank stops at the same step.
-    """
+    def __call__(self, loss: torch.Tensor) -> None:
+        parameters = [p for group in self.optimizer.param_groups for p in group['params']]
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            nn.utils.clip_grad_norm_(parameters, self.grad_clip)
+            self.optimizer.step()
+            return
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        nn.utils.clip_grad_norm_(parameters, self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+
+@dataclass
+class Monitor:
+    """What a loop reports to and polls: the logger (None: silent), every how many steps, the stop signals,
+    and in a distributed run the all-reduce through which every rank agrees on what it reads."""
+    logger: Optional[logging.Logger] = None
+    report_freq: int = 50
+    stop: Optional[StopSignals] = None
+    all_reduce: Optional[Callable] = None
+
+    def is_report_step(self, step: int, total: int) -> bool:
+        return step % self.report_freq == 0 or step == total - 1
+
+    def max_over_ranks(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor if self.all_reduce is None else self.all_reduce(tensor, 'max')
+
+    def check_stop(self, where: str) -> None:
+        """Raise Stop when a signal asked for it; in a distributed run once any rank received one (every rank
+        must call this at the same steps)."""
+        requested = torch.tensor(int(self.stop is not None and self.stop()))
+        if self.max_over_ranks(requested).item():
+            raise Stop(f"stopped by signal during {where}", self.stop.exit_code)
+
+    def log(self, message: str) -> None:
+        if self.logger is not None:
+            self.logger.info(message)
+
+
+def train_epoch(model: nn.Module, loader: Iterable, criterion: nn.Module, optimize: OptimizerStep, device,
+                monitor: Monitor, *, epoch: int, auxiliary_weight: float = 0.,
+                autocast: Callable = nullcontext) -> Dict[str, float]:
+    """One epoch of evaluation-network training (DARTS recipe): the loss plus auxiliary_weight times the
+    auxiliary head's, then `optimize`. Returns mean loss, top1, top5 and images/s. The stop signals are polled
+    at report steps (with several ranks, all of them stop at the same step)."""
     model.train()
     tally = Tally(device)
     watch = NonFiniteWatch(device, f"epoch {epoch}")
     start, total = time.time(), len(loader)
-    for step, (x, y) in enumerate(loader):
+    for step, (x, y) in enumerate(with_faults(loader, 'train', epoch)):
         with autocast():
             logits, logits_aux = model(x)
             loss = criterion(logits.float(), y)
             if logits_aux is not None and auxiliary_weight > 0:
                 loss = loss + auxiliary_weight * criterion(logits_aux.float(), y)
-        if fault_point('nan', epoch, step) == 'nan':
-            loss = loss * float('nan')
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
+        optimize(loss)
         tally.update(loss, logits, y)
         watch.update(loss, step)
-        fault_point('train', epoch, step)
-        if step % report_freq == 0 or step == total - 1:
-            watch.check(all_reduce and (lambda t: all_reduce(t, 'max')))
-            requested = torch.tensor(int(stop is not None and stop()), device=device)
-            if (all_reduce(requested, 'max') if all_reduce else requested).item():
-                raise Stop(f"stopped by signal during epoch {epoch}, step {step}",
-                           stop.exit_code if stop is not None else 2)
-            r = tally.result(all_reduce)
-            if logger is not None:
-                rate = r['samples'] / max(time.time() - start, 1e-9)
-                logger.info(f"epoch {epoch:3d} | train {step:4d}/{total:4d} | loss {r['loss']:.4f} "
-                            f"| top1 {r['top1']:6.2f} | top5 {r['top5']:6.2f} | {rate:6.0f} img/s")
-    result = tally.result(all_reduce)
+        if monitor.is_report_step(step, total):
+            watch.check(monitor.max_over_ranks)
+            monitor.check_stop(f"epoch {epoch}, step {step}")
+            r = tally.result(monitor.all_reduce)
+            monitor.log(f"epoch {epoch:3d} | train {step:4d}/{total:4d} | loss {r['loss']:.4f} | top1 {r['top1']:6.2f} "
+                        f"| top5 {r['top5']:6.2f} | {r['samples'] / max(time.time() - start, 1e-9):6.0f} img/s")
+    return _timed(tally.result(monitor.all_reduce), start)
+
+
+def _timed(result: Dict[str, float], start: float) -> Dict[str, float]:
     result['seconds'] = time.time() - start
     result['images_per_sec'] = result['samples'] / max(result['seconds'], 1e-9)
     return result
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The two loops of an EvNAS generation (Sinha & Chen, GECCO 2021, Alg. 1)
+
+def train_generation(supernet: nn.Module, decoded: Sequence[List[torch.Tensor]], loader, optimize: OptimizerStep,
+                     monitor: Monitor, *, generation: int, net: Optional[nn.Module] = None,
+                     autocast: Callable = nullcontext) -> List[Dict[str, float]]:
+    """One epoch of supernet training: step i trains the decoded architecture of individual i mod pop_size.
+    Returns each individual's training loss and accuracy over its steps (over all ranks). `net` is the module
+    to call: the supernet itself (default), or its DistributedDataParallel and/or torch.compile wrapper."""
+    net = supernet if net is None else net
+    supernet.train()
+    device = next(supernet.parameters()).device
+    tallies = [Tally(device) for _ in decoded]
+    watch = NonFiniteWatch(device, f"generation {generation}")
+    start, total, batch_size = time.time(), len(loader), loader.batch_size
+    for step, (x, y) in enumerate(with_faults(loader, 'train', generation)):
+        i = step % len(decoded)
+        supernet.set_arch_parameters(decoded[i])
+        with autocast():
+            logits = net(x)
+            loss = nn.functional.cross_entropy(logits.float(), y)
+        optimize(loss)
+        tallies[i].update(loss, logits, y)
+        watch.update(loss, step)
+        report = monitor.is_report_step(step, total)
+        if report:
+            watch.check(monitor.max_over_ranks)
+            rate = (step + 1) * batch_size / max(time.time() - start, 1e-9)
+            monitor.log(f"gen {generation:3d} | train {step:4d}/{total:4d} | individual {i:3d} "
+                        f"| loss {loss.item():.4f} | {rate:6.0f} img/s")
+        if report or monitor.all_reduce is None:  # a single process can afford to look at every step
+            monitor.check_stop(f"generation {generation}, training step {step}")
+    return [t.result(monitor.all_reduce) for t in tallies]
+
+
+@torch.no_grad()
+def evaluate_population(supernet: nn.Module, population: Sequence, decoded: Sequence[List[torch.Tensor]], loader,
+                        seeds: Sequence[int], monitor: Monitor, *, generation: int, rank: int = 0, world_size: int = 1,
+                        net: Optional[nn.Module] = None, autocast: Callable = nullcontext) -> None:
+    """Set every individual's fitness, loss and top5: the top-1 accuracy (%) of its decoded architecture on
+    the held-out half. A non-finite loss makes the fitness NaN, which ranks below every measured individual.
+
+    Individual i draws its batch order and augmentation from seeds[i], so its fitness does not depend on which
+    process measures it: with several ranks, rank r measures individuals r, r + N, ... and the results are then
+    shared, so every rank holds every fitness.
+    """
+    net = supernet if net is None else net
+    # NOTE (faithful to EvNAS): the supernet stays in train mode, so BatchNorm normalises with the statistics
+    # of each fitness batch (1024 images by default), not with running averages, and the held-out images
+    # carry the training augmentation. The fitness values of the paper depend on both.
+    supernet.train()
+    device = next(supernet.parameters()).device
+    timer = utils.Timer()
+    mine = range(rank, len(population), world_size)
+    measured = torch.zeros(len(population), 3, dtype=torch.float64)
+    for done, i in enumerate(mine, 1):
+        supernet.set_arch_parameters(decoded[i])
+        loader.generator.manual_seed(int(seeds[i]))
+        tally = Tally(device)
+        for x, y in with_faults(loader, 'eval', generation, step=i):
+            with autocast():
+                logits = net(x).float()
+            tally.update(nn.functional.cross_entropy(logits, y), logits, y)
+            if monitor.all_reduce is None:
+                monitor.check_stop(f"generation {generation}, fitness of individual {i}")
+        result = tally.result()
+        fitness = result['top1'] if math.isfinite(result['loss']) else math.nan
+        measured[i] = torch.tensor([fitness, result['loss'], result['top5']], dtype=torch.float64)
+        monitor.log(f"gen {generation:3d} | fitness {i + 1:3d}/{len(population):3d} | top1 {fitness:6.2f} "
+                    f"| loss {result['loss']:.4f} | eta {utils.format_duration(timer.remaining(done, len(mine)))}")
+    if monitor.all_reduce is not None:
+        monitor.check_stop(f"generation {generation}, fitness evaluation")
+        measured = monitor.all_reduce(measured.to(device), 'sum').cpu()  # each row is non-zero on one rank
+    for individual, (fitness, loss, top5) in zip(population, measured.tolist()):
+        individual.fitness, individual.loss, individual.top5 = fitness, loss, top5

@@ -10,7 +10,6 @@ import pickle
 from collections import namedtuple
 from typing import Any, Dict, Optional, Tuple
 
-from operations import OPS
 from utils import UserError
 
 Genotype = namedtuple('Genotype', 'normal normal_concat reduce reduce_concat')
@@ -26,6 +25,26 @@ PRIMITIVES = [
     'dil_conv_3x3',
     'dil_conv_5x5',
 ]
+NONE_INDEX = PRIMITIVES.index('none')  # the supernet's `none` op; decoding never keeps it
+
+# Every operation a genotype may name (operations.OPS builds each): the search space's and those of the
+# published non-EvNAS cells.
+OPERATIONS = PRIMITIVES + ['sep_conv_7x7', 'conv_7x1_1x7']
+
+
+def num_edges(steps: int) -> int:
+    """Edges of a cell with `steps` intermediate nodes: node i has 2 + i inputs (14 for DARTS's 4 nodes)."""
+    return sum(2 + i for i in range(steps))
+
+
+def num_steps(edges: int) -> int:
+    """The intermediate nodes of a cell with `edges` edges (the inverse of num_edges)."""
+    steps = 0
+    while num_edges(steps) < edges:
+        steps += 1
+    if num_edges(steps) != edges:
+        raise ValueError(f"{edges} rows do not form a cell (expected 2, 5, 9, 14, 20, ... rows)")
+    return steps
 
 NASNet = Genotype(
     normal=[
@@ -155,8 +174,8 @@ def validate_genotype(genotype: Genotype) -> Genotype:
             raise GenotypeError(f"{cell} cell: needs two edges per node, got {len(edges)} edges")
         steps = len(edges) // 2
         for position, (op, index) in enumerate(edges):
-            if op not in OPS:
-                raise GenotypeError(f"{cell} cell: unknown operation '{op}' (known: {', '.join(OPS)})")
+            if op not in OPERATIONS:
+                raise GenotypeError(f"{cell} cell: unknown operation '{op}' (known: {', '.join(OPERATIONS)})")
             node = position // 2
             if not 0 <= index < node + 2:
                 raise GenotypeError(f"{cell} cell: node {node} cannot take input {index} "
@@ -250,6 +269,14 @@ def resolve_genotype(arch: Optional[str] = None, genotype_file: Optional[str] = 
     if arch is None:
         raise GenotypeError("no architecture given: use --arch NAME, --genotype FILE or --dir SEARCH_DIR")
     return get_genotype(arch), arch
+
+
+def check_architecture_arguments(parser, args) -> None:
+    """A training run names its architecture once: --arch NAME, --genotype FILE or --dir SEARCH_DIR."""
+    if args.arch is not None and args.genotype is not None:
+        parser.error("give the architecture once: --arch or --genotype")
+    if args.arch is None and args.genotype is None and args.dir is None:
+        parser.error("no architecture: give --arch NAME, --dir SEARCH_DIR or --genotype FILE")
 
 
 def training_genotype(args) -> Tuple[Genotype, str]:

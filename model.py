@@ -1,6 +1,7 @@
 """Evaluation networks built from a genotype: NetworkCIFAR and NetworkImageNet, as in DARTS.
 
-Module names and their order fix the state_dict keys, which published checkpoints depend on.
+Module names and their order fix the state_dict keys, which published checkpoints depend on. `impl` picks
+the layer classes (operations.Layers: torch.nn's by default; speed.layers(config) for a device's fast ones).
 """
 from typing import Optional, Tuple
 
@@ -8,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from genotypes import Genotype
-from operations import OPS, FactorizedReduce, Identity, ReLUConvBN
+from operations import OPS, PLAIN, FactorizedReduce, Identity, Layers, ReLUConvBN
 
 
 def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
@@ -24,13 +25,13 @@ def drop_path(x: torch.Tensor, drop_prob: float) -> torch.Tensor:
 class Cell(nn.Module):
 
     def __init__(self, genotype: Genotype, C_prev_prev: int, C_prev: int, C: int, reduction: bool,
-                 reduction_prev: bool):
+                 reduction_prev: bool, impl: Layers = PLAIN):
         super().__init__()
         if reduction_prev:
-            self.preprocess0 = FactorizedReduce(C_prev_prev, C)
+            self.preprocess0 = FactorizedReduce(C_prev_prev, C, impl=impl)
         else:
-            self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0)
-        self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0)
+            self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0, impl=impl)
+        self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, impl=impl)
 
         edges = genotype.reduce if reduction else genotype.normal
         self._concat = list(genotype.reduce_concat if reduction else genotype.normal_concat)
@@ -40,7 +41,7 @@ class Cell(nn.Module):
         self._ops = nn.ModuleList()
         for name, index in edges:
             stride = 2 if reduction and index < 2 else 1
-            self._ops.append(OPS[name](C, stride, True))
+            self._ops.append(OPS[name](C, stride, True, impl))
 
     def forward(self, s0, s1, drop_prob: float):
         states = [self.preprocess0(s0), self.preprocess1(s1)]
@@ -105,15 +106,21 @@ class AuxiliaryHeadImageNet(nn.Module):
 class _Network(nn.Module):
     """The cell stack shared by the CIFAR and ImageNet networks; subclasses add the stem and head."""
 
+    def __init__(self, layers: int, auxiliary: bool):
+        super().__init__()
+        self._layers = layers
+        self._auxiliary = auxiliary
+        self.drop_path_prob = 0.0
+
     def _build_cells(self, genotype: Genotype, C_prev_prev: int, C_prev: int, C_curr: int, layers: int,
-                     reduction_prev: bool) -> Tuple[int, int]:
+                     reduction_prev: bool, impl: Layers) -> Tuple[int, int]:
         self.cells = nn.ModuleList()
         C_to_auxiliary = C_prev
         for i in range(layers):
             reduction = i in (layers // 3, 2 * layers // 3)
             if reduction:
                 C_curr *= 2
-            cell = Cell(genotype, C_prev_prev, C_prev, C_curr, reduction, reduction_prev)
+            cell = Cell(genotype, C_prev_prev, C_prev, C_curr, reduction, reduction_prev, impl)
             reduction_prev = reduction
             self.cells.append(cell)
             C_prev_prev, C_prev = C_prev, cell.multiplier * C_curr
@@ -132,19 +139,16 @@ class _Network(nn.Module):
 
 class NetworkCIFAR(_Network):
 
-    def __init__(self, C: int, num_classes: int, layers: int, auxiliary: bool, genotype: Genotype):
-        super().__init__()
-        self._layers = layers
-        self._auxiliary = auxiliary
-        self.drop_path_prob = 0.0
-
+    def __init__(self, C: int, num_classes: int, layers: int, auxiliary: bool, genotype: Genotype,
+                 impl: Layers = PLAIN):
+        super().__init__(layers, auxiliary)
         stem_multiplier = 3
         C_curr = stem_multiplier * C
         self.stem = nn.Sequential(
-            nn.Conv2d(3, C_curr, 3, padding=1, bias=False),
-            nn.BatchNorm2d(C_curr),
+            impl.Conv2d(3, C_curr, 3, padding=1, bias=False),
+            impl.BatchNorm2d(C_curr),
         )
-        C_prev, C_to_auxiliary = self._build_cells(genotype, C_curr, C_curr, C, layers, reduction_prev=False)
+        C_prev, C_to_auxiliary = self._build_cells(genotype, C_curr, C_curr, C, layers, False, impl)
         if auxiliary:
             self.auxiliary_head = AuxiliaryHeadCIFAR(C_to_auxiliary, num_classes)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
@@ -159,25 +163,22 @@ class NetworkCIFAR(_Network):
 
 class NetworkImageNet(_Network):
 
-    def __init__(self, C: int, num_classes: int, layers: int, auxiliary: bool, genotype: Genotype):
-        super().__init__()
-        self._layers = layers
-        self._auxiliary = auxiliary
-        self.drop_path_prob = 0.0
-
+    def __init__(self, C: int, num_classes: int, layers: int, auxiliary: bool, genotype: Genotype,
+                 impl: Layers = PLAIN):
+        super().__init__(layers, auxiliary)
         self.stem0 = nn.Sequential(
-            nn.Conv2d(3, C // 2, kernel_size=3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(C // 2),
+            impl.Conv2d(3, C // 2, kernel_size=3, stride=2, padding=1, bias=False),
+            impl.BatchNorm2d(C // 2),
             nn.ReLU(inplace=True),
-            nn.Conv2d(C // 2, C, 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(C),
+            impl.Conv2d(C // 2, C, 3, stride=2, padding=1, bias=False),
+            impl.BatchNorm2d(C),
         )
         self.stem1 = nn.Sequential(
             nn.ReLU(inplace=False),
-            nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(C),
+            impl.Conv2d(C, C, 3, stride=2, padding=1, bias=False),
+            impl.BatchNorm2d(C),
         )
-        C_prev, C_to_auxiliary = self._build_cells(genotype, C, C, C, layers, reduction_prev=True)
+        C_prev, C_to_auxiliary = self._build_cells(genotype, C, C, C, layers, True, impl)
         if auxiliary:
             self.auxiliary_head = AuxiliaryHeadImageNet(C_to_auxiliary, num_classes)
         # DARTS uses AvgPool2d(7), which assumes 224x224 inputs; adaptive pooling gives the same result there

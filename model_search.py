@@ -1,7 +1,8 @@
 """The DARTS supernet: every edge of a cell is a MixedOp over all PRIMITIVES, weighted by softmax(alphas).
 
 EvNAS shares this one set of weights between the whole population; an individual is a pair of alpha
-matrices (normal, reduce) that `set_arch_parameters` loads before the forward pass.
+matrices (normal, reduce) that `set_arch_parameters` loads before the forward pass. Decoding an individual
+and deriving a genotype from alphas are the genetic algorithm's (architect_evolution.py).
 """
 from typing import List, Sequence
 
@@ -9,104 +10,36 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from architect_evolution import NONE_INDEX, derive_genotype, num_edges
-from genotypes import PRIMITIVES, Genotype
-from operations import (OPS, DilConv, FactorizedReduce, ReLUConvBN, SepConv, add_per_channel, batch_norm_mix,
-                        train_mode_affine)
+from genotypes import PRIMITIVES, num_edges
+from operations import OPS, PLAIN, FactorizedReduce, Layers, ReLUConvBN
 
 
 class MixedOp(nn.Module):
 
-    def __init__(self, C: int, stride: int):
+    def __init__(self, C: int, stride: int, impl: Layers = PLAIN):
         super().__init__()
         self._ops = nn.ModuleList()
         for primitive in PRIMITIVES:
-            op = OPS[primitive](C, stride, False)
+            op = OPS[primitive](C, stride, False, impl)
             if 'pool' in primitive:
-                op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
+                op = nn.Sequential(op, impl.BatchNorm2d(C, affine=False))
             self._ops.append(op)
-        # Off: the weighted sum exactly as DARTS computes it. On (a speed setting, see speed.py): `fused_forward`.
-        self.fused = False
 
     def forward(self, x, weights):
-        if self.fused:
-            return self.fused_forward(x, weights)
         return sum(w * op(x) for w, op in zip(weights, self._ops))
-
-    def fused_forward(self, x, weights):
-        """The same weighted sum with fewer passes over memory: `none` is skipped (it adds w * 0 = 0), the ops
-        that begin with ReLU(x) share one ReLU, and the sum accumulates in place (one addcmul per op).
-        On CPU, with BatchNorm in training mode (the search's training step and fitness evaluation), each op's
-        closing BatchNorm is folded into the sum: w * BN(z) = z * (w * scale) + w * shift per channel, the
-        shifts added once, which saves writing and reading BN(z). With autograd, one function sums the folded
-        ops (operations.batch_norm_mix: their z are kept for the backward anyway); without, each op's z is
-        added and freed as it comes. Only the floating-point order of the sums differs from `forward`;
-        running statistics are updated as BN(z) updates them."""
-        fold = self.training and x.device.type == 'cpu'  # measured on CPU only
-        if fold and torch.is_grad_enabled():
-            terms = list(self._terms(x, fold))
-            folded = [(i, y, bn) for i, y, bn in terms if bn is not None]
-            out = None
-            if folded:
-                index, zs, bns = zip(*folded)
-                out = batch_norm_mix(zs, weights[list(index)], bns)
-            for i, y, bn in terms:
-                if bn is None:
-                    out = y * weights[i] if out is None else out.addcmul_(y, weights[i])
-            return out
-        out = shift_left = None
-        for i, y, bn in self._terms(x, fold):
-            if bn is None:
-                out = y * weights[i] if out is None else out.addcmul_(y, weights[i])
-                continue
-            scale, shift = train_mode_affine(bn, y)
-            if out is None:  # the first term carries its shift; the others' are added once, at the end
-                out = add_per_channel(None, y, weights[i] * scale, weights[i] * shift)
-            else:
-                out = add_per_channel(out, y, weights[i] * scale)
-                shift_left = weights[i] * shift if shift_left is None else shift_left.add_(weights[i] * shift)
-        return out if shift_left is None else add_per_channel(out, shift=shift_left)
-
-    def _terms(self, x, fold: bool):
-        """(index, output, BatchNorm) of every op but `none`, in order, computed as they are asked for. With
-        fold, an op that ends with a training-mode BatchNorm stops before it and gives that BatchNorm (else
-        None). The ops that begin with ReLU(x) share one."""
-        relu_x = None
-        for i, op in enumerate(self._ops):
-            if i == NONE_INDEX:
-                continue
-            bn = _closing_batchnorm(op) if fold else None
-            if hasattr(op, 'forward_rectified'):
-                relu_x = F.relu(x) if relu_x is None else relu_x
-                yield i, op.forward_rectified(relu_x, normalise=bn is None), bn
-            else:
-                yield i, (op[0](x) if bn is not None else op(x)), bn  # a pool, then its BatchNorm
-
-
-def _closing_batchnorm(op: nn.Module):
-    """The BatchNorm2d that ends a supernet op, when it normalises with batch statistics; else None."""
-    if isinstance(op, (SepConv, DilConv)):
-        bn = op.op[-1]
-    elif isinstance(op, FactorizedReduce):
-        bn = op.bn
-    elif isinstance(op, nn.Sequential) and len(op) == 2 and isinstance(op[1], nn.BatchNorm2d):
-        bn = op[1]
-    else:
-        return None
-    return bn if bn.training and bn.track_running_stats else None
 
 
 class Cell(nn.Module):
 
     def __init__(self, steps: int, multiplier: int, C_prev_prev: int, C_prev: int, C: int, reduction: bool,
-                 reduction_prev: bool):
+                 reduction_prev: bool, impl: Layers = PLAIN):
         super().__init__()
         self.reduction = reduction
         if reduction_prev:
-            self.preprocess0 = FactorizedReduce(C_prev_prev, C, affine=False)
+            self.preprocess0 = FactorizedReduce(C_prev_prev, C, affine=False, impl=impl)
         else:
-            self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0, affine=False)
-        self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, affine=False)
+            self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0, affine=False, impl=impl)
+        self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, affine=False, impl=impl)
         self._steps = steps
         self._multiplier = multiplier
 
@@ -114,7 +47,7 @@ class Cell(nn.Module):
         for i in range(steps):
             for j in range(2 + i):
                 stride = 2 if reduction and j < 2 else 1
-                self._ops.append(MixedOp(C, stride))
+                self._ops.append((impl.MixedOp or MixedOp)(C, stride, impl))
 
     def forward(self, s0, s1, weights):
         states = [self.preprocess0(s0), self.preprocess1(s1)]
@@ -129,7 +62,8 @@ class Cell(nn.Module):
 class Network(nn.Module):
 
     def __init__(self, C: int, num_classes: int, layers: int, steps: int = 4, multiplier: int = 4,
-                 stem_multiplier: int = 3):
+                 stem_multiplier: int = 3, impl: Layers = PLAIN):
+        """impl: the layer classes (operations.Layers; speed.layers(config) for a device's fast ones)."""
         super().__init__()
         self._C = C
         self._num_classes = num_classes
@@ -139,8 +73,8 @@ class Network(nn.Module):
 
         C_curr = stem_multiplier * C
         self.stem = nn.Sequential(
-            nn.Conv2d(3, C_curr, 3, padding=1, bias=False),
-            nn.BatchNorm2d(C_curr),
+            impl.Conv2d(3, C_curr, 3, padding=1, bias=False),
+            impl.BatchNorm2d(C_curr),
         )
         C_prev_prev, C_prev, C_curr = C_curr, C_curr, C
         self.cells = nn.ModuleList()
@@ -149,7 +83,7 @@ class Network(nn.Module):
             reduction = i in (layers // 3, 2 * layers // 3)
             if reduction:
                 C_curr *= 2
-            cell = Cell(steps, multiplier, C_prev_prev, C_prev, C_curr, reduction, reduction_prev)
+            cell = Cell(steps, multiplier, C_prev_prev, C_prev, C_curr, reduction, reduction_prev, impl)
             reduction_prev = reduction
             self.cells.append(cell)
             C_prev_prev, C_prev = C_prev, multiplier * C_curr
@@ -182,7 +116,3 @@ class Network(nn.Module):
             s0, s1 = s1, cell(s0, s1, weights)
         out = self.global_pooling(s1)
         return self.classifier(out.flatten(1))
-
-    def genotype(self) -> Genotype:
-        """DARTS's rule: per node the two inputs with the largest non-`none` weight, each with its best op."""
-        return derive_genotype(self.arch_parameters(), self._multiplier)

@@ -14,13 +14,11 @@ auxiliary head's keys are dropped unless --auxiliary. Any other mismatch is an e
 import argparse
 import sys
 
-import torch.nn as nn
-
 import speed
 import utils
-from checkpoint import extract_state_dict, load_checkpoint, load_weights_strict
+from checkpoint import load_weights_file
 from data import DATASETS, TensorLoader, load_dataset
-from engine import infer
+from engine import test_model
 from genotypes import resolve_genotype
 from model import NetworkCIFAR
 
@@ -45,11 +43,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--auxiliary', action='store_true', help='build (and load) the auxiliary tower')
     parser.add_argument('--arch', type=str, default='DARTS', help='published architecture name (default: DARTS)')
     parser.add_argument('--genotype', type=str, default=None, help='genotype JSON file (overrides --arch)')
-    parser.add_argument('--seed', type=int, default=0, help='random seed (default: 0)')
-    parser.add_argument('--device', type=str, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
-    parser.add_argument('--paper_exact', action='store_true',
-                        help='NCHW and native dilated convs, as the original (the default fast settings give the '
-                             'same results to float tolerance)')
+    utils.add_seed_and_device(parser, 0)
+    speed.add_paper_exact_argument(parser)
     args = parser.parse_args(argv)
     utils.check_args(parser, args, at_least_one=('batch_size', 'init_channels', 'layers', 'synthetic_size',
                                                  'image_size'))
@@ -64,21 +59,18 @@ def main(args: argparse.Namespace) -> dict:
     test_data = load_dataset(args.dataset, args.data, train=False, synthetic_size=args.synthetic_size,
                              image_size=args.image_size)
 
-    model = NetworkCIFAR(args.init_channels, test_data.num_classes, args.layers, args.auxiliary, genotype)
+    config = speed.config_for(device, args.paper_exact)
+    speed.configure_process(config)
+    model = NetworkCIFAR(args.init_channels, test_data.num_classes, args.layers, args.auxiliary, genotype,
+                         impl=speed.layers(config))
     expected = (f"{arch_name} on {args.dataset} (C={args.init_channels}, layers={args.layers}, "
                 f"classes={test_data.num_classes}, auxiliary {'on' if args.auxiliary else 'off'})")
-    state_dict = extract_state_dict(load_checkpoint(args.model_path, map_location='cpu'), args.model_path)
-    load_weights_strict(model, state_dict, expected, drop_prefixes=('auxiliary_head.',))
-    config = speed.PAPER_EXACT if args.paper_exact else speed.default_config(device)
-    speed.apply(model.to(device), config)
+    load_weights_file(model, args.model_path, expected)
+    model.to(device, memory_format=config.memory_format)
     logger.info(f"evaluating {args.model_path} as {expected} on {device}")
 
     loader = TensorLoader(test_data.to(device), args.batch_size, memory_format=config.memory_format)
-    result = infer(model, loader, nn.CrossEntropyLoss(), device, logger, args.report_freq)
-    result['params_mb'] = utils.count_parameters_in_MB(model)
-    logger.info(f"test | top1 {result['top1']:6.2f} | top5 {result['top5']:6.2f} | loss {result['loss']:.4f} "
-                f"| params {result['params_mb']:.6f} MB | {result['images_per_sec']:.0f} images/s")
-    return result
+    return test_model(model, loader, device, logger, args.report_freq)
 
 
 if __name__ == '__main__':

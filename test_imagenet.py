@@ -14,13 +14,11 @@ dropped unless --auxiliary. Any other mismatch is an error (exit status 2).
 import argparse
 import sys
 
-import torch.nn as nn
-
 import speed
 import utils
-from checkpoint import extract_state_dict, load_checkpoint, load_weights_strict
+from checkpoint import load_weights_file
 from data import FolderLoader, image_folder, imagenet_transforms
-from engine import infer
+from engine import test_model
 from genotypes import resolve_genotype
 from model import NetworkImageNet
 
@@ -43,11 +41,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--image_size', type=int, default=224,
                         help='centre-crop size; images are first resized to size*256/224 (default: 224)')
     parser.add_argument('--num_workers', type=int, default=4, help='data loading processes (default: 4)')
-    parser.add_argument('--seed', type=int, default=0, help='random seed (default: 0)')
-    parser.add_argument('--device', type=str, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
-    parser.add_argument('--paper_exact', action='store_true',
-                        help='NCHW and native dilated convs, as the original (the default fast settings give the '
-                             'same results to float tolerance)')
+    utils.add_seed_and_device(parser, 0)
+    speed.add_paper_exact_argument(parser)
     args = parser.parse_args(argv)
     utils.check_args(parser, args, at_least_one=('batch_size', 'init_channels', 'layers', 'image_size'),
                      non_negative=('num_workers',))
@@ -62,21 +57,18 @@ def main(args: argparse.Namespace) -> dict:
     valid_data = image_folder(args.data, 'val', imagenet_transforms(train=False, image_size=args.image_size))
     num_classes = args.num_classes or len(valid_data.classes)
 
-    model = NetworkImageNet(args.init_channels, num_classes, args.layers, args.auxiliary, genotype)
+    config = speed.config_for(device, args.paper_exact)
+    speed.configure_process(config)
+    model = NetworkImageNet(args.init_channels, num_classes, args.layers, args.auxiliary, genotype,
+                            impl=speed.layers(config))
     expected = (f"{arch_name} on ImageNet (C={args.init_channels}, layers={args.layers}, classes={num_classes}, "
                 f"auxiliary {'on' if args.auxiliary else 'off'})")
-    state_dict = extract_state_dict(load_checkpoint(args.model_path, map_location='cpu'), args.model_path)
-    load_weights_strict(model, state_dict, expected, drop_prefixes=('auxiliary_head.',))
-    config = speed.PAPER_EXACT if args.paper_exact else speed.default_config(device)
-    speed.apply(model.to(device), config)
+    load_weights_file(model, args.model_path, expected)
+    model.to(device, memory_format=config.memory_format)
     logger.info(f"evaluating {args.model_path} as {expected} on {device}, {len(valid_data)} images")
 
     loader = FolderLoader(valid_data, args.batch_size, device, num_workers=args.num_workers)
-    result = infer(model, loader, nn.CrossEntropyLoss(), device, logger, args.report_freq, tag='valid')
-    result['params_mb'] = utils.count_parameters_in_MB(model)
-    logger.info(f"valid | top1 {result['top1']:6.2f} | top5 {result['top5']:6.2f} | loss {result['loss']:.4f} "
-                f"| params {result['params_mb']:.6f} MB | {result['images_per_sec']:.0f} images/s")
-    return result
+    return test_model(model, loader, device, logger, args.report_freq, tag='valid')
 
 
 if __name__ == '__main__':

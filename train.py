@@ -16,7 +16,6 @@ RUN_DIR holds log.txt, args.json, genotype.json, weights.pt (a bare state_dict: 
 RUN_DIR/weights.pt` evaluates it), checkpoint.pt (for --resume) and summary.json (best and last test error).
 """
 import argparse
-import json
 import os
 import sys
 from typing import Dict
@@ -27,12 +26,12 @@ import torch.nn as nn
 import distributed
 import speed
 import utils
-from checkpoint import (atomic_save, atomic_write_text, load_run_checkpoint, resumed_args,
-                        rng_state, save_args, save_dataset_info, set_rng_state)
+from checkpoint import (atomic_save, load_run_checkpoint, restore_run, resumed_args, rng_state, save_args,
+                        save_dataset_info, save_summary)
 from cost import describe_cost, network_cost
 from data import DATASETS, Augment, TensorLoader, load_dataset, make_loader
-from engine import infer, train_epoch
-from genotypes import save_genotype, training_genotype
+from engine import Monitor, OptimizerStep, infer, train_epoch
+from genotypes import check_architecture_arguments, save_genotype, training_genotype
 from model import NetworkCIFAR
 
 CHECKPOINT_FORMAT = 'evnas-train/1'
@@ -83,20 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
                             '(default: fp32, as in the paper)')
     optim.add_argument('--sync_bn', action='store_true',
                        help='with torchrun, BatchNorm statistics over the global batch (default: per process)')
-    optim.add_argument('--paper_exact', action='store_true',
-                       help='NCHW and native dilated convs, as the original; the default fast settings give the '
-                            'same results to float tolerance')
+    speed.add_paper_exact_argument(optim)
     optim.add_argument('--compile', action='store_true', help='torch.compile the network')
 
-    run = parser.add_argument_group('run')
-    run.add_argument('--seed', type=int, default=18, help='random seed (default: 18)')
-    run.add_argument('--device', type=str, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
-    run.add_argument('--save', type=str, default='EXP',
-                     help='experiment name: new runs go to eval-NAME-YYYYMMDD-HHMMSS (default: EXP)')
-    run.add_argument('--run_dir', type=str, default=None, help='exact directory of a new run (overrides --save)')
-    run.add_argument('--resume', type=str, default=None, metavar='RUN_DIR',
-                     help='continue the run in RUN_DIR after its last completed epoch')
-    run.add_argument('--report_freq', type=int, default=50, help='log every N steps (default: 50)')
+    utils.add_run_arguments(parser.add_argument_group('run'), 18, 'eval-NAME-YYYYMMDD-HHMMSS', report_freq=50)
     return parser
 
 
@@ -106,10 +95,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     distributed.resume_after_restart(parser, args)
     if args.resume is not None:
         args = resumed_args(parser, argv, args, 'train', RESUME_MAY_CHANGE)
-    elif sum(x is not None for x in (args.arch, args.genotype)) > 1:
-        parser.error("give the architecture once: --arch or --genotype")
-    elif args.arch is None and args.genotype is None and args.dir is None:
-        parser.error("no architecture: give --arch NAME, --dir SEARCH_DIR or --genotype FILE")
+    else:
+        check_architecture_arguments(parser, args)
     if args.auxiliary and args.image_size < 32:
         parser.error(f"--auxiliary needs images of at least 32x32 (its head pools an 8x8 map); got --image_size "
                      f"{args.image_size}")
@@ -147,9 +134,10 @@ def train(args: argparse.Namespace, run_dir: str, dist: distributed.Distributed,
                              image_size=args.image_size, stats=(train_data.mean, train_data.std))
     if dist.is_main and not args.resume:
         save_dataset_info(run_dir, train_data, args)
-    model = NetworkCIFAR(args.init_channels, train_data.num_classes, args.layers, args.auxiliary, genotype).to(device)
-    config = speed.PAPER_EXACT if args.paper_exact else speed.default_config(device)
-    speed.apply(model, config)
+    config = speed.config_for(device, args.paper_exact)
+    speed.configure_process(config)
+    model = NetworkCIFAR(args.init_channels, train_data.num_classes, args.layers, args.auxiliary, genotype,
+                         impl=speed.layers(config)).to(device, memory_format=config.memory_format)
     logger.info(f"genotype = {genotype}")
     logger.info(f"param size = {utils.count_parameters_in_MB(model):.6f} MB")
     logger.info(describe_cost(network_cost(genotype, num_classes=train_data.num_classes,
@@ -172,19 +160,15 @@ def train(args: argparse.Namespace, run_dir: str, dist: distributed.Distributed,
     start_epoch, history = 0, []
     if args.resume:
         state = load_run_checkpoint(run_dir, CHECKPOINT_FORMAT, args, RESUME_MAY_CHANGE)
-        model.load_state_dict(state['model'])
-        optimizer.load_state_dict(state['optimizer'])
-        scheduler.load_state_dict(state['scheduler'])
-        if scaler is not None and state.get('scaler'):
-            scaler.load_state_dict(state['scaler'])
-        data_generator.set_state(state['data_generator'])
-        set_rng_state(state['rng'][min(dist.rank, len(state['rng']) - 1)])  # one state per rank
+        restore_run(state, dist.rank, model, optimizer, scaler, scheduler=scheduler, data_generator=data_generator)
         start_epoch, history = state['epoch'], state['history']
         logger.info(f"resumed after epoch {start_epoch} of {args.epochs}")
 
     net = distributed.wrap(model, dist, device, args.sync_bn)
     if args.compile:
         net = torch.compile(net)
+    optimize = OptimizerStep(optimizer, args.grad_clip, scaler)
+    monitor = Monitor(logger, args.report_freq, stop, dist.all_reduce if dist.enabled else None)
     logger.info(f"speed: {config.describe()}{', compiled' if args.compile else ''}; precision {precision}; "
                 f"{len(train_data)} training images, {len(test_data)} test images, "
                 f"batch {args.batch_size}" + (f" ({args.batch_size // dist.world_size} per process)" if dist.enabled else ''))
@@ -194,15 +178,10 @@ def train(args: argparse.Namespace, run_dir: str, dist: distributed.Distributed,
     for epoch in range(start_epoch + 1, args.epochs + 1):
         lr = scheduler.get_last_lr()[0]
         model.drop_path_prob = args.drop_path_prob * (epoch - 1) / args.epochs
-        try:
-            train_stats = train_epoch(net, train_loader, optimizer, criterion, device, epoch=epoch,
-                                      grad_clip=args.grad_clip,
+        with utils.note_on_stop(epoch - 1, 'epoch', run_dir, 'train.py', logger):
+            train_stats = train_epoch(net, train_loader, criterion, optimize, device, monitor, epoch=epoch,
                                       auxiliary_weight=args.auxiliary_weight if args.auxiliary else 0.,
-                                      logger=logger, report_freq=args.report_freq, autocast=autocast, scaler=scaler,
-                                      stop=stop, all_reduce=dist.all_reduce if dist.enabled else None)
-        except utils.Stop as e:
-            raise utils.Stop(utils.stopped_note(str(e), epoch - 1, 'epoch', run_dir, 'train.py', logger),
-                             e.exit_code) from None
+                                      autocast=autocast)
         scheduler.step()
         dist.broadcast_buffers(model)  # every rank evaluates with rank 0's BatchNorm statistics
         test = infer(model, test_loader, criterion, device, autocast=autocast,
@@ -218,10 +197,8 @@ def train(args: argparse.Namespace, run_dir: str, dist: distributed.Distributed,
                     f"| eta {utils.format_duration(remaining)}")
         all_rng = dist.gather_object(rng_state())
         if dist.is_main:
-            if writer is not None:
-                for key in ('train_loss', 'train_top1', 'test_loss', 'test_top1', 'test_top5', 'lr'):
-                    writer.add_scalar(key.replace('_', '/', 1), history[-1][key], epoch)
-                writer.flush()
+            utils.add_scalars(writer, history[-1], ('train_loss', 'train_top1', 'test_loss', 'test_top1', 'test_top5',
+                                                    'lr'), epoch)
             atomic_save(model.state_dict(), os.path.join(run_dir, 'weights.pt'), with_checksum=False)
             atomic_save({
                 'format': CHECKPOINT_FORMAT, 'args': vars(args), 'epoch': epoch, 'model': model.state_dict(),
@@ -229,7 +206,6 @@ def train(args: argparse.Namespace, run_dir: str, dist: distributed.Distributed,
                 'scaler': scaler.state_dict() if scaler is not None else None,
                 'data_generator': data_generator.get_state(), 'rng': all_rng, 'history': history,
             }, os.path.join(run_dir, 'checkpoint.pt'), fault_tag=epoch)
-        utils.fault_point('saved', epoch)
 
     summary = {}
     if history:
@@ -239,7 +215,7 @@ def train(args: argparse.Namespace, run_dir: str, dist: distributed.Distributed,
                    'best_test_error': 100. - best['test_top1'], 'last_test_top1': last['test_top1'],
                    'last_test_error': 100. - last['test_top1'], 'params_mb': utils.count_parameters_in_MB(model)}
         if dist.is_main:
-            atomic_write_text(os.path.join(run_dir, 'summary.json'), json.dumps(summary, indent=1) + '\n')
+            save_summary(run_dir, summary)
         logger.info(f"done | best test error {summary['best_test_error']:.2f} % (epoch {best['epoch']}) "
                     f"| last test error {summary['last_test_error']:.2f} %")
     if writer is not None:

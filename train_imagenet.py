@@ -19,7 +19,6 @@ genotype.json, checkpoint.pth.tar (every epoch; --resume reads it) and model_bes
 weights under `state_dict`, which `test_imagenet.py --model_path` loads.
 """
 import argparse
-import json
 import math
 import os
 import sys
@@ -31,12 +30,12 @@ import torch.nn as nn
 import distributed
 import speed
 import utils
-from checkpoint import atomic_save, atomic_write_text, load_run_checkpoint, resumed_args, rng_state, \
-    save_args, set_rng_state
+from checkpoint import (atomic_save, load_run_checkpoint, restore_run, resumed_args, rng_state, save_args,
+                        save_summary)
 from cost import describe_cost, network_cost
 from data import FolderLoader, image_folder, imagenet_transforms
-from engine import infer, train_epoch
-from genotypes import save_genotype, training_genotype
+from engine import Monitor, OptimizerStep, infer, train_epoch
+from genotypes import check_architecture_arguments, save_genotype, training_genotype
 from model import NetworkImageNet
 
 CHECKPOINT_FORMAT = 'evnas-train-imagenet/1'
@@ -79,19 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help='mixed precision: bf16 autocast where supported, else fp16 with a gradient scaler')
     optim.add_argument('--sync_bn', action='store_true',
                        help='with torchrun on GPUs, BatchNorm statistics over the global batch')
-    optim.add_argument('--paper_exact', action='store_true',
-                       help='NCHW and native dilated convs, as the original (the default fast settings give the '
-                            'same results to float tolerance)')
+    speed.add_paper_exact_argument(optim)
 
-    run = parser.add_argument_group('run')
-    run.add_argument('--seed', type=int, default=0, help='random seed (default: 0)')
-    run.add_argument('--device', type=str, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
-    run.add_argument('--save', type=str, default='EXP',
-                     help='experiment name: new runs go to eval-imagenet-NAME-YYYYMMDD-HHMMSS (default: EXP)')
-    run.add_argument('--run_dir', type=str, default=None, help='exact directory of a new run (overrides --save)')
-    run.add_argument('--resume', type=str, default=None, metavar='RUN_DIR',
-                     help='continue the run in RUN_DIR after its last completed epoch')
-    run.add_argument('--report_freq', type=int, default=100, help='log every N steps (default: 100)')
+    utils.add_run_arguments(parser.add_argument_group('run'), 0, 'eval-imagenet-NAME-YYYYMMDD-HHMMSS', report_freq=100)
     return parser
 
 
@@ -101,10 +90,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     distributed.resume_after_restart(parser, args, 'checkpoint.pth.tar')
     if args.resume is not None:
         args = resumed_args(parser, argv, args, 'train_imagenet', RESUME_MAY_CHANGE, 'checkpoint.pth.tar')
-    elif args.arch is not None and args.genotype is not None:
-        parser.error("give the architecture once: --arch or --genotype")
-    elif args.arch is None and args.genotype is None and args.dir is None:
-        parser.error("no architecture: give --arch NAME, --dir SEARCH_DIR or --genotype FILE")
+    else:
+        check_architecture_arguments(parser, args)
     utils.check_args(parser, args,
                      at_least_one=('epochs', 'batch_size', 'init_channels', 'layers', 'report_freq', 'image_size'),
                      positive=('learning_rate', 'grad_clip'),
@@ -155,9 +142,10 @@ def train(args, run_dir: str, dist: distributed.Distributed, device: torch.devic
 
     utils.seed_everything(args.seed)
     num_classes = len(train_data.classes)
-    model = NetworkImageNet(args.init_channels, num_classes, args.layers, args.auxiliary, genotype).to(device)
-    config = speed.PAPER_EXACT if args.paper_exact else speed.default_config(device)
-    speed.apply(model, config)
+    config = speed.config_for(device, args.paper_exact)
+    speed.configure_process(config)
+    model = NetworkImageNet(args.init_channels, num_classes, args.layers, args.auxiliary, genotype,
+                            impl=speed.layers(config)).to(device, memory_format=config.memory_format)
     logger.info(f"genotype = {genotype}")
     logger.info(describe_cost(network_cost(genotype, 'imagenet', num_classes=num_classes,
                                            init_channels=args.init_channels, layers=args.layers,
@@ -175,15 +163,13 @@ def train(args, run_dir: str, dist: distributed.Distributed, device: torch.devic
     if args.resume:
         state = load_run_checkpoint(run_dir, CHECKPOINT_FORMAT, args, RESUME_MAY_CHANGE,
                                     checkpoint_name='checkpoint.pth.tar')
-        model.load_state_dict(state['state_dict'])
-        optimizer.load_state_dict(state['optimizer'])
-        if scaler is not None and state.get('scaler'):
-            scaler.load_state_dict(state['scaler'])
-        set_rng_state(state['rng'][min(dist.rank, len(state['rng']) - 1)])
+        restore_run(state, dist.rank, model, optimizer, scaler, model_key='state_dict')
         start_epoch, history, best_top1 = state['epoch'], state['history'], state['best_acc_top1']
         logger.info(f"resumed after epoch {start_epoch} of {args.epochs}")
 
     net = distributed.wrap(model, dist, device, args.sync_bn)
+    optimize = OptimizerStep(optimizer, args.grad_clip, scaler)
+    monitor = Monitor(logger, args.report_freq, stop, dist.all_reduce if dist.enabled else None)
     per_process = args.batch_size // dist.world_size
     if per_process < 1:
         raise utils.UserError(f"--batch_size {args.batch_size} is smaller than the {dist.world_size} processes")
@@ -209,15 +195,10 @@ def train(args, run_dir: str, dist: distributed.Distributed, device: torch.devic
             sampler = torch.utils.data.RandomSampler(train_data, generator=generator)
         train_loader = FolderLoader(train_data, per_process, device, num_workers=args.workers, sampler=sampler,
                                     generator=generator)
-        try:
-            train_stats = train_epoch(net, train_loader, optimizer, criterion_smooth, device, epoch=epoch + 1,
-                                      grad_clip=args.grad_clip,
+        with utils.note_on_stop(epoch, 'epoch', run_dir, 'train_imagenet.py', logger):
+            train_stats = train_epoch(net, train_loader, criterion_smooth, optimize, device, monitor, epoch=epoch + 1,
                                       auxiliary_weight=args.auxiliary_weight if args.auxiliary else 0.,
-                                      logger=logger, report_freq=args.report_freq, autocast=autocast,
-                                      scaler=scaler, stop=stop, all_reduce=dist.all_reduce if dist.enabled else None)
-        except utils.Stop as e:
-            raise utils.Stop(utils.stopped_note(str(e), epoch, 'epoch', run_dir, 'train_imagenet.py', logger),
-                             e.exit_code) from None
+                                      autocast=autocast)
         dist.broadcast_buffers(model)
         valid = infer(model, valid_loader, criterion, device, autocast=autocast,
                       all_reduce=dist.all_reduce if dist.enabled else None)
@@ -233,10 +214,8 @@ def train(args, run_dir: str, dist: distributed.Distributed, device: torch.devic
                     f"| eta {utils.format_duration(remaining)}")
         all_rng = dist.gather_object(rng_state())
         if dist.is_main:
-            if writer is not None:
-                for key in ('train_loss', 'train_top1', 'valid_loss', 'valid_top1', 'valid_top5', 'lr'):
-                    writer.add_scalar(key.replace('_', '/', 1), history[-1][key], epoch + 1)
-                writer.flush()
+            utils.add_scalars(writer, history[-1], ('train_loss', 'train_top1', 'valid_loss', 'valid_top1',
+                                                    'valid_top5', 'lr'), epoch + 1)
             state = {'format': CHECKPOINT_FORMAT, 'args': vars(args), 'epoch': epoch + 1,
                      'state_dict': model.state_dict(), 'best_acc_top1': best_top1, 'optimizer': optimizer.state_dict(),
                      'scaler': scaler.state_dict() if scaler is not None else None, 'rng': all_rng,
@@ -244,7 +223,6 @@ def train(args, run_dir: str, dist: distributed.Distributed, device: torch.devic
             atomic_save(state, os.path.join(run_dir, 'checkpoint.pth.tar'), fault_tag=epoch + 1)
             if is_best:
                 atomic_save(state, os.path.join(run_dir, 'model_best.pth.tar'))
-        utils.fault_point('saved', epoch + 1)
 
     summary = {}
     if history:
@@ -254,7 +232,7 @@ def train(args, run_dir: str, dist: distributed.Distributed, device: torch.devic
                    'last_top1': history[-1]['valid_top1'], 'last_top5': history[-1]['valid_top5'],
                    'params_mb': utils.count_parameters_in_MB(model)}
         if dist.is_main:
-            atomic_write_text(os.path.join(run_dir, 'summary.json'), json.dumps(summary, indent=1) + '\n')
+            save_summary(run_dir, summary)
         logger.info(f"done | best top1 {summary['best_top1']:.2f} % top5 {summary['best_top5']:.2f} % "
                     f"(epoch {best['epoch']})")
     if writer is not None:

@@ -25,8 +25,8 @@ import math
 import os
 import sys
 import time
-from contextlib import nullcontext
-from typing import Dict, List, Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -35,12 +35,13 @@ import distributed
 import report
 import speed
 import utils
-from architect_evolution import (Individual, count_distinct, decode, evolve, init_population, sort_population)
-from checkpoint import (atomic_save, atomic_write_text, load_run_checkpoint, resumed_args,
-                        rng_state, save_args, save_dataset_info, set_rng_state)
+from architect_evolution import Individual, count_distinct, decode, evolve, init_population, sort_population
+from checkpoint import (atomic_save, atomic_write_text, load_run_checkpoint, restore_run, resumed_args, rng_state,
+                        save_args, save_dataset_info)
 from cost import describe_cost
 from data import DATASETS, Augment, load_dataset, make_loader
-from engine import NonFiniteWatch, Tally
+from engine import Monitor, OptimizerStep, evaluate_population, train_generation
+from faults import fault_point
 from genotypes import genotype_to_dict, save_genotype
 from model_search import Network
 
@@ -95,9 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 'cheaper search (default: the whole held-out half, as the paper)')
 
     fast = parser.add_argument_group('speed (see README, "Performance")')
-    fast.add_argument('--paper_exact', action='store_true',
-                      help='compute the supernet exactly as the original code (with the none op, NCHW); the '
-                           'default fast settings give the same results to float tolerance')
+    speed.add_paper_exact_argument(fast)
     fast.add_argument('--amp', action='store_true',
                       help='bf16 autocast (fp16 with a gradient scaler on GPUs without bf16); changes numerics')
     fast.add_argument('--compile', action='store_true',
@@ -106,8 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help='with torchrun on GPUs, BatchNorm statistics of a training step over the global batch')
 
     run = parser.add_argument_group('run')
-    run.add_argument('--seed', type=int, default=18, help='random seed (default: 18)')
-    run.add_argument('--device', type=str, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
+    utils.add_seed_and_device(run, 18)
     run.add_argument('--dir', type=str, default=None,
                      help='where new runs go, as search-YYYYMMDD-HHMMSS (default: the current directory)')
     run.add_argument('--run_dir', type=str, default=None, help='exact directory of a new run (overrides --dir)')
@@ -149,185 +147,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# One generation
-
-def _check_stop(stop: utils.StopSignals, dist: distributed.Distributed, where: str) -> None:
-    """Stop between two steps when a signal asked for it; in a distributed run every rank agrees first."""
-    requested = torch.tensor(int(stop()))
-    if dist.enabled:
-        requested = dist.all_reduce(requested.to(dist.device), 'max').cpu()
-    if requested.item():
-        raise utils.Stop(f"stopped by signal during generation {where}", stop.exit_code)
-
-
-def train_generation(model: Network, decoded: Sequence[List[torch.Tensor]], loader, optimizer, criterion,
-                     args, generation: int, logger, stop: utils.StopSignals, net=None, autocast=nullcontext,
-                     scaler=None, dist: distributed.Distributed = distributed.Distributed()) -> List[Dict[str, float]]:
-    """One epoch of supernet training; step i trains the decoded architecture of individual i mod pop_size.
-    Returns each individual's training loss and accuracy over its steps (over all ranks). `net` is the
-    module to call: the model, or its DistributedDataParallel and/or torch.compile wrapper."""
-    net = model if net is None else net
-    model.train()
-    device = next(model.parameters()).device
-    tallies = [Tally(device) for _ in decoded]
-    watch = NonFiniteWatch(device, f"generation {generation}")
-    reduce = dist.all_reduce if dist.enabled else None
-    start, total = time.time(), len(loader)
-    for step, (x, y) in enumerate(loader):
-        i = step % len(decoded)
-        model.set_arch_parameters(decoded[i])
-        with autocast():
-            logits = net(x)
-            loss = criterion(logits.float(), y)
-        if utils.fault_point('nan', generation, step) == 'nan':
-            loss = loss * float('nan')
-        optimizer.zero_grad(set_to_none=True)  # every supernet parameter gets a gradient at every step
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-            optimizer.step()
-        tallies[i].update(loss, logits, y)
-        watch.update(loss, step)
-        utils.fault_point('train', generation, step)
-        report = step % args.report_freq == 0 or step == total - 1
-        if report:
-            watch.check(reduce and (lambda t: reduce(t, 'max')))
-            rate = (step + 1) * args.batch_size / max(time.time() - start, 1e-9)
-            logger.info(f"gen {generation:3d} | train {step:4d}/{total:4d} | individual {i:3d} "
-                        f"| loss {loss.item():.4f} | {rate:6.0f} img/s")
-        if report or not dist.enabled:  # a single process can afford to look at every step
-            _check_stop(stop, dist, f"{generation}, training step {step}")
-    return [t.result(reduce) for t in tallies]
-
-
-@torch.no_grad()
-def evaluate_population(model: Network, population: Sequence[Individual], decoded: Sequence[List[torch.Tensor]],
-                        loader, criterion, generation: int, logger, stop: utils.StopSignals, net=None,
-                        autocast=nullcontext, seeds: Sequence[int] = None,
-                        dist: distributed.Distributed = distributed.Distributed()) -> None:
-    """Set every individual's fitness: top-1 accuracy of its decoded architecture on the held-out half.
-
-    Individual i draws its batch order and augmentation from seeds[i], so its fitness does not depend on
-    which process measures it: with several ranks, rank r measures individuals r, r + N, ... and the results
-    are then shared, so every rank holds every fitness.
-    """
-    net = model if net is None else net
-    # NOTE (faithful to EvNAS): the supernet stays in train mode, so BatchNorm normalises with the statistics
-    # of each fitness batch (1024 images by default), not with running averages, and the held-out images
-    # carry the training augmentation. The fitness values of the paper depend on both.
-    model.train()
-    device = next(model.parameters()).device
-    timer = utils.Timer()
-    mine = list(range(dist.rank, len(population), dist.world_size))
-    measured = torch.zeros(len(population), 3, dtype=torch.float64)
-    for done, i in enumerate(mine, 1):
-        model.set_arch_parameters(decoded[i])
-        if seeds is not None:
-            loader.generator.manual_seed(int(seeds[i]))
-        tally = Tally(device)
-        for x, y in loader:
-            with autocast():
-                logits = net(x).float()
-            if utils.fault_point('nanfit', generation, i) == 'nanfit':
-                logits = logits * float('nan')
-            tally.update(criterion(logits, y), logits, y)
-            utils.fault_point('eval', generation, i)
-            if not dist.enabled:
-                _check_stop(stop, dist, f"{generation}, fitness of individual {i}")
-        result = tally.result()
-        # A non-finite loss makes the fitness NaN, which ranks below every measured individual.
-        fitness = result['top1'] if math.isfinite(result['loss']) else math.nan
-        measured[i] = torch.tensor([fitness, result['loss'], result['top5']], dtype=torch.float64)
-        logger.info(f"gen {generation:3d} | fitness {i + 1:3d}/{len(population):3d} | top1 {fitness:6.2f} "
-                    f"| loss {result['loss']:.4f} | eta {utils.format_duration(timer.remaining(done, len(mine)))}")
-    if dist.enabled:
-        _check_stop(stop, dist, f"{generation}, fitness evaluation")
-        measured = dist.all_reduce(measured.to(dist.device), 'sum').cpu()  # each row is non-zero on one rank
-    for individual, (fitness, loss, top5) in zip(population, measured.tolist()):
-        individual.fitness, individual.loss, individual.top5 = fitness, loss, top5
-
-
-def check_agreement(population: Sequence[Individual], dist: distributed.Distributed) -> None:
-    """Every rank evolves the population itself from the same seed; make sure they all hold the same one."""
-    if not dist.enabled:
-        return
-    digest = torch.tensor([float(sum(a.double().sum().item() * (k + 1) for k, ind in enumerate(population)
-                                     for a in ind.alphas))], dtype=torch.float64, device=dist.device)
-    low, high = -dist.all_reduce(-digest, 'max'), dist.all_reduce(digest, 'max')
-    if low.item() != high.item():
-        raise utils.UserError("the ranks of this run disagree on the population (they must run the same code "
-                              "with the same arguments)")
-
-
-def summarize(population: Sequence[Individual], train_stats: Sequence[Dict], generation: int, lr: float) -> Dict:
-    fitness = [ind.fitness for ind in population if not math.isnan(ind.fitness)]
-    train_stats = [t for t in train_stats if t['samples']]
-    seen = sum(t['samples'] for t in train_stats)
-    return {
-        'generation': generation,
-        'lr': lr,
-        'best': max(fitness, default=math.nan),
-        'mean': sum(fitness) / len(fitness) if fitness else math.nan,
-        'worst': min(fitness, default=math.nan),
-        'distinct_genotypes': count_distinct(population),
-        'train_loss': sum(t['loss'] * t['samples'] for t in train_stats) / max(seen, 1),
-        'train_top1': sum(t['top1'] * t['samples'] for t in train_stats) / max(seen, 1),
-    }
-
-
-def _json_number(value: float):
-    """NaN and infinities are not JSON: a missing measurement is written as null."""
-    return value if math.isfinite(value) else None
-
-
-def generation_record(population: Sequence[Individual], train_stats: Sequence[Dict], summary: Dict,
-                      order: Sequence[int]) -> Dict:
-    """The human-readable record of one generation, best individual first."""
-    return {
-        **{k: _json_number(v) if isinstance(v, float) else v for k, v in summary.items()},
-        'population': [{
-            'rank': rank + 1,
-            'index': order[rank],  # position in the generation as trained (step i trains index i mod pop_size)
-            'fitness': _json_number(ind.fitness),
-            'loss': _json_number(ind.loss),
-            'top5': _json_number(ind.top5),
-            'train_loss': _json_number(train_stats[order[rank]]['loss']),
-            'train_top1': _json_number(train_stats[order[rank]]['top1']),
-            'genotype': genotype_to_dict(ind.genotype()),
-            'alphas': {'normal': ind.alphas[0].tolist(), 'reduce': ind.alphas[1].tolist()},
-        } for rank, ind in enumerate(population)],
-    }
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Checkpoints
-
-def save_checkpoint(run_dir: str, args, generations_done: int, population, model, optimizer, scheduler, scaler,
-                    ga_generator, data_generator, history, elapsed: float, rng: List) -> None:
-    atomic_save({
-        'format': CHECKPOINT_FORMAT,
-        'args': vars(args),
-        'generation': generations_done,
-        'population': [ind.to_state() for ind in population],
-        'model': model.state_dict(),
-        'optimizer': optimizer.state_dict(),
-        'scheduler': scheduler.state_dict(),
-        'scaler': scaler.state_dict() if scaler is not None else None,
-        'ga_generator': ga_generator.get_state(),
-        'data_generator': data_generator.get_state(),
-        'rng': rng,  # every rank's global random streams
-        'history': history,
-        'elapsed': elapsed,
-    }, os.path.join(run_dir, 'checkpoint.pt'), fault_tag=generations_done)
-
-
-# ----------------------------------------------------------------------------------------------------------
+# The search
 
 def main(args: argparse.Namespace) -> Dict:
     return distributed.run(args, 'search', lambda run_dir, dist, device, stop: search(args, run_dir, stop, dist,
@@ -336,7 +156,66 @@ def main(args: argparse.Namespace) -> Dict:
 
 def search(args: argparse.Namespace, run_dir: str, stop: utils.StopSignals, dist: distributed.Distributed,
            device: torch.device) -> Dict:
+    """EvNAS, Alg. 1: per generation decode -> train -> evaluate -> rank -> record -> evolve -> checkpoint."""
     logger = utils.setup_logger('train_search', run_dir if dist.is_main else None, enabled=dist.is_main)
+    run = set_up(args, run_dir, dist, device, logger)
+    monitor = Monitor(logger, args.report_freq, stop, dist.all_reduce if dist.enabled else None)
+    records = Records(run_dir, dist.is_main, logger, args.epochs, run.generations_done)
+    for generation in range(run.generations_done + 1, args.epochs + 1):
+        lr = run.scheduler.get_last_lr()[0]
+        # Decode each individual once per generation; the device copies are reused by every step.
+        decoded = [[a.to(device) for a in decode(ind.alphas)] for ind in run.population]
+        seeds = torch.randint(0, 2 ** 62, (len(run.population),), generator=run.data_generator).tolist()
+        with utils.note_on_stop(generation - 1, 'generation', run_dir, 'train_search.py', logger):
+            started = time.time()
+            train_stats = train_generation(run.model, decoded, run.train_loader, run.optimize, monitor,
+                                           generation=generation, net=run.train_net, autocast=run.autocast)
+            run.scheduler.step()
+            trained = time.time()
+            evaluate_population(run.model, run.population, decoded, run.valid_loader, seeds, monitor,
+                                generation=generation, rank=dist.rank, world_size=dist.world_size, net=run.eval_net,
+                                autocast=run.autocast)
+        ranked, order = rank_population(run.population)
+        summary = summarize(ranked, train_stats, generation, lr, train_seconds=trained - started,
+                            fitness_seconds=time.time() - trained)
+        run.history.append(summary)
+        records.write(generation, ranked, train_stats, summary, order, run.elapsed_before)
+        if generation == args.epochs:
+            run.population = ranked
+            records.best(ranked[0])
+        else:
+            run.population = evolve(ranked, args.num_elites, args.tsize, args.mutate_rate, run.ga_generator)
+            check_agreement(run.population, dist)
+        run.generations_done = generation
+        save_checkpoint(run_dir, args, run, run.elapsed_before + records.timer.elapsed(), dist)
+    return records.finish(run)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Set-up and checkpoints
+
+@dataclass
+class SearchRun:
+    """What the generations read and change, and a checkpoint holds."""
+    model: Network
+    train_net: nn.Module  # what a training step calls: the model, or its DDP and/or torch.compile wrapper
+    eval_net: nn.Module   # what fitness calls: the model, or its torch.compile wrapper (never DDP)
+    optimize: OptimizerStep
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    autocast: Callable
+    train_loader: object
+    valid_loader: object
+    ga_generator: torch.Generator
+    data_generator: torch.Generator
+    population: List[Individual]
+    history: List[Dict] = field(default_factory=list)
+    generations_done: int = 0
+    elapsed_before: float = 0.
+
+
+def set_up(args, run_dir: str, dist: distributed.Distributed, device: torch.device, logger) -> SearchRun:
+    """The data split, the supernet and its optimiser, the loaders, the first population; with --resume, the
+    state of the run's last checkpoint."""
     if dist.is_main and not args.resume:
         save_args(run_dir, 'train_search', args)
         os.makedirs(os.path.join(run_dir, 'generations'), exist_ok=True)
@@ -353,9 +232,10 @@ def search(args: argparse.Namespace, run_dir: str, stop: utils.StopSignals, dist
     if split < 1 or split >= len(train_data):
         raise utils.UserError(f"--train_portion {args.train_portion} leaves no images on one side of the split "
                               f"of {len(train_data)} training images")
-    model = Network(args.init_channels, train_data.num_classes, args.layers).to(device)
-    config = speed.PAPER_EXACT if args.paper_exact else speed.default_config(device)
-    speed.apply(model, config)
+    config = speed.config_for(device, args.paper_exact)
+    speed.configure_process(config)
+    model = Network(args.init_channels, train_data.num_classes, args.layers, impl=speed.layers(config))
+    model = model.to(device, memory_format=config.memory_format)
     # With several processes each step still trains one individual on a global batch of --batch_size
     # images: every rank takes its share of the batch, and DistributedDataParallel averages the gradients.
     train_net = distributed.wrap(model, dist, device, args.sync_bn)
@@ -364,17 +244,9 @@ def search(args: argparse.Namespace, run_dir: str, stop: utils.StopSignals, dist
         # took 638 s for a 5 % faster forward, and its training step did not compile within 30 minutes.
         logger.warning("--compile on a CPU: compiling can take tens of minutes before the first step, "
                        "for a small gain; leave it off for CPU searches")
-    # Fitness never goes through DDP: ranks measure different individuals, with no collective in between.
-    eval_net = torch.compile(model) if args.compile else model
-    train_net = torch.compile(train_net) if args.compile else train_net
     autocast, scaler, precision = utils.mixed_precision(device, args.amp)
-    criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), args.learning_rate, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, float(args.epochs), eta_min=args.learning_rate_min)
-    ga_generator = utils.make_generator(args.seed)
-    data_generator = utils.make_generator(args.seed + 1)
-    fitness_generator = utils.make_generator(args.seed + 3)  # reseeded for every individual, from data_generator
 
     # The first half trains the supernet, the second half measures fitness, both with the training
     # augmentation, each pass in a fresh random order (EvNAS's two SubsetRandomSamplers).
@@ -387,104 +259,179 @@ def search(args: argparse.Namespace, run_dir: str, stop: utils.StopSignals, dist
         valid_indices = valid_indices[chosen.sort().values]
     if args.loader == 'tensor':
         train_data = train_data.to(device)  # held once on the device; both loaders index into it
-    train_loader = make_loader(args.loader, train_data, args.batch_size, device, indices[:split], shuffle=True,
-                               augment=augment, generator=data_generator, num_workers=args.num_workers,
-                               rank=dist.rank, world_size=dist.world_size, memory_format=config.memory_format)
-    valid_loader = make_loader(args.loader, train_data, args.valid_batch_size, device, valid_indices, shuffle=True,
-                               augment=augment, generator=fitness_generator, num_workers=args.num_workers,
-                               memory_format=config.memory_format)
+    ga_generator = utils.make_generator(args.seed)
+    data_generator = utils.make_generator(args.seed + 1)
+    fitness_generator = utils.make_generator(args.seed + 3)  # reseeded for every individual, from data_generator
+    loader = dict(augment=augment, num_workers=args.num_workers, memory_format=config.memory_format)
+    run = SearchRun(
+        model=model, train_net=torch.compile(train_net) if args.compile else train_net,
+        eval_net=torch.compile(model) if args.compile else model,
+        optimize=OptimizerStep(optimizer, args.grad_clip, scaler),
+        scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, float(args.epochs),
+                                                             eta_min=args.learning_rate_min),
+        autocast=autocast,
+        train_loader=make_loader(args.loader, train_data, args.batch_size, device, indices[:split], shuffle=True,
+                                 generator=data_generator, rank=dist.rank, world_size=dist.world_size, **loader),
+        valid_loader=make_loader(args.loader, train_data, args.valid_batch_size, device, valid_indices, shuffle=True,
+                                 generator=fitness_generator, **loader),
+        ga_generator=ga_generator, data_generator=data_generator,
+        population=init_population(args.pop_size, model._steps, ga_generator))
     logger.info(f"{args.dataset}: {split} images train the supernet, {len(valid_indices)} measure fitness; "
                 f"supernet {utils.count_parameters_in_MB(model):.3f} M parameters; speed: {config.describe()}, "
                 f"{precision}{', compiled' if args.compile else ''}")
-
-    population = init_population(args.pop_size, model._steps, ga_generator)
-    start_generation, history, elapsed_before = 0, [], 0.
     if args.resume:
-        state = load_run_checkpoint(run_dir, CHECKPOINT_FORMAT, args, RESUME_MAY_CHANGE)
-        model.load_state_dict(state['model'])
-        optimizer.load_state_dict(state['optimizer'])
-        scheduler.load_state_dict(state['scheduler'])
-        if scaler is not None and state.get('scaler'):
-            scaler.load_state_dict(state['scaler'])
-        ga_generator.set_state(state['ga_generator'])
-        data_generator.set_state(state['data_generator'])
-        set_rng_state(state['rng'][min(dist.rank, len(state['rng']) - 1)])  # one state per rank
-        population = [Individual.from_state(s) for s in state['population']]
-        start_generation, history, elapsed_before = state['generation'], state['history'], state['elapsed']
-        logger.info(f"resumed after generation {start_generation} of {args.epochs}")
+        restore(run, load_run_checkpoint(run_dir, CHECKPOINT_FORMAT, args, RESUME_MAY_CHANGE), dist.rank)
+        logger.info(f"resumed after generation {run.generations_done} of {args.epochs}")
+    return run
 
-    writer = utils.summary_writer(os.path.join(run_dir, 'runs')) if dist.is_main else None
-    timer = utils.Timer()
-    best_genotype_path = os.path.join(run_dir, 'genotype.json')
-    for generation in range(start_generation + 1, args.epochs + 1):
-        lr = scheduler.get_last_lr()[0]
-        # Decode each individual once per generation; the device copies are reused by every step.
-        decoded = [[a.to(device) for a in decode(ind.alphas)] for ind in population]
-        seeds = torch.randint(0, 2 ** 62, (len(population),), generator=data_generator).tolist()
-        try:
-            started = time.time()
-            train_stats = train_generation(model, decoded, train_loader, optimizer, criterion, args, generation,
-                                           logger, stop, train_net, autocast, scaler, dist)
-            scheduler.step()
-            trained = time.time()
-            evaluate_population(model, population, decoded, valid_loader, criterion, generation, logger, stop,
-                                eval_net, autocast, seeds, dist)
-            evaluated = time.time()
-        except utils.Stop as e:
-            raise utils.Stop(utils.stopped_note(str(e), generation - 1, 'generation', run_dir, 'train_search.py',
-                                                logger), e.exit_code) from None
 
-        index_of = {id(ind): i for i, ind in enumerate(population)}
-        population = sort_population(population)
-        ranked_order = [index_of[id(ind)] for ind in population]
-        summary = summarize(population, train_stats, generation, lr)
-        summary.update(train_seconds=trained - started, fitness_seconds=evaluated - trained)
-        history.append(summary)
-        elapsed = elapsed_before + timer.elapsed()
-        remaining = timer.remaining(generation - start_generation, args.epochs - start_generation)
-        logger.info(f"gen {generation:3d}/{args.epochs} | best {summary['best']:6.2f} | mean {summary['mean']:6.2f} "
-                    f"| worst {summary['worst']:6.2f} | distinct {summary['distinct_genotypes']:3d}/{len(population)} "
-                    f"| train loss {summary['train_loss']:.4f} | elapsed {utils.format_duration(elapsed)} "
-                    f"| eta {utils.format_duration(remaining)}")
-        if dist.is_main:
-            atomic_write_text(os.path.join(run_dir, 'generations', f'gen_{generation:03d}.json'),
-                              json.dumps(generation_record(population, train_stats, summary, ranked_order),
-                                         allow_nan=False) + '\n')
-        if writer is not None:
+def save_checkpoint(run_dir: str, args, run: SearchRun, elapsed: float, dist: distributed.Distributed) -> None:
+    """RUN_DIR/checkpoint.pt after a generation, which --resume continues from bit for bit; every rank waits
+    for it, so that none runs ahead of the checkpoint it would resume from."""
+    fault_point('evolve', run.generations_done)
+    all_rng = dist.gather_object(rng_state())  # every rank's global random streams
+    if dist.is_main:
+        optimizer, scaler = run.optimize.optimizer, run.optimize.scaler
+        atomic_save({
+            'format': CHECKPOINT_FORMAT,
+            'args': vars(args),
+            'generation': run.generations_done,
+            'population': [ind.to_state() for ind in run.population],
+            'model': run.model.state_dict(),
+            'optimizer': optimizer.state_dict(),
+            'scheduler': run.scheduler.state_dict(),
+            'scaler': scaler.state_dict() if scaler is not None else None,
+            'ga_generator': run.ga_generator.get_state(),
+            'data_generator': run.data_generator.get_state(),
+            'rng': all_rng,
+            'history': run.history,
+            'elapsed': elapsed,
+        }, os.path.join(run_dir, 'checkpoint.pt'), fault_tag=run.generations_done)
+    dist.barrier()
+
+
+def restore(run: SearchRun, state: Dict, rank: int) -> None:
+    restore_run(state, rank, run.model, run.optimize.optimizer, run.optimize.scaler, scheduler=run.scheduler,
+                ga_generator=run.ga_generator, data_generator=run.data_generator)
+    run.population = [Individual.from_state(s) for s in state['population']]
+    run.generations_done, run.history, run.elapsed_before = state['generation'], state['history'], state['elapsed']
+
+
+def check_agreement(population: Sequence[Individual], dist: distributed.Distributed) -> None:
+    """Every rank evolves the population itself from the same seed; make sure they all hold the same one."""
+    if not dist.enabled:
+        return
+    digest = torch.tensor([float(sum(a.double().sum().item() * (k + 1) for k, ind in enumerate(population)
+                                     for a in ind.alphas))], dtype=torch.float64)
+    low, high = -dist.all_reduce(-digest, 'max'), dist.all_reduce(digest, 'max')
+    if low.item() != high.item():
+        raise utils.UserError("the ranks of this run disagree on the population (they must run the same code "
+                              "with the same arguments)")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Records
+
+def rank_population(population: Sequence[Individual]) -> Tuple[List[Individual], List[int]]:
+    """The population best first, and each ranked individual's position in the generation as trained."""
+    index_of = {id(ind): i for i, ind in enumerate(population)}
+    ranked = sort_population(population)
+    return ranked, [index_of[id(ind)] for ind in ranked]
+
+
+def summarize(ranked: Sequence[Individual], train_stats: Sequence[Dict], generation: int, lr: float,
+              **timings: float) -> Dict:
+    fitness = [ind.fitness for ind in ranked if not math.isnan(ind.fitness)]
+    train_stats = [t for t in train_stats if t['samples']]
+    seen = sum(t['samples'] for t in train_stats)
+    return {
+        'generation': generation,
+        'lr': lr,
+        'best': max(fitness, default=math.nan),
+        'mean': sum(fitness) / len(fitness) if fitness else math.nan,
+        'worst': min(fitness, default=math.nan),
+        'distinct_genotypes': count_distinct(ranked),
+        'train_loss': sum(t['loss'] * t['samples'] for t in train_stats) / max(seen, 1),
+        'train_top1': sum(t['top1'] * t['samples'] for t in train_stats) / max(seen, 1),
+        **timings,
+    }
+
+
+def _json_number(value: float):
+    """NaN and infinities are not JSON: a missing measurement is written as null."""
+    return value if math.isfinite(value) else None
+
+
+def generation_record(ranked: Sequence[Individual], train_stats: Sequence[Dict], summary: Dict,
+                      order: Sequence[int]) -> Dict:
+    """The human-readable record of one generation, best individual first."""
+    return {
+        **{k: _json_number(v) if isinstance(v, float) else v for k, v in summary.items()},
+        'population': [{
+            'rank': rank + 1,
+            'index': order[rank],  # position in the generation as trained (step i trains index i mod pop_size)
+            'fitness': _json_number(ind.fitness),
+            'loss': _json_number(ind.loss),
+            'top5': _json_number(ind.top5),
+            'train_loss': _json_number(train_stats[order[rank]]['loss']),
+            'train_top1': _json_number(train_stats[order[rank]]['top1']),
+            'genotype': genotype_to_dict(ind.genotype()),
+            'alphas': {'normal': ind.alphas[0].tolist(), 'reduce': ind.alphas[1].tolist()},
+        } for rank, ind in enumerate(ranked)],
+    }
+
+
+class Records:
+    """What a search shows and keeps: one log row and generations/gen_NNN.json per generation, TensorBoard
+    scalars when tensorboard is installed, genotype.json and the report at the end (files on rank 0 only)."""
+
+    def __init__(self, run_dir: str, is_main: bool, logger, epochs: int, generations_done: int):
+        self.run_dir, self.is_main, self.logger = run_dir, is_main, logger
+        self.epochs, self.first = epochs, generations_done
+        self.writer = utils.summary_writer(os.path.join(run_dir, 'runs')) if is_main else None
+        self.timer = utils.Timer()
+        self.genotype_path = os.path.join(run_dir, 'genotype.json')
+
+    def write(self, generation: int, ranked, train_stats, summary: Dict, order, elapsed_before: float) -> None:
+        elapsed = elapsed_before + self.timer.elapsed()
+        remaining = self.timer.remaining(generation - self.first, self.epochs - self.first)
+        self.logger.info(f"gen {generation:3d}/{self.epochs} | best {summary['best']:6.2f} | mean {summary['mean']:6.2f} "
+                         f"| worst {summary['worst']:6.2f} | distinct {summary['distinct_genotypes']:3d}/{len(ranked)} "
+                         f"| train loss {summary['train_loss']:.4f} | elapsed {utils.format_duration(elapsed)} "
+                         f"| eta {utils.format_duration(remaining)}")
+        if not self.is_main:
+            return
+        atomic_write_text(os.path.join(self.run_dir, 'generations', f'gen_{generation:03d}.json'),
+                          json.dumps(generation_record(ranked, train_stats, summary, order), allow_nan=False) + '\n')
+        if self.writer is not None:
             for key in ('best', 'mean', 'worst'):
-                writer.add_scalar(f'fitness/{key}', summary[key], generation)
-            writer.add_scalar('population/distinct_genotypes', summary['distinct_genotypes'], generation)
-            writer.add_scalar('train/loss', summary['train_loss'], generation)
-            writer.add_scalar('train/top1', summary['train_top1'], generation)
-            writer.add_scalar('train/lr', lr, generation)
-            writer.flush()
+                self.writer.add_scalar(f'fitness/{key}', summary[key], generation)
+            self.writer.add_scalar('population/distinct_genotypes', summary['distinct_genotypes'], generation)
+            for key in ('loss', 'top1'):
+                self.writer.add_scalar(f'train/{key}', summary[f'train_{key}'], generation)
+            self.writer.add_scalar('train/lr', summary['lr'], generation)
+            self.writer.flush()
 
-        if generation == args.epochs:
-            if dist.is_main:
-                save_genotype(population[0].genotype(), best_genotype_path)
-            logger.info(f"best architecture (fitness {population[0].fitness:.2f}): {population[0].genotype()}")
-        else:
-            population = evolve(population, args.num_elites, args.tsize, args.mutate_rate, ga_generator)
-            check_agreement(population, dist)
-        utils.fault_point('evolve', generation)
-        all_rng = dist.gather_object(rng_state())
-        if dist.is_main:
-            save_checkpoint(run_dir, args, generation, population, model, optimizer, scheduler, scaler, ga_generator,
-                            data_generator, history, elapsed, all_rng)
-        dist.barrier()  # no rank runs ahead of the checkpoint it would resume from
-    if writer is not None:
-        writer.close()
-    if start_generation >= args.epochs:
-        logger.info(f"{run_dir} already completed its {args.epochs} generations; nothing to do")
-    elif dist.is_main:
-        summary = report.write_report(run_dir)
-        for label, key in (('CIFAR (C=36, 20 layers)', 'cifar'), ('ImageNet (C=48, 14 layers)', 'imagenet')):
-            logger.info(f"cost of the best architecture, {describe_cost(summary['costs'][key], label)}")
-        logger.info(f"saved {best_genotype_path}, its diagram and {os.path.join(run_dir, 'report.md')}; train it "
-                    f"with: python train.py --dir {run_dir} --auxiliary --cutout")
-    utils.close_logger(logger)
-    return {'run_dir': run_dir, 'history': history, 'population': population,
-            'genotype_path': best_genotype_path}
+    def best(self, individual: Individual) -> None:
+        """The search's result: the best individual of the last generation."""
+        if self.is_main:
+            save_genotype(individual.genotype(), self.genotype_path)
+        self.logger.info(f"best architecture (fitness {individual.fitness:.2f}): {individual.genotype()}")
+
+    def finish(self, run: SearchRun) -> Dict:
+        if self.writer is not None:
+            self.writer.close()
+        if self.first >= self.epochs:
+            self.logger.info(f"{self.run_dir} already completed its {self.epochs} generations; nothing to do")
+        elif self.is_main:
+            summary = report.write_report(self.run_dir)
+            for label, key in (('CIFAR (C=36, 20 layers)', 'cifar'), ('ImageNet (C=48, 14 layers)', 'imagenet')):
+                self.logger.info(f"cost of the best architecture, {describe_cost(summary['costs'][key], label)}")
+            self.logger.info(f"saved {self.genotype_path}, its diagram and {os.path.join(self.run_dir, 'report.md')}; "
+                             f"train it with: python train.py --dir {self.run_dir} --auxiliary --cutout")
+        utils.close_logger(self.logger)
+        return {'run_dir': self.run_dir, 'history': run.history, 'population': run.population,
+                'genotype_path': self.genotype_path}
 
 
 if __name__ == '__main__':

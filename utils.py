@@ -1,10 +1,16 @@
-"""Small helpers every script shares: errors, devices, meters, logging, seeding."""
+"""Small helpers every script shares: errors, stopping, devices, seeding, logging, argument checks."""
+import argparse
+import copy
+import functools
 import logging
 import os
 import random
+import signal
 import sys
+import threading
 import time
-from typing import Callable, List, Optional, Sequence
+from contextlib import contextmanager, nullcontext
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -31,6 +37,15 @@ def stopped_note(reason: str, done: int, unit: str, run_dir: str, script: str, l
     note = f"{reason}; {kept}; continue with: python {script} --resume {run_dir}"
     logger.info(note)
     return note
+
+
+@contextmanager
+def note_on_stop(done: int, unit: str, run_dir: str, script: str, logger: logging.Logger):
+    """A Stop raised inside the block comes out saying where the run stands and how to continue it."""
+    try:
+        yield
+    except Stop as e:
+        raise Stop(stopped_note(str(e), done, unit, run_dir, script, logger), e.exit_code) from None
 
 
 def run_main(main: Callable, args) -> int:
@@ -76,36 +91,6 @@ def make_generator(seed: int) -> torch.Generator:
     generator = torch.Generator()
     generator.manual_seed(seed)
     return generator
-
-
-class AverageMeter:
-    """Running average; accepts tensors so that accumulation stays on the device until logged."""
-
-    def __init__(self):
-        self.reset()
-
-    def reset(self):
-        self.sum = 0.
-        self.cnt = 0
-
-    def update(self, val, n: int = 1):
-        self.sum = self.sum + val * n
-        self.cnt += n
-
-    @property
-    def avg(self) -> float:
-        if self.cnt == 0:
-            return float('nan')
-        total = self.sum.item() if torch.is_tensor(self.sum) else self.sum  # a host sync when on a GPU
-        return total / self.cnt
-
-
-def accuracy(output: torch.Tensor, target: torch.Tensor, topk: Sequence[int] = (1,)) -> List[torch.Tensor]:
-    """Top-k accuracies in percent, as 0-d tensors on the output's device (no host sync)."""
-    maxk = min(max(topk), output.size(1))
-    _, pred = output.topk(maxk, 1, True, True)
-    correct = pred.eq(target[:, None])
-    return [correct[:, :min(k, maxk)].any(dim=1).float().mean() * 100. for k in topk]
 
 
 def count_parameters_in_MB(model: nn.Module) -> float:
@@ -171,6 +156,34 @@ def summary_writer(log_dir: str):
     return SummaryWriter(log_dir)
 
 
+def add_seed_and_device(group, seed: int) -> None:
+    """--seed and --device, as every script takes them."""
+    group.add_argument('--seed', type=int, default=seed, help=f'random seed (default: {seed})')
+    group.add_argument('--device', type=str, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
+
+
+def add_run_arguments(group, seed: int, new_runs: str, report_freq: int, unit: str = 'epoch') -> None:
+    """The run group of the training scripts: --seed, --device, --save (new runs go to new_runs with NAME in
+    it), --run_dir, --resume and --report_freq."""
+    add_seed_and_device(group, seed)
+    group.add_argument('--save', type=str, default='EXP',
+                       help=f'experiment name: new runs go to {new_runs} (default: EXP)')
+    group.add_argument('--run_dir', type=str, default=None, help='exact directory of a new run (overrides --save)')
+    group.add_argument('--resume', type=str, default=None, metavar='RUN_DIR',
+                       help=f'continue the run in RUN_DIR after its last completed {unit}')
+    group.add_argument('--report_freq', type=int, default=report_freq,
+                       help=f'log every N steps (default: {report_freq})')
+
+
+def add_scalars(writer, row: dict, keys: Sequence[str], step: int) -> None:
+    """row[key] for each key to TensorBoard as 'train_loss' -> train/loss (nothing without a writer)."""
+    if writer is None:
+        return
+    for key in keys:
+        writer.add_scalar(key.replace('_', '/', 1), row[key], step)
+    writer.flush()
+
+
 def check_args(parser, args, at_least_one=(), positive=(), non_negative=()) -> None:
     """Refuse out-of-range numbers before any work, with argparse's usage line and exit status 2."""
     for name in at_least_one:
@@ -186,41 +199,12 @@ def check_args(parser, args, at_least_one=(), positive=(), non_negative=()) -> N
 
 def explicit_options(parser, argv: Optional[Sequence[str]]) -> set:
     """The option names (dests) given on the command line, as opposed to left at their defaults."""
-    import argparse
-    import copy
     probe = copy.deepcopy(parser)
     for action in probe._actions:
         action.default = argparse.SUPPRESS
         action.required = False
     namespace, _ = probe.parse_known_args(argv)
     return set(vars(namespace))
-
-
-def fault_point(point: str, generation: int = -1, step: int = -1) -> Optional[str]:
-    """Test-only fault injection, off unless EVNAS_FAULT is set.
-
-    EVNAS_FAULT='ACTION@POINT[:GENERATION[:STEP]]' fires at the named point of a run: ACTION `kill` sends
-    SIGKILL to this process (a crash no handler can see), `term` SIGTERM, `int` SIGINT (Ctrl-C); anything
-    else (e.g. `nan`) is returned to the caller, which injects it. tests/test_faults.py picks exact moments
-    with it.
-    """
-    spec = os.environ.get('EVNAS_FAULT')
-    if not spec:
-        return None
-    # Under torchrun: only in the rank EVNAS_FAULT_RANK names, and never again after an elastic restart.
-    if os.environ.get('EVNAS_FAULT_RANK', os.environ.get('RANK', '0')) != os.environ.get('RANK', '0') or \
-            os.environ.get('TORCHELASTIC_RESTART_COUNT', '0') != '0':
-        return None
-    action, _, where = spec.partition('@')
-    name, *numbers = where.split(':')
-    if name != point or any(int(n) != have for n, have in zip(numbers, (generation, step))):
-        return None
-    if action in ('kill', 'term', 'int'):
-        import signal
-        os.kill(os.getpid(), {'kill': signal.SIGKILL, 'term': signal.SIGTERM, 'int': signal.SIGINT}[action])
-        if action == 'kill':
-            time.sleep(60)  # SIGKILL arrives asynchronously on some systems; never run past the fault
-    return action
 
 
 class StopSignals:
@@ -234,8 +218,6 @@ class StopSignals:
         self.handle_sigterm = handle_sigterm
 
     def __enter__(self) -> 'StopSignals':
-        import signal
-        import threading
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT) if self.handle_sigterm else (signal.SIGINT,):
                 self.previous[sig] = signal.signal(sig, self._handle)
@@ -252,7 +234,6 @@ class StopSignals:
         return 128 + int(self.received[0]) if self.received else 2
 
     def __exit__(self, *exc) -> None:
-        import signal
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
 
@@ -260,8 +241,6 @@ class StopSignals:
 def mixed_precision(device: torch.device, enabled: bool):
     """(autocast factory, GradScaler or None, name) for --amp: bf16 where the device supports it, else fp16
     with a gradient scaler. Disabled, it is a no-op context and fp32, as in the paper."""
-    import functools
-    from contextlib import nullcontext
     if not enabled:
         return nullcontext, None, 'fp32'
     if device.type == 'cuda' and not torch.cuda.is_bf16_supported():

@@ -2,8 +2,10 @@
 import json
 
 import pytest
+import torch
 
 import bench
+import speed
 
 
 def test_spearman_known_answers():
@@ -50,3 +52,18 @@ def test_quick_run_in_rounds(tmp_path, capsys):
     assert saved['meta']['rounds'] == 2
     assert [len(saved['results']['fitness'][v]['rounds']) for v in ('paper_exact', 'fast')] == [2, 2]
     assert saved['speedups']['fitness']['fast'] > 0
+
+
+def test_ablation_measures_each_default_setting_off_alone(tmp_path, capsys):
+    out = tmp_path / 'bench.json'
+    bench.main(bench.parse_args(['--quick', '--device', 'cpu', '--only', 'fitness', '--warmup', '0', '--repeats', '1',
+                                 '--ablate', '--in_process', '--json', str(out)]))
+    table = capsys.readouterr().out
+    assert 'what each setting earns' in table
+    saved = json.load(open(out))
+    on = [name for name in speed.SETTINGS if getattr(speed.default_config(torch.device('cpu')), name)]
+    assert set(saved['results']['fitness']) == {'paper_exact', 'fast'} | {f'no_{name}' for name in on}
+    assert saved['meta']['configs']['no_channels_last'] == speed.default_config(torch.device('cpu')).without(
+        'channels_last').describe()
+    for name in on:
+        assert f'{name} ' in table.split('what each setting earns')[1]

@@ -2,7 +2,7 @@
 uninterrupted one, and every bad input gets one clear line and exit status 2.
 
 Crashes are real: the run is a subprocess that EVNAS_FAULT makes SIGKILL (or SIGTERM) itself at an exact
-point (utils.fault_point). The references are the session's uninterrupted runs (conftest.py).
+point (faults.py). The references are the session's uninterrupted runs (conftest.py).
 """
 import errno
 import hashlib
@@ -203,7 +203,7 @@ class TestDamagedArtifacts:
 class TestNumericalFaults:
     def test_nan_loss_stops_training_naming_epoch_and_step(self, tmp_path, monkeypatch, capsys):
         run_dir = str(tmp_path / 'run')
-        monkeypatch.setenv('EVNAS_FAULT', 'nan@nan:2:1')
+        monkeypatch.setenv('EVNAS_FAULT', 'nan@train:2:1')
         assert call_main(train, TRAIN_REFERENCE + ['--run_dir', run_dir]) == 2
         err = capsys.readouterr().err
         assert 'non-finite at epoch 2, step 1' in err and 'checkpoint after epoch 1' in err
@@ -211,7 +211,7 @@ class TestNumericalFaults:
 
     def test_nan_fitness_ranks_last_and_is_never_an_elite(self, tmp_path, monkeypatch):
         run_dir = str(tmp_path / 'run')
-        monkeypatch.setenv('EVNAS_FAULT', 'nanfit@nanfit:1:0')  # individual 0 of generation 1
+        monkeypatch.setenv('EVNAS_FAULT', 'nan@eval:1:0')  # individual 0 of generation 1
         assert call_main(train_search, SEARCH_TINY + ['--epochs', '2', '--num_elites', '2', '--run_dir', run_dir]) == 0
         record = json.load(open(os.path.join(run_dir, 'generations', 'gen_001.json')))
         assert record['population'][-1]['index'] == 0 and record['population'][-1]['fitness'] is None

@@ -7,6 +7,7 @@ import pytest
 import genotypes
 from conftest import FIXTURES
 from genotypes import Genotype, GenotypeError
+from operations import OPS
 
 
 def _fixture():
@@ -33,6 +34,30 @@ class TestPublishedGenotypes:
     def test_lookup_never_evaluates_code(self):
         with pytest.raises(GenotypeError):
             genotypes.get_genotype("__import__('os').system('true')")
+
+
+class TestSearchSpace:
+    def test_none_is_the_first_primitive(self):
+        # As in DARTS; decoding takes the best op among the columns after it.
+        assert genotypes.NONE_INDEX == 0 == genotypes.PRIMITIVES.index('none')
+
+    def test_every_operation_a_genotype_may_name_is_buildable(self):
+        assert sorted(genotypes.OPERATIONS) == sorted(OPS)
+        assert set(genotypes.PRIMITIVES) <= set(genotypes.OPERATIONS)
+
+    @pytest.mark.parametrize('steps, edges', [(1, 2), (2, 5), (3, 9), (4, 14), (5, 20)])
+    def test_edges_per_cell(self, steps, edges):
+        assert genotypes.num_edges(steps) == edges and genotypes.num_steps(edges) == steps
+
+    def test_a_row_count_that_is_no_cell_is_refused(self):
+        with pytest.raises(ValueError, match='do not form a cell'):
+            genotypes.num_steps(13)
+
+    def test_an_operation_outside_the_table_is_refused(self):
+        broken = genotypes.genotype_to_dict(genotypes.EvNASA)
+        broken['normal'][0][0] = 'sep_conv_9x9'
+        with pytest.raises(GenotypeError, match="unknown operation 'sep_conv_9x9'"):
+            genotypes.genotype_from_dict(broken)
 
 
 class TestGenotypeFiles:

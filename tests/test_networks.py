@@ -5,8 +5,9 @@ import pytest
 import torch
 
 import genotypes
+import speed
 import utils
-from conftest import FIXTURES
+from conftest import FIXTURES, ROOT
 from model import AuxiliaryHeadImageNet, NetworkCIFAR, NetworkImageNet, drop_path
 from model_search import Network
 
@@ -26,10 +27,12 @@ def _build(entry: str):
     return NetworkCIFAR(36, 100 if dataset == 'cifar100' else 10, 20, True, genotypes.get_genotype(arch))
 
 
+ENTRIES = ['cifar10/EvNASA', 'cifar10/EvNASB', 'cifar10/EvNASC', 'cifar100/EvNASA', 'cifar100/EvNASB',
+           'cifar100/EvNASC', 'imagenet/EvNASA', 'imagenet/EvNASB', 'imagenet/EvNASC', 'search/C16L8']
+
+
 class TestStateDictManifest:
-    @pytest.mark.parametrize('entry', [
-        'cifar10/EvNASA', 'cifar10/EvNASB', 'cifar10/EvNASC', 'cifar100/EvNASA', 'cifar100/EvNASB',
-        'cifar100/EvNASC', 'imagenet/EvNASA', 'imagenet/EvNASB', 'imagenet/EvNASC', 'search/C16L8'])
+    @pytest.mark.parametrize('entry', ENTRIES)
     def test_keys_and_shapes_equal_the_original(self, manifest, entry):
         ours = {k: list(v.shape) for k, v in _build(entry).state_dict().items()}
         theirs = manifest[entry]
@@ -37,8 +40,22 @@ class TestStateDictManifest:
         assert sorted(set(ours) - set(theirs)) == [], 'keys we have and the original lacks'
         assert ours == theirs
 
-    def test_manifest_covers_every_entry(self, manifest):
-        assert len(manifest) == 10
+    def test_every_network_of_the_manifest_is_checked(self, manifest):
+        assert sorted(manifest) == sorted(ENTRIES)
+
+    def test_the_fast_defaults_build_the_same_keys_and_shapes(self, manifest):
+        impl = speed.layers(speed.default_config(torch.device('cpu')))
+        for entry, model in (('cifar10/EvNASA', NetworkCIFAR(36, 10, 20, True, genotypes.EvNASA, impl=impl)),
+                             ('imagenet/EvNASB', NetworkImageNet(48, 1000, 14, True, genotypes.EvNASB, impl=impl)),
+                             ('search/C16L8', Network(16, 10, 8, impl=impl))):
+            assert {k: list(v.shape) for k, v in model.state_dict().items()} == manifest[entry]
+
+    def test_the_copy_in_the_repository_equals_the_shared_fixture(self, manifest):
+        shared = os.path.join(ROOT, '..', 'shared', 'fixtures', 'state_dict_manifest.json')
+        if not os.path.exists(shared):
+            pytest.skip('no ../shared beside this checkout')
+        with open(shared) as f:
+            assert json.load(f) == manifest
 
 
 class TestParameterCounts:

@@ -122,7 +122,7 @@ class TestKillAndResume:
 class TestNonFiniteLoss:
     def test_stops_naming_generation_and_step_and_keeps_the_last_checkpoint(self, tmp_path, monkeypatch, capsys):
         run_dir = str(tmp_path / 'run')
-        monkeypatch.setenv('EVNAS_FAULT', 'nan@nan:2:1')
+        monkeypatch.setenv('EVNAS_FAULT', 'nan@train:2:1')
         assert call_main(train_search, TINY + ['--epochs', '3', '--run_dir', run_dir]) == 2
         err = capsys.readouterr().err
         assert 'non-finite at generation 2, step 1' in err and f'--resume {run_dir}' in err and 'generation 1' in err

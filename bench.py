@@ -66,7 +66,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s choice)')
     parser.add_argument('--in_process', action='store_true',
                         help='run every measurement in this process (default: each in a fresh process, so that '
-                             'peak memory and allocator state of one never leak into the next)')
+                             'peak memory, allocator state and process-wide settings such as reuse_freed_memory of '
+                             'one never leak into the next)')
     parser.add_argument('--one', nargs=2, metavar=('BENCHMARK', 'VARIANT'), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0:

@@ -33,15 +33,16 @@ def _layout(x: torch.Tensor) -> torch.memory_format:
 # A oneDNN bug: strided 1x1 convs of few input channels in channels_last
 
 class NCHWStridedConv2d(nn.Conv2d):
-    """nn.Conv2d for FactorizedReduce's 1x1 stride-2 convs of fewer than NARROW_CHANNELS input channels, which
-    runs in NCHW on CPU when a gradient is needed. In channels_last, oneDNN's weight gradient of such a conv
-    corrupts memory in PyTorch 2.14.1: the process crashes, aborts or hangs (README, "Performance"). The
-    same conv in NCHW is exact; the output goes back to the input's layout."""
+    """nn.Conv2d for the 1x1 stride-2 convs of fewer than NARROW_CHANNELS input channels (FactorizedReduce's)
+    of a channels_last network: on CPU, when a gradient is needed, it runs in NCHW and gives its output back
+    in channels_last. In channels_last, oneDNN's weight gradient of such a conv corrupts memory in PyTorch
+    2.14.1: the process crashes, aborts or hangs (README, "Performance"). The same conv in NCHW is exact."""
 
     def forward(self, x):
-        if x.device.type == 'cpu' and torch.is_grad_enabled() and _layout(x) == torch.channels_last:
-            # clone, not contiguous(): a channels_last 1x1 weight counts as contiguous, keeps its strides, and
-            # oneDNN then picks channels_last again.
+        if x.device.type == 'cpu' and torch.is_grad_enabled():
+            # Both operands NCHW: oneDNN takes channels_last if either is. clone, not contiguous(): a
+            # channels_last 1x1 weight counts as contiguous and would keep its strides. The input is often a
+            # strided view (FactorizedReduce's x[:, :, 1:, 1:]), which oneDNN also reads as channels_last.
             weight = self.weight.clone(memory_format=torch.contiguous_format)
             y = F.conv2d(x.contiguous(), weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
             return y.contiguous(memory_format=torch.channels_last)
@@ -336,6 +337,58 @@ def train_mode_affine(bn: nn.BatchNorm2d, z: torch.Tensor):
     return scale, (shift if bn.bias is None else shift + bn.bias)
 
 
+class _BatchNormMix(torch.autograd.Function):
+    """sum_i w_i * bn_i(z_i) for training-mode BatchNorms without affine parameters, with autograd, never
+    writing bn_i(z_i): w_i * bn_i(z_i) = z_i * (w_i * invstd_i) + w_i * shift_i per channel, so the sum is one
+    multiply and n - 1 multiply-adds over the z_i, the n shifts added in the first. Backward: each z_i's
+    gradient is bn_i's backward with w_i as its weight (one call, where the paper-exact path first multiplies
+    the gradient by w_i in a pass of its own)."""
+
+    @staticmethod
+    def forward(ctx, weights, bns, momenta, *zs):
+        ks = [_rows_of(bn, z) for z, bn in zip(zs, bns)]
+        stats = [_batch_statistics(z, k, bn.running_mean, bn.running_var, momentum)
+                 for z, k, bn, momentum in zip(zs, ks, bns, momenta)]
+        invstds = [(var + bn.eps).rsqrt() for (_, var), bn in zip(stats, bns)]
+        scales = [w * invstd for w, invstd in zip(weights, invstds)]
+        shift = -sum(mean * scale for (mean, _), scale in zip(stats, scales))
+        out = add_per_channel(None, zs[0], scales[0], shift)
+        for z, scale in zip(zs[1:], scales[1:]):
+            add_per_channel(out, z, scale)
+        ctx.save_for_backward(weights, *zs, *(mean for mean, _ in stats), *invstds)
+        ctx.ks, ctx.eps = ks, [bn.eps for bn in bns]
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        n = len(ctx.ks)
+        weights, zs, means, invstds = (ctx.saved_tensors[0], ctx.saved_tensors[1:n + 1],
+                                       ctx.saved_tensors[n + 1:2 * n + 1], ctx.saved_tensors[2 * n + 1:])
+        # Once, not in each of the n backward calls: the gradient arriving here is often a strided slice (of
+        # the gradient of the cell's concatenated output).
+        grad_out = grad_out.contiguous(memory_format=_layout(zs[0]))
+        grad_zs, grad_weights = [], torch.zeros_like(weights) if ctx.needs_input_grad[0] else None
+        for i, (z, mean, invstd, k, eps) in enumerate(zip(zs, means, invstds, ctx.ks, ctx.eps)):
+            input_grad = ctx.needs_input_grad[3 + i]
+            if not (input_grad or ctx.needs_input_grad[0]):
+                grad_zs.append(None)
+                continue
+            gain = weights[i].expand(z.shape[1]).contiguous()  # bn_i's weight: w_i on every channel
+            grad_z, sum_dy_xhat, _ = _batch_norm_backward(grad_out, z, gain, mean, invstd, eps, k, input_grad)
+            grad_zs.append(grad_z)
+            if grad_weights is not None:
+                grad_weights[i] = sum_dy_xhat.sum()
+        return (grad_weights, None, None, *grad_zs)
+
+
+def batch_norm_mix(zs, weights: torch.Tensor, bns) -> torch.Tensor:
+    """sum_i weights[i] * bns[i](zs[i]), with autograd, for BatchNorm2d layers in training mode without affine
+    parameters (the supernet's): see _BatchNormMix. Updates each bn's running statistics as bn(z) would."""
+    assert all(bn.training and bn.track_running_stats and bn.weight is None for bn in bns)
+    return _BatchNormMix.apply(weights, list(bns), [_count_batch(bn) for bn in bns], *zs)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The supernet's edge: one pass for the weighted sum
 
@@ -357,13 +410,25 @@ class FusedMixedOp(MixedOp):
     """MixedOp's weighted sum with fewer passes over memory: `none` is skipped (it adds w * 0 = 0), the ops
     that begin with ReLU(x) share one ReLU, and the sum accumulates in place (one addcmul per op).
 
-    On CPU without autograd and with BatchNorm in training mode (fitness evaluation), each op's closing
-    BatchNorm is folded into the sum: w * BN(z) = z * (w * scale) + w * shift per channel, the shifts added
-    once, so BN(z) is never written and read back; running statistics are updated as BN(z) updates them.
-    (The same fold in the training step, as one autograd function, earned 2 % of a step: not kept.)"""
+    On CPU with BatchNorm in training mode (the search's training step and fitness evaluation), each op's
+    closing BatchNorm is folded into the sum: w * BN(z) = z * (w * scale) + w * shift per channel, so BN(z)
+    is never written and read back. With autograd one function sums the folded ops (batch_norm_mix: their z
+    are kept for the backward anyway); without, each op's z is added and freed as it comes. Running
+    statistics are updated as BN(z) updates them."""
 
     def forward(self, x, weights):
-        fold = self.training and x.device.type == 'cpu' and not torch.is_grad_enabled()
+        fold = self.training and x.device.type == 'cpu'
+        if fold and torch.is_grad_enabled():
+            terms = list(self._terms(x, fold))
+            folded = [(i, y, bn) for i, y, bn in terms if bn is not None]
+            out = None
+            if folded:
+                index, zs, bns = zip(*folded)
+                out = batch_norm_mix(zs, weights[list(index)], bns)
+            for i, y, bn in terms:
+                if bn is None:
+                    out = y * weights[i] if out is None else out.addcmul_(y, weights[i])
+            return out
         out = shift_left = None
         for i, y, bn in self._terms(x, fold):
             if bn is None:
@@ -379,8 +444,8 @@ class FusedMixedOp(MixedOp):
 
     def _terms(self, x, fold: bool):
         """(index, output, BatchNorm) of every op but `none`, in order, computed as they are asked for. With
-        fold, an op that ends with a training-mode BatchNorm stops before it and gives that BatchNorm (else
-        None). The ops that begin with ReLU(x) share one."""
+        fold, an op that ends with a training-mode BatchNorm without affine parameters (the supernet's) stops
+        before it and gives that BatchNorm (else None). The ops that begin with ReLU(x) share one."""
         relu_x = None
         for i, op in enumerate(self._ops):
             if i == NONE_INDEX:
@@ -391,7 +456,7 @@ class FusedMixedOp(MixedOp):
             y = relu_x if rectified else x
             for layer in layers:
                 y = layer(y)
-            if bn is not None and not (fold and bn.training and bn.track_running_stats):
+            if bn is not None and not (fold and bn.training and bn.track_running_stats and bn.weight is None):
                 y, bn = bn(y), None
             yield i, y, bn
 

@@ -11,8 +11,8 @@ training step or fitness pass (README, "Performance").
 
 | setting             | what it does                                                         | CPU | CUDA |
 | ------------------- | -------------------------------------------------------------------- | --- | ---- |
-| fused_mixed_op      | supernet edges skip `none`, share one ReLU, sum in place; on CPU,    | on  | on   |
-|                     | in fitness, each op's closing BN is folded into the sum              |     |      |
+| fused_mixed_op      | supernet edges skip `none`, share one ReLU, sum in place; on CPU     | on  | on   |
+|                     | with BN in train mode each op's closing BN is folded into the sum    |     |      |
 | channels_last       | NHWC memory format for the network and its input batches             | on  | on   |
 | phase_split_dilated | dilated depthwise convs: weight gradient from the 4 sub-images       | on  | off  |
 | narrow_batchnorm    | BatchNorms of < 16 channels reduce over rows of several pixels       | on  | off  |

@@ -98,11 +98,13 @@ class TestPhaseSplitDilatedConv:
 
 
 class TestNCHWStridedConv:
-    def test_same_output_and_gradients_back_in_channels_last(self):
+    @pytest.mark.parametrize('shifted', [False, True])  # FactorizedReduce's conv_2 reads x[:, :, 1:, 1:]
+    def test_same_output_and_gradients_back_in_channels_last(self, shifted):
         torch.manual_seed(0)
         conv = nn.Conv2d(4, 3, 1, stride=2, bias=False).double().to(memory_format=torch.channels_last)
         fast = _twin(NCHWStridedConv2d, conv, 4, 3, 1, stride=2, bias=False).to(memory_format=torch.channels_last)
         x = torch.randn(7, 4, 9, 9, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+        x = x[:, :, 1:, 1:] if shifted else x
         x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
         y1, y2 = conv(x1), fast(x2)
         assert y2.is_contiguous(memory_format=torch.channels_last)
@@ -185,6 +187,52 @@ class TestNarrowBatchNorm:
         assert torch.equal(narrow.train()(x), bn.train()(x))  # NCHW: ATen's own kernel, same bits
 
 
+class TestBatchNormMix:
+    # (shape, layout, narrow): ATen's batch-norm kernels, or NarrowBatchNorm2d's rows of pixels.
+    CASES = [((3, 16, 6, 6), torch.channels_last, False), ((3, 16, 6, 6), torch.contiguous_format, False),
+             ((4, 8, 8, 8), torch.channels_last, True), ((2, 4, 10, 10), torch.channels_last, True),
+             ((2, 4, 10, 10), torch.channels_last, False)]
+
+    @pytest.mark.parametrize('shape, layout, narrow', CASES)
+    def test_same_sum_gradients_and_running_statistics_as_weighted_batchnorms(self, shape, layout, narrow):
+        torch.manual_seed(0)
+        n = 3
+        reference = [nn.BatchNorm2d(shape[1], affine=False).double() for _ in range(n)]
+        folded = [_twin(NarrowBatchNorm2d if narrow else nn.BatchNorm2d, bn, shape[1], affine=False)
+                  for bn in reference]
+        for _ in range(2):  # running statistics over two steps
+            zs = [(2 * torch.randn(shape, dtype=torch.float64) + i).contiguous(memory_format=layout) for i in range(n)]
+            w = torch.softmax(torch.randn(n, dtype=torch.float64), 0)
+            z1, z2 = [z.clone().requires_grad_() for z in zs], [z.clone().requires_grad_() for z in zs]
+            w1, w2 = w.clone().requires_grad_(), w.clone().requires_grad_()
+            out1 = sum(w1[i] * bn(z) for i, (z, bn) in enumerate(zip(z1, reference)))
+            out2 = kernels.batch_norm_mix(z2, w2, folded)
+            torch.testing.assert_close(out2, out1, rtol=0, atol=1e-12)
+            g = torch.randn_like(out1)
+            out1.backward(g)
+            out2.backward(g)
+            for a, b in zip(z2, z1):
+                torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=1e-12)
+            torch.testing.assert_close(w2.grad, w1.grad, rtol=0, atol=1e-10)
+        for a, b in zip(folded, reference):
+            for (name, x), y in zip(a.state_dict().items(), b.state_dict().values()):
+                torch.testing.assert_close(x, y, rtol=0, atol=1e-12, msg=name)
+
+    def test_without_weight_gradients_and_with_an_inplace_add_after(self):
+        # The supernet's weights are softmax(alphas) without gradient, and the edge adds skip_connect's term
+        # to the sum in place.
+        torch.manual_seed(1)
+        bns = [nn.BatchNorm2d(8, affine=False).double() for _ in range(2)]
+        zs = [torch.randn(2, 8, 4, 4, dtype=torch.float64, requires_grad=True) for _ in range(2)]
+        x = torch.randn(2, 8, 4, 4, dtype=torch.float64, requires_grad=True)
+        w = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
+        expected = torch.autograd.grad((w[0] * bns[0](zs[0]) + w[1] * bns[1](zs[1]) + w[2] * x).square().sum(),
+                                       zs + [x])
+        got = torch.autograd.grad(kernels.batch_norm_mix(zs, w[:2], bns).addcmul_(x, w[2]).square().sum(), zs + [x])
+        for a, b in zip(got, expected):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
 class TestFusedMixedOp:
     @staticmethod
     def _pair(stride, C=8, narrow=False):
@@ -199,8 +247,8 @@ class TestFusedMixedOp:
     @pytest.mark.parametrize('training', [True, False])
     @pytest.mark.parametrize('narrow', [False, True])
     def test_same_output_gradients_and_running_statistics_as_the_weighted_sum(self, stride, grad, training, narrow):
-        # Training without autograd (fitness): each closing BatchNorm folded into the sum (narrow ones on rows of
-        # pixels); with autograd or in eval mode, no fold.
+        # Training with autograd: the folded BatchNorms in one function; without (fitness): folded op by op
+        # (narrow ones on rows of pixels); eval mode: no fold.
         exact, fused = self._pair(stride, narrow=narrow)
         exact.train(training), fused.train(training)
         weights = torch.softmax(torch.rand(8, dtype=torch.float64), 0)
@@ -234,18 +282,21 @@ class TestFusedMixedOp:
         fused(x, weights)
         assert len(calls) == 3 and not zero_ran
 
-    def test_fitness_folds_the_closing_batchnorms(self, monkeypatch):
+    def test_the_closing_batchnorms_are_folded_in_training_mode_only(self, monkeypatch):
         _, fused = self._pair(1)
-        folded = []
-        affine = kernels.train_mode_affine
+        folded, mixed = [], []
+        affine, mix = kernels.train_mode_affine, kernels.batch_norm_mix
         monkeypatch.setattr(kernels, 'train_mode_affine', lambda bn, z: folded.append(bn) or affine(bn, z))
-        x = torch.randn(2, 8, 8, 8, dtype=torch.float64)
+        monkeypatch.setattr(kernels, 'batch_norm_mix', lambda zs, w, bns: mixed.append(len(bns)) or mix(zs, w, bns))
+        x, weights = torch.randn(2, 8, 8, 8, dtype=torch.float64), torch.softmax(torch.rand(8, dtype=torch.float64), 0)
         with torch.no_grad():
-            fused(x, torch.softmax(torch.rand(8, dtype=torch.float64), 0))
-        assert len(folded) == 6, 'both pools, both sep_convs, both dil_convs'
+            fused(x, weights)
+        assert len(folded) == 6 and not mixed, 'fitness: both pools, both sep_convs, both dil_convs, one by one'
         folded.clear()
-        fused(x, torch.softmax(torch.rand(8, dtype=torch.float64), 0))
-        assert not folded, 'not in the training step'
+        fused(x, weights)
+        assert mixed == [6] and not folded, 'training step: the six in one function'
+        fused.eval()(x, weights)
+        assert mixed == [6] and not folded, 'eval mode: running statistics, no fold'
 
     def test_parts_of_the_darts_ops(self):
         _, fused = self._pair(2)

@@ -20,12 +20,13 @@ from conftest import ROOT
 WIDTHS, BATCHES, IMAGES = (4, 8, 16), (1, 3, 7, 31, 32), (8, 16, 32)
 SILENCE_S = 120  # the longest case takes about 10 s here; a child silent for longer is hung
 
-# Tolerances of float32 with reordered sums. Measured over the whole grid (torch 2.14.1, 2-core AMD EPYC):
-# logits at most 4.1e-6 apart, losses 1.2e-6 relative, running statistics 7.5e-6. Gradients: within 2 % per
-# tensor of the paper-exact ones (grid_child.gradient_error), or, where a tiny batch makes the step so
-# ill-conditioned that float32 rounding alone moves them more, no more than twice as far from the float64 step
-# as the paper-exact float32 gradients are. Measured: 4 of 90 cases (batch 1 at 8 x 8, and one of batch 7)
-# needed the float64 step; the fast path was 0.13-1.25x as far from it as the paper-exact path.
+# Tolerances of float32 with reordered sums. Measured over the whole grid (torch 2.14.1, 2-core AMD EPYC with
+# AVX2): logits at most 7.4e-6 apart, losses 1.8e-6 relative, running statistics 8.9e-6. Gradients: within 2 %
+# per tensor of the paper-exact ones (grid_child.gradient_error), or, where a tiny batch makes the step so
+# ill-conditioned that float32 rounding alone moves them more (BatchNorm over a handful of values), no more
+# than 3x as far from the float64 step as the paper-exact float32 gradients are. Measured: 4 of 90 cases
+# (batch 1 at 8 x 8, one of batch 7) needed the float64 step; the fast path was 0.0004-1.8x as far from it as
+# the paper-exact path. Rounding errors amplified this way land differently on another CPU, hence the margin.
 TOLERANCE = {'train_logits': 1e-4, 'forward_logits': 1e-4, 'train_loss': 1e-5, 'running_statistics': 1e-4}
 
 
@@ -73,7 +74,7 @@ def test_cpu_defaults_match_the_paper_exact_path(network, width):
     for case, result in results.items():
         if 'gradients_from_float64' in result:
             fast, exact = result['gradients_from_float64']
-            if not fast <= 2 * exact:
+            if not fast <= 3 * exact:
                 failures.append(f"{case}: gradients {result['gradients']:.2e} from the paper-exact ones, {fast:.2e} "
                                 f"from float64 against the paper-exact path's {exact:.2e}")
     assert not failures, '\n'.join(failures)

@@ -26,7 +26,9 @@ import json
 import math
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from typing import Callable, Dict, List, Tuple
@@ -128,7 +130,8 @@ def _variants(args, device) -> Dict[str, Dict]:
         variants['fast_compile'] = {'config': fast, 'amp': False, 'compile': True}
     if args.ablate:
         for name in speed.SETTINGS:
-            if getattr(fast, name):
+            # A process-wide setting cannot be switched off for one variant of a process that runs them all.
+            if getattr(fast, name) and not (args.in_process and name in speed.PROCESS_SETTINGS):
                 variants[f'no_{name}'] = {'config': fast.without(name), 'amp': False, 'compile': False}
     return variants
 
@@ -268,8 +271,6 @@ def bench_generation(args, device, variant, sizes) -> Dict:
 def fitness_scaling(args, device, sizes) -> Dict:
     """Fitness-evaluation time per generation of a small search with 1 process and with 2 under torchrun,
     one CPU thread per process (the search's own timings, from its records)."""
-    import subprocess
-    import tempfile
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for ranks in (1, 2):
@@ -360,7 +361,6 @@ def _sizes(quick: bool, device: torch.device) -> Dict:
 
 def _in_child(args, name: str, label: str) -> Dict:
     """Run one measurement in a fresh Python process with the same options."""
-    import subprocess
     command = [sys.executable, os.path.abspath(__file__), '--device', args.device, '--warmup', str(args.warmup),
                '--repeats', str(args.repeats), '--one', name, label]
     command += ['--quick'] * args.quick + ['--amp'] * args.amp + ['--compile'] * args.compile + ['--ablate'] * args.ablate

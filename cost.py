@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from genotypes import Genotype
 from model import NetworkCIFAR, NetworkImageNet
-from utils import count_parameters_in_MB
+from utils import count_parameters
 
 
 def count_macs(model: nn.Module, input_size: Tuple[int, int, int, int]) -> int:
@@ -58,7 +58,7 @@ def network_cost(genotype: Genotype, dataset: str = 'cifar10', num_classes: int 
         model = NetworkCIFAR(init_channels or 36, num_classes or (100 if dataset == 'cifar100' else 10),
                              layers or 20, False, genotype)
         size = image_size or 32
-    return {'params': round(count_parameters_in_MB(model) * 1e6), 'macs': count_macs(model, (1, 3, size, size)),
+    return {'params': count_parameters(model), 'macs': count_macs(model, (1, 3, size, size)),
             'image_size': size}
 
 

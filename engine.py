@@ -1,5 +1,6 @@
-"""The loops' shared parts: tallies of loss and accuracy, the optimizer step, what a loop reports and polls,
-evaluation, and one epoch of evaluation-network training."""
+"""The training and evaluation loops: the two loops of an EvNAS generation (supernet training, fitness of the
+population), one epoch of evaluation-network training, evaluation, and their shared parts (tallies of loss
+and accuracy, the optimizer step, what a loop reports and polls)."""
 import logging
 import math
 import time
@@ -10,9 +11,8 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 import torch
 import torch.nn as nn
 
-import utils
 from faults import with_faults
-from utils import Stop, StopSignals
+from utils import Stop, StopSignals, Timer, count_parameters_in_MB, format_duration
 
 
 def topk_correct(logits: torch.Tensor, target: torch.Tensor, k: int) -> torch.Tensor:
@@ -82,7 +82,7 @@ def test_model(model: nn.Module, loader: Iterable, device, logger: logging.Logge
                tag: str = 'test') -> Dict[str, float]:
     """infer with cross-entropy, the parameter count, and the summary line of the test scripts."""
     result = infer(model, loader, nn.CrossEntropyLoss(), device, logger, report_freq, tag)
-    result['params_mb'] = utils.count_parameters_in_MB(model)
+    result['params_mb'] = count_parameters_in_MB(model)
     logger.info(f"{tag} | top1 {result['top1']:6.2f} | top5 {result['top5']:6.2f} | loss {result['loss']:.4f} "
                 f"| params {result['params_mb']:.6f} MB | {result['images_per_sec']:.0f} images/s")
     return result
@@ -115,17 +115,19 @@ class OptimizerStep:
     grad_clip: float
     scaler: Optional[torch.amp.GradScaler] = None
 
+    def __post_init__(self):
+        self.parameters = [p for group in self.optimizer.param_groups for p in group['params']]
+
     def __call__(self, loss: torch.Tensor) -> None:
-        parameters = [p for group in self.optimizer.param_groups for p in group['params']]
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is None:
             loss.backward()
-            nn.utils.clip_grad_norm_(parameters, self.grad_clip)
+            nn.utils.clip_grad_norm_(self.parameters, self.grad_clip)
             self.optimizer.step()
             return
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
-        nn.utils.clip_grad_norm_(parameters, self.grad_clip)
+        nn.utils.clip_grad_norm_(self.parameters, self.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
 
@@ -150,7 +152,7 @@ class Monitor:
         must call this at the same steps)."""
         requested = torch.tensor(int(self.stop is not None and self.stop()))
         if self.max_over_ranks(requested).item():
-            raise Stop(f"stopped by signal during {where}", self.stop.exit_code)
+            raise Stop(f"stopped by signal during {where}", self.stop.exit_code if self.stop is not None else 2)
 
     def log(self, message: str) -> None:
         if self.logger is not None:
@@ -243,7 +245,7 @@ def evaluate_population(supernet: nn.Module, population: Sequence, decoded: Sequ
     # carry the training augmentation. The fitness values of the paper depend on both.
     supernet.train()
     device = next(supernet.parameters()).device
-    timer = utils.Timer()
+    timer = Timer()
     mine = range(rank, len(population), world_size)
     measured = torch.zeros(len(population), 3, dtype=torch.float64)
     for done, i in enumerate(mine, 1):
@@ -260,9 +262,9 @@ def evaluate_population(supernet: nn.Module, population: Sequence, decoded: Sequ
         fitness = result['top1'] if math.isfinite(result['loss']) else math.nan
         measured[i] = torch.tensor([fitness, result['loss'], result['top5']], dtype=torch.float64)
         monitor.log(f"gen {generation:3d} | fitness {i + 1:3d}/{len(population):3d} | top1 {fitness:6.2f} "
-                    f"| loss {result['loss']:.4f} | eta {utils.format_duration(timer.remaining(done, len(mine)))}")
+                    f"| loss {result['loss']:.4f} | eta {format_duration(timer.remaining(done, len(mine)))}")
     if monitor.all_reduce is not None:
         monitor.check_stop(f"generation {generation}, fitness evaluation")
-        measured = monitor.all_reduce(measured.to(device), 'sum').cpu()  # each row is non-zero on one rank
+        measured = monitor.all_reduce(measured, 'sum').cpu()  # each row is non-zero on one rank
     for individual, (fitness, loss, top5) in zip(population, measured.tolist()):
         individual.fitness, individual.loss, individual.top5 = fitness, loss, top5

@@ -1,4 +1,5 @@
-"""Fast CPU implementations of DARTS layers: same parameters, same state_dict, same function.
+"""Faster implementations of DARTS layers (mostly for CPUs), and one workaround of a PyTorch CPU bug: same
+parameters, same state_dict, same function.
 
 Each class here subclasses the torch.nn layer it replaces (or model_search.MixedOp) and computes the same
 function; only the floating-point order of sums differs. None is used unless speed.layers(config) picks it
@@ -19,8 +20,10 @@ from model_search import MixedOp
 from operations import FactorizedReduce
 
 # One 64-byte cache line of float32 accumulators: ATen's channels_last BatchNorm kernels make threads share
-# lines below this many channels. Strided 1x1 convs below it crash oneDNN (NCHWStridedConv2d).
+# lines below this many channels.
 NARROW_CHANNELS = 16
+# Strided 1x1 convs of fewer input channels crash oneDNN in channels_last (NCHWStridedConv2d).
+ONEDNN_STRIDED_1X1_SAFE_CHANNELS = 16
 
 
 def _layout(x: torch.Tensor) -> torch.memory_format:
@@ -33,10 +36,11 @@ def _layout(x: torch.Tensor) -> torch.memory_format:
 # A oneDNN bug: strided 1x1 convs of few input channels in channels_last
 
 class NCHWStridedConv2d(nn.Conv2d):
-    """nn.Conv2d for the 1x1 stride-2 convs of fewer than NARROW_CHANNELS input channels (FactorizedReduce's)
-    of a channels_last network: on CPU, when a gradient is needed, it runs in NCHW and gives its output back
-    in channels_last. In channels_last, oneDNN's weight gradient of such a conv corrupts memory in PyTorch
-    2.14.1: the process crashes, aborts or hangs (README, "Performance"). The same conv in NCHW is exact."""
+    """nn.Conv2d for the 1x1 stride-2 convs of fewer than ONEDNN_STRIDED_1X1_SAFE_CHANNELS input channels
+    (FactorizedReduce's) of a channels_last network: on CPU, when a gradient is needed, it runs in NCHW and
+    gives its output back in channels_last. In channels_last, oneDNN's weight gradient of such a conv corrupts
+    memory in PyTorch 2.14.1: the process crashes, aborts or hangs (README, "Performance"). The same conv in
+    NCHW is exact."""
 
     def forward(self, x):
         if x.device.type == 'cpu' and torch.is_grad_enabled():
@@ -54,7 +58,8 @@ class NCHWStridedConv2d(nn.Conv2d):
 
 def _to_phases(x: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) -> (4N, C, H/2, W/2): the four polyphase sub-images (even/odd rows x even/odd columns),
-    phase-major, in the memory layout of x (channels_last stays channels_last, so nothing is converted)."""
+    phase-major, in the memory layout of x (channels_last stays channels_last, so nothing is converted). With
+    dilation 2 and padding k - 1, a stride-1 depthwise conv of x is an undilated k x k conv of each sub-image."""
     N, C, H, W = x.shape
     if _layout(x) == torch.channels_last:
         phases = x.permute(0, 2, 3, 1).reshape(N, H // 2, 2, W // 2, 2, C).permute(2, 4, 0, 1, 3, 5)
@@ -62,27 +67,11 @@ def _to_phases(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(N, C, H // 2, 2, W // 2, 2).permute(3, 5, 0, 1, 2, 4).reshape(4 * N, C, H // 2, W // 2)
 
 
-def _from_phases(y: torch.Tensor) -> torch.Tensor:
-    """The inverse of _to_phases."""
-    N4, C, h, w = y.shape
-    N = N4 // 4
-    if _layout(y) == torch.channels_last:
-        y = y.permute(0, 2, 3, 1).reshape(2, 2, N, h, w, C).permute(2, 3, 0, 4, 1, 5)
-        return y.reshape(N, 2 * h, 2 * w, C).permute(0, 3, 1, 2)
-    return y.reshape(2, 2, N, C, h, w).permute(2, 3, 4, 0, 5, 1).reshape(N, C, 2 * h, 2 * w)
-
-
-def phase_split_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    """A dilation-2 depthwise conv computed as an undilated conv on the four polyphase sub-images.
-
-    With dilation 2 and padding k - 1, output pixel (i, j) only reads input pixels of the same parity as
-    (i, j) (stride 1), or of even parity (stride 2), so the conv is an ordinary k x k conv of each parity
-    sub-image: the same sums in another order. Needs even height and width.
-    """
-    pad = conv.kernel_size[0] // 2
-    if conv.stride == (2, 2):
-        return F.conv2d(x[:, :, ::2, ::2], conv.weight, conv.bias, 1, pad, 1, conv.groups)
-    return _from_phases(F.conv2d(_to_phases(x), conv.weight, conv.bias, 1, pad, 1, conv.groups))
+def _even_subimage_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """A stride-2 dilation-2 depthwise conv with padding k - 1 as an undilated k x k conv of the even-rows,
+    even-columns sub-image: each output pixel reads only input pixels of even parity, so the sums are the
+    same, in another order. Needs even height and width."""
+    return F.conv2d(x[:, :, ::2, ::2], conv.weight, conv.bias, 1, conv.kernel_size[0] // 2, 1, conv.groups)
 
 
 def _as_computed(y: torch.Tensor, *tensors: torch.Tensor) -> List[torch.Tensor]:
@@ -147,17 +136,17 @@ def _depthwise_5x5_weight_grad(grad_y: torch.Tensor, x: torch.Tensor) -> torch.T
 
 
 class PhaseSplitDilatedConv2d(nn.Conv2d):
-    """DilConv's dilation-2 depthwise conv (padding k - 1, no bias) with its gradients from the polyphase
-    sub-images (phase_split_conv). With autograd on even images of at least 8 x 8: stride 1 runs ATen's
-    forward and _DilatedDepthwiseConv's backward, stride 2 the conv of the even sub-image. Elsewhere, and
-    without gradients (fitness, testing), nn.Conv2d's forward."""
+    """DilConv's dilation-2 depthwise conv (padding k - 1, no bias) with its gradients from undilated convs
+    of polyphase sub-images. With autograd on even images of at least 8 x 8: stride 1 runs ATen's forward and
+    _DilatedDepthwiseConv's backward, stride 2 the conv of the even sub-image (_even_subimage_conv). Elsewhere,
+    and without gradients (fitness, testing), nn.Conv2d's forward."""
 
     def forward(self, x):
         H, W = x.shape[-2:]
         if (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad) and H % 2 == 0
                 and W % 2 == 0 and min(H, W) >= 8):
             if self.stride == (2, 2):
-                return phase_split_conv(x, self)
+                return _even_subimage_conv(x, self)
             return _DilatedDepthwiseConv.apply(x, self.weight)
         return super().forward(x)
 
@@ -252,7 +241,7 @@ def _batch_norm_backward(grad_y: torch.Tensor, x: torch.Tensor, weight, mean: to
 def add_per_channel(out: Optional[torch.Tensor], y: torch.Tensor = None, coefficient: torch.Tensor = None,
                     shift: torch.Tensor = None) -> torch.Tensor:
     """out += y * coefficient[c] + shift[c] per channel c, in place (y or shift may be None); with out None,
-    a new tensor y * coefficient[c] (+ shift[c]). Channels_last tensors run on their rows of k pixels with the
+    a new tensor y * coefficient[c] + shift[c]. Channels_last tensors run on their rows of k pixels with the
     coefficients repeated k times: a long vectorised inner loop where a narrow (C, 1, 1) broadcast is slow."""
     like = out if out is not None else y
     tensors = [t for t in (out, y) if t is not None]
@@ -263,10 +252,7 @@ def add_per_channel(out: Optional[torch.Tensor], y: torch.Tensor = None, coeffic
         view, repeat = (lambda t: t), (lambda c: c.view(-1, *[1] * (like.dim() - 2)))
     if out is None:
         out = torch.empty_like(y)
-        if shift is None:
-            torch.mul(view(y), repeat(coefficient), out=view(out))
-        else:
-            torch.addcmul(repeat(shift), view(y), repeat(coefficient), out=view(out))
+        torch.addcmul(repeat(shift), view(y), repeat(coefficient), out=view(out))
         return out
     if y is not None:
         view(out).addcmul_(view(y), repeat(coefficient))
@@ -417,7 +403,7 @@ class FusedMixedOp(MixedOp):
     statistics are updated as BN(z) updates them."""
 
     def forward(self, x, weights):
-        fold = self.training and x.device.type == 'cpu'
+        fold = self.folds(x)
         if fold and torch.is_grad_enabled():
             terms = list(self._terms(x, fold))
             folded = [(i, y, bn) for i, y, bn in terms if bn is not None]
@@ -441,6 +427,10 @@ class FusedMixedOp(MixedOp):
                 out = add_per_channel(out, y, weights[i] * scale)
                 shift_left = weights[i] * shift if shift_left is None else shift_left.add_(weights[i] * shift)
         return out if shift_left is None else add_per_channel(out, shift=shift_left)
+
+    def folds(self, x) -> bool:
+        """Whether the closing BatchNorms are folded: in training mode on CPU, the only device measured."""
+        return self.training and x.device.type == 'cpu'
 
     def _terms(self, x, fold: bool):
         """(index, output, BatchNorm) of every op but `none`, in order, computed as they are asked for. With

@@ -5,9 +5,9 @@ kernels.py where the setting turns them on, torch.nn's everywhere else, with the
 state_dict keys either way. `PAPER_EXACT` is the original code's computation. Every setting computes the
 same function as the paper-exact path, only the floating-point order of sums changes: tests/test_kernels.py
 checks each kernel against its torch.nn parent, tests/test_shape_grid.py the default settings against the
-paper-exact path over a grid of batch sizes, widths and image sizes, in child processes. A default is on
-only where that grid passes and `python bench.py --ablate` measured it worth at least 5 % of a whole
-training step or fitness pass (README, "Performance").
+paper-exact path over a grid of batch sizes, widths and image sizes, in child processes. A CPU default is
+on only where that grid passes and `python bench.py --ablate` measured it worth at least 5 % of a whole
+training step or fitness pass (README, "Performance"). The CUDA defaults are not yet measured on a GPU.
 
 | setting             | what it does                                                         | CPU | CUDA |
 | ------------------- | -------------------------------------------------------------------- | --- | ---- |
@@ -26,8 +26,9 @@ kernel must fault in and zero. Turning mmap and heap trimming off makes freed bl
 then keeps its peak working set mapped, which a training loop needs again at the next step anyway. CUDA
 tensors come from PyTorch's own caching allocator, so it is off there.
 
-channels_last on CPU also builds FactorizedReduce's 1x1 stride-2 convs of fewer than 16 input channels as
-kernels.NCHWStridedConv2d: their channels_last weight gradient crashes oneDNN in PyTorch 2.14.1.
+channels_last also builds FactorizedReduce's 1x1 stride-2 convs of fewer than 16 input channels as
+kernels.NCHWStridedConv2d, which on CPU runs them in NCHW: their channels_last weight gradient crashes oneDNN
+in PyTorch 2.14.1 (on other devices it is nn.Conv2d).
 """
 import ctypes
 from dataclasses import asdict, dataclass, replace
@@ -65,6 +66,7 @@ class SpeedConfig:
 
 PAPER_EXACT = SpeedConfig()
 SETTINGS = tuple(asdict(PAPER_EXACT))
+PROCESS_SETTINGS = ('reuse_freed_memory',)  # set once for the whole process: configure_process
 
 
 def default_config(device: torch.device) -> SpeedConfig:
@@ -106,15 +108,18 @@ Size = Union[int, Tuple[int, int]]
 
 
 def _conv_class(config: SpeedConfig, in_channels: int, out_channels: int, kernel_size: Size, stride: Size = 1,
-                padding: Size = 0, dilation: Size = 1, groups: int = 1, bias: bool = True, **_) -> type:
+                padding: Size = 0, dilation: Size = 1, groups: int = 1, bias: bool = True,
+                padding_mode: str = 'zeros', **_) -> type:
     """The class for a conv with nn.Conv2d's arguments under `config` (chosen from the arguments alone, so the
     parameters are initialised from the same random draws as nn.Conv2d's)."""
     kernel_size, stride, padding, dilation = _pair(kernel_size), _pair(stride), _pair(padding), _pair(dilation)
+    if padding_mode != 'zeros':  # the kernels pad with zeros
+        return nn.Conv2d
     if config.phase_split_dilated and kernels.is_phase_splittable(in_channels, out_channels, kernel_size, stride,
                                                                   padding, dilation, groups, bias):
         return kernels.PhaseSplitDilatedConv2d
     if (config.channels_last and kernel_size == (1, 1) and stride == (2, 2)
-            and in_channels < kernels.NARROW_CHANNELS):
+            and in_channels < kernels.ONEDNN_STRIDED_1X1_SAFE_CHANNELS):
         return kernels.NCHWStridedConv2d
     return nn.Conv2d
 

@@ -93,9 +93,13 @@ def make_generator(seed: int) -> torch.Generator:
     return generator
 
 
+def count_parameters(model: nn.Module) -> int:
+    """Parameters without the auxiliary head (it is dropped at test time), as DARTS reports them."""
+    return sum(v.numel() for name, v in model.named_parameters() if 'auxiliary' not in name)
+
+
 def count_parameters_in_MB(model: nn.Module) -> float:
-    """Parameters in millions, without the auxiliary head (it is dropped at test time), as DARTS reports."""
-    return sum(v.numel() for name, v in model.named_parameters() if 'auxiliary' not in name) / 1e6
+    return count_parameters(model) / 1e6
 
 
 def format_duration(seconds: float) -> str:
@@ -162,7 +166,7 @@ def add_seed_and_device(group, seed: int) -> None:
     group.add_argument('--device', type=str, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
 
 
-def add_run_arguments(group, seed: int, new_runs: str, report_freq: int, unit: str = 'epoch') -> None:
+def add_run_arguments(group, seed: int, new_runs: str, report_freq: int) -> None:
     """The run group of the training scripts: --seed, --device, --save (new runs go to new_runs with NAME in
     it), --run_dir, --resume and --report_freq."""
     add_seed_and_device(group, seed)
@@ -170,7 +174,7 @@ def add_run_arguments(group, seed: int, new_runs: str, report_freq: int, unit: s
                        help=f'experiment name: new runs go to {new_runs} (default: EXP)')
     group.add_argument('--run_dir', type=str, default=None, help='exact directory of a new run (overrides --save)')
     group.add_argument('--resume', type=str, default=None, metavar='RUN_DIR',
-                       help=f'continue the run in RUN_DIR after its last completed {unit}')
+                       help='continue the run in RUN_DIR after its last completed epoch')
     group.add_argument('--report_freq', type=int, default=report_freq,
                        help=f'log every N steps (default: {report_freq})')
 

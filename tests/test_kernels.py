@@ -267,6 +267,25 @@ class TestFusedMixedOp:
         for (name, a), b in zip(fused.state_dict().items(), exact.state_dict().values()):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-12, msg=name)
 
+    @pytest.mark.parametrize('grad', [True, False])
+    def test_without_the_fold_in_training_mode_as_on_cuda(self, grad, monkeypatch):
+        # The path CUDA takes (the fold was measured on CPU only): BatchNorms applied, then the in-place sum.
+        exact, fused = self._pair(2)
+        monkeypatch.setattr(FusedMixedOp, 'folds', lambda self, x: False)
+        monkeypatch.setattr(kernels, 'batch_norm_mix', None)  # would fail if called
+        weights = torch.softmax(torch.rand(8, dtype=torch.float64), 0)
+        x = torch.randn(3, 8, 12, 12, dtype=torch.float64)
+        with torch.set_grad_enabled(grad):
+            out_exact, out_fused = exact(x, weights), fused(x, weights)
+        torch.testing.assert_close(out_fused, out_exact, rtol=0, atol=1e-12)
+        if grad:
+            out_exact.square().sum().backward()
+            out_fused.square().sum().backward()
+            for name, g in _grads(exact).items():
+                torch.testing.assert_close(_grads(fused)[name], g, rtol=0, atol=1e-10 * g.abs().max(), msg=name)
+        for (name, a), b in zip(fused.state_dict().items(), exact.state_dict().values()):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12, msg=name)
+
     def test_none_is_skipped_and_one_relu_is_shared(self, monkeypatch):
         exact, fused = self._pair(1)
         calls = []
@@ -300,9 +319,9 @@ class TestFusedMixedOp:
 
     def test_parts_of_the_darts_ops(self):
         _, fused = self._pair(2)
-        names = [kernels._parts(op) for op in fused._ops]
+        parts = [kernels._parts(op) for op in fused._ops]
         # (starts with ReLU, ends with a BatchNorm) for none, max/avg pool + BN, skip (FactorizedReduce), sep, dil
-        assert [(rectified, bn is not None) for rectified, _, bn in names] == \
+        assert [(rectified, bn is not None) for rectified, _, bn in parts] == \
             [(False, False), (False, True), (False, True), (True, True), (True, True), (True, True), (True, True),
              (True, True)]
 

@@ -31,25 +31,31 @@ TOLERANCE = {'train_logits': 1e-4, 'forward_logits': 1e-4, 'train_loss': 1e-5, '
 
 
 def run_child(argv, silence_s: float = SILENCE_S):
-    """Run a Python child, reading its stdout as it comes: (return code or None when it fell silent for longer
-    than silence_s and was killed, stdout lines, stderr)."""
+    """Run a Python child, reading its output as it comes: (return code, or None when it fell silent for longer
+    than silence_s and was killed; stdout lines; stderr)."""
     child = subprocess.Popen([sys.executable, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED='1'))
     lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in child.stdout] + [lines.put(None)],
-                     daemon=True).start()
-    out = []
+    errors = []  # drained as it comes, so that a chatty child never blocks on a full pipe
+    readers = [threading.Thread(target=lambda: [lines.put(line) for line in child.stdout] + [lines.put(None)],
+                                daemon=True),
+               threading.Thread(target=lambda: errors.extend(child.stderr), daemon=True)]
+    for reader in readers:
+        reader.start()
+    out, hung = [], False
     while True:
         try:
             line = lines.get(timeout=silence_s)
         except queue.Empty:
             child.kill()
-            child.wait()
-            return None, out, child.stderr.read()
+            hung = True
+            break
         if line is None:
             break
         out.append(line.rstrip('\n'))
-    return child.wait(), out, child.stderr.read()
+    code = child.wait()
+    readers[1].join(timeout=10)
+    return None if hung else code, out, ''.join(errors)
 
 
 def _describe_death(code, lines, stderr) -> str:

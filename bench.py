@@ -49,7 +49,7 @@ FULL_SEARCH = {'train_images': 25000, 'valid_images': 25000, 'batch': 64, 'pop_s
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser('bench', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = utils.ArgumentParser('bench', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--device', type=str, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
     parser.add_argument('--only', type=str, default='supernet_train,fitness,augment,evalnet_train,generation',
                         help='comma-separated benchmarks to run (default: all of the table; also available: '
@@ -471,7 +471,8 @@ def main(args: argparse.Namespace) -> Dict:
                 runs[label].append(BENCHMARKS[name](args, device, variants[label], sizes) if args.in_process
                                    else _in_child(args, name, label))
         results[name] = {label: over_rounds(runs[label]) for label in labels}
-    projection = {v: projected_search_hours(results, v) for v in variants}
+    # A projection from --quick's tiny sizes would say nothing about the paper's search.
+    projection = {} if args.quick else {v: projected_search_hours(results, v) for v in variants}
     if any(not math.isnan(hours) for hours in projection.values()):
         results['projection'] = projection
     meta = {'device': str(device), 'device_name': torch.cuda.get_device_name(device) if device.type == 'cuda'

@@ -11,14 +11,14 @@ import json
 import os
 import random
 import tempfile
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from faults import fault_point
-from utils import UserError, explicit_options
+from utils import UserError, explicit_options, run_program
 
 
 def _atomic_write(path: str, write, fault_tag: int = -1) -> None:
@@ -29,6 +29,9 @@ def _atomic_write(path: str, write, fault_tag: int = -1) -> None:
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=directory)
+        # mkstemp makes the file 0600; a run's files should be as readable as log.txt (the umask decides),
+        # so that a colleague on a shared machine can load them.
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, 'wb') as f:
             write(f)
             f.flush()
@@ -41,6 +44,12 @@ def _atomic_write(path: str, write, fault_tag: int = -1) -> None:
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it; put it straight back
+    os.umask(mask)
+    return mask
 
 
 CHECKSUM_KEY = 'sha256'
@@ -88,6 +97,8 @@ def atomic_write_text(path: str, text: str) -> None:
 
 def load_checkpoint(path: str, map_location=None) -> Any:
     """torch.load(weights_only=True) with one clear error line for a missing, damaged or foreign file."""
+    if os.path.isdir(path):
+        raise UserError(f"{path} is a directory, not a checkpoint file")
     if not os.path.isfile(path):
         raise UserError(f"checkpoint {path} does not exist")
     if os.path.getsize(path) == 0:
@@ -95,9 +106,10 @@ def load_checkpoint(path: str, map_location=None) -> Any:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, damaged headers, a pickle with code in it, ...
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        # The first sentence: torch's messages run on for paragraphs, and a cut would end mid-sentence.
+        reason = str(e).strip().splitlines()[0].split('. ')[0].rstrip('.') if str(e).strip() else type(e).__name__
         raise UserError(f"cannot load checkpoint {path}: not a readable PyTorch checkpoint, or one that holds "
-                        f"more than weights ({reason[:200]})") from None
+                        f"more than weights ({reason})") from None
     if isinstance(state, dict) and CHECKSUM_KEY in state:
         expected = state.pop(CHECKSUM_KEY)
         if checksum(state) != expected:
@@ -159,11 +171,69 @@ def load_weights_strict(model: nn.Module, state_dict: Dict[str, torch.Tensor], e
     model.load_state_dict(state_dict, strict=True)
 
 
-def load_weights_file(model: nn.Module, path: str, expected: str) -> None:
-    """The weights in the checkpoint at `path`, in any accepted form, into `model`, strictly (load_weights_strict;
-    the auxiliary head's keys are dropped when the model has none)."""
-    state_dict = extract_state_dict(load_checkpoint(path, map_location='cpu'), path)
+def read_weights_file(path: str) -> Dict[str, torch.Tensor]:
+    """The state_dict in the checkpoint at `path`, in any accepted form; a search checkpoint is named as such
+    (it holds a supernet, not a network that can be evaluated)."""
+    state = load_checkpoint(path, map_location='cpu')
+    if isinstance(state, Mapping) and str(state.get('format', '')).startswith('evnas-search'):
+        raise UserError(f"{path} is a supernet checkpoint of train_search.py, not a trained network; train the "
+                        f"architecture it found first: python train.py --dir {os.path.dirname(path) or '.'}")
+    return extract_state_dict(state, path)
+
+
+def load_weights_file(model: nn.Module, state_dict: Dict[str, torch.Tensor], expected: str) -> None:
+    """Weights read by read_weights_file into `model`, strictly (load_weights_strict; the auxiliary head's
+    keys are dropped when the model has none)."""
     load_weights_strict(model, state_dict, expected, drop_prefixes=('auxiliary_head.',))
+
+
+def read_run_args(run_dir: str, program: str) -> Dict[str, Any]:
+    """The args.json of a run directory made by `program`, with a one-line error for anything else."""
+    path = os.path.join(run_dir, 'args.json')
+    if not os.path.isdir(run_dir):
+        raise UserError(f"{run_dir} is not a directory")
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except OSError:
+        raise UserError(f"{run_dir} is not a run directory (no args.json there)") from None
+    except ValueError as e:
+        raise UserError(f"cannot read {path}: {e}") from None
+    found = saved.get('program') if isinstance(saved, dict) else None
+    if found != program:
+        hint = {'train_search': f"; train its architecture first: python train.py --dir {run_dir}",
+                'train': f"; evaluate it with: python test_cifar.py --dir {run_dir}",
+                'train_imagenet': f"; evaluate it with: python test_imagenet.py --dir {run_dir}"}.get(found, '')
+        raise UserError(f"{run_dir} is a {found or 'unknown'}.py run, not a {program}.py run{hint}")
+    return saved
+
+
+def run_normalisation(run_dir: str, args) -> Optional[tuple]:
+    """(mean, std) that a run's images were normalised with (its dataset.json), for a folder dataset, whose
+    statistics were computed from its own training images; None where they are fixed (CIFAR, generated)."""
+    if args.dataset != 'folder':
+        return None
+    path = os.path.join(run_dir, 'dataset.json')
+    try:
+        with open(path) as f:
+            info = json.load(f)
+        return tuple(info['mean']), tuple(info['std'])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # computed again from the training images, as for a run without the file
+
+
+def take_run_settings(parser, argv, args, program: str, names) -> Dict[str, Any]:
+    """For --dir RUN_DIR of the evaluation scripts: each flag in `names` that the command line does not give
+    takes the value of the `program` run there (its args.json); returns the run's saved args."""
+    try:
+        saved = read_run_args(args.dir, program)
+    except UserError as e:
+        parser.error(f"--dir {e}")
+    explicit = explicit_options(parser, argv)
+    for name in names:
+        if name not in explicit and name in saved:
+            setattr(args, name, saved[name])
+    return saved
 
 
 def rng_state() -> Dict[str, Any]:
@@ -229,14 +299,20 @@ class RunLock:
             self.file = None
 
 
-def new_run_dir(path: str, reuse: bool = False) -> str:
-    """Create a fresh run directory; an existing non-empty one is an error (continue it with --resume),
-    unless `reuse` (a restarted job that never reached its first checkpoint)."""
-    if os.path.isdir(path) and os.listdir(path) and not reuse:
-        raise UserError(f"run directory {path} already exists; continue it with --resume {path} or choose "
-                        f"another directory")
+def new_run_dir(path: str, program: str, checkpoint_name: str = 'checkpoint.pt', reuse: bool = False) -> str:
+    """Create the directory of a new run. An existing one is reused when it holds no checkpoint and is a
+    start of the same script (one that failed before its first generation or epoch completed, so that the
+    same command can simply be run again); with a checkpoint it is an error (continue it with --resume), and
+    so is any other non-empty directory. `reuse` skips the checks (a restarted job before its first
+    checkpoint)."""
     if os.path.exists(path) and not os.path.isdir(path):
         raise UserError(f"{path} exists and is not a directory")
+    if os.path.isdir(path) and os.listdir(path) and not reuse:
+        if os.path.exists(os.path.join(path, checkpoint_name)):
+            raise UserError(f"run directory {path} already holds a run with completed work; continue it with "
+                            f"--resume {path} or choose another directory")
+        if run_program(path) != program:
+            raise UserError(f"{path} exists and is not a run directory of {program}.py; choose another directory")
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as e:
@@ -264,9 +340,13 @@ def resumed_args(parser, argv, args, program: str, may_change, checkpoint_name: 
     Any other flag given explicitly must equal the run's own value; everything is checked before any work.
     """
     path = os.path.join(args.resume, 'args.json')
-    if not (os.path.isfile(path) and os.path.isfile(os.path.join(args.resume, checkpoint_name))):
-        parser.error(f"--resume {args.resume}: not a {program}.py run directory with a checkpoint "
-                     f"(no args.json and {checkpoint_name} there)")
+    if not os.path.isfile(path):
+        parser.error(f"--resume {args.resume}: not a {program}.py run directory (no args.json there)")
+    if not os.path.isfile(os.path.join(args.resume, checkpoint_name)):
+        unit = 'generation' if program == 'train_search' else 'epoch'
+        parser.error(f"--resume {args.resume}: this start stopped before its first {unit} completed, so there is "
+                     f"nothing to resume; run the command that started it again (with --run_dir {args.resume}), "
+                     f"which reuses the directory")
     try:
         with open(path) as f:
             saved = json.load(f)

@@ -58,6 +58,19 @@ def _download_help(name: str, root: str) -> str:
             f"(download it elsewhere and unpack it into {root}, or pass --data DIR)")
 
 
+def _download_failure(e: Exception) -> str:
+    """Why a download failed, in words: urllib wraps the socket's error ("<urlopen error [Errno 101] Network
+    is unreachable>"), whose number means nothing to a user."""
+    reason = getattr(e, 'reason', e)  # URLError.reason: the OSError underneath
+    if isinstance(reason, socket.timeout) or isinstance(e, socket.timeout):
+        return 'no answer within 30 s: is this machine offline?'
+    if isinstance(reason, OSError):
+        text = reason.strerror or str(reason)
+        return f"{text[:1].lower() + text[1:]}: is this machine offline?"
+    text = str(reason).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def _load_torchvision_cifar(name: str, root: str, train: bool, download: bool):
     import torchvision.datasets as dset  # imported here: torchvision adds seconds to every script's start
     cls = dset.CIFAR10 if name == 'cifar10' else dset.CIFAR100
@@ -73,8 +86,7 @@ def _load_torchvision_cifar(name: str, root: str, train: bool, download: bool):
         os.makedirs(root, exist_ok=True)
         return cls(root, train=train, download=True)
     except Exception as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(f"{name} not found under {root} and the download failed ({reason}): "
+        raise UserError(f"{name} not found under {root} and the download failed ({_download_failure(e)}): "
                         f"{_download_help(name, root)}") from None
     finally:
         socket.setdefaulttimeout(previous)
@@ -188,6 +200,24 @@ class Augment:
     padding: int = 4
     flip: bool = True
     cutout_length: int = 0
+
+
+def add_augment_arguments(group, cutout_help: str) -> None:
+    """The training augmentation's flags, as train_search.py and train.py take them."""
+    group.add_argument('--cutout', action='store_true', help=cutout_help)
+    group.add_argument('--cutout_length', type=int, default=16, help='cutout length (default: 16)')
+    group.add_argument('--no_flip', action='store_true',
+                       help='no random horizontal flip (for images that are not mirror-symmetric: digits, text, '
+                            'many medical images)')
+    group.add_argument('--crop_padding', type=int, default=4,
+                       help='zero padding of the random crop, in pixels (default: 4, the original\'s; 0 = no crop)')
+
+
+def training_augment(args) -> Augment:
+    """The Augment of --cutout, --cutout_length, --no_flip and --crop_padding (runs recorded before the last
+    two existed have neither in args.json and keep the defaults)."""
+    return Augment(padding=getattr(args, 'crop_padding', 4), flip=not getattr(args, 'no_flip', False),
+                   cutout_length=args.cutout_length if args.cutout else 0)
 
 
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float],

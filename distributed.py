@@ -113,19 +113,22 @@ def _init_process_group(backend: str, rank: int, world_size: int, **kwargs) -> N
                             world_size=world_size, **kwargs)
 
 
-def run(args, prefix: str, body: Callable) -> Any:
-    """The frame of every training script: set up the processes, make (or reopen, with --resume) the run
-    directory, lock it, and call body(run_dir, dist, device, stop).
+def run(args, prefix: str, program: str, prepare: Callable, body: Callable,
+        checkpoint_name: str = 'checkpoint.pt') -> Any:
+    """The frame of every training script: set up the processes, read the inputs with prepare(device), make
+    (or reopen, with --resume) the run directory, lock it, and call body(inputs, run_dir, dist, device, stop).
 
-    Under torchrun, SIGTERM keeps its default action, so that a process blocked in a collective dies at once
-    when the job is torn down; Ctrl-C still stops every rank at its next check. A single process stops at
-    a safe point on either.
+    The inputs (datasets, a genotype) are read before the run directory exists, so that a start that fails
+    on them leaves nothing behind. Under torchrun, SIGTERM keeps its default action, so that a process
+    blocked in a collective dies at once when the job is torn down; Ctrl-C still stops every rank at its next
+    check. A single process stops at a safe point on either.
     """
     dist, device = setup(args.device)
     try:
-        run_dir = shared_run_dir(args, dist, prefix)
+        inputs = prepare(device)
+        run_dir = shared_run_dir(args, dist, prefix, program, checkpoint_name)
         with (RunLock(run_dir) if dist.is_main else nullcontext()), StopSignals(not dist.enabled) as stop:
-            return body(run_dir, dist, device, stop)
+            return body(inputs, run_dir, dist, device, stop)
     finally:
         dist.close()
 
@@ -141,7 +144,7 @@ def wrap(model: torch.nn.Module, dist: Distributed, device: torch.device, sync_b
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None)
 
 
-def shared_run_dir(args, dist: Distributed, prefix: str) -> str:
+def shared_run_dir(args, dist: Distributed, prefix: str, program: str, checkpoint_name: str) -> str:
     """The run directory: args.resume, args.run_dir, or (args.dir or cwd)/PREFIX-YYYYMMDD-HHMMSS for a new
     run. Rank 0 creates it and tells the other ranks."""
     if args.resume:
@@ -151,7 +154,7 @@ def shared_run_dir(args, dist: Distributed, prefix: str) -> str:
         default = os.path.join(args.dir or os.getcwd(), f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}")
         try:
             # An elastic restart that comes before the first checkpoint starts the same run afresh.
-            path = new_run_dir(args.run_dir or default, reuse=elastic_restart_count() > 0)
+            path = new_run_dir(args.run_dir or default, program, checkpoint_name, reuse=elastic_restart_count() > 0)
         except UserError as e:
             path = e  # every rank must learn of the failure, or the others would wait forever
     path = dist.broadcast_object(path)

@@ -21,14 +21,22 @@ def topk_correct(logits: torch.Tensor, target: torch.Tensor, k: int) -> torch.Te
     return logits.topk(k, dim=1).indices.eq(target[:, None]).any(dim=1).sum()
 
 
+def top5_text(result: Dict[str, float], label: str = 'top5', key: str = 'top5') -> str:
+    """' | top5 xx.xx' for a log line, or nothing where top-5 means nothing (fewer than 6 classes)."""
+    value = result[key]
+    return '' if math.isnan(value) else f" | {label} {value:6.2f}"
+
+
 class Tally:
-    """Sums of loss and top-1/top-5 hits over samples, kept on the device until read."""
+    """Sums of loss and top-1/top-5 hits over samples, kept on the device until read. With fewer than 6
+    classes top-5 says nothing (with 5 it is 100 %), so it is NaN there and left out of the log lines."""
 
     def __init__(self, device):
         self.loss = torch.zeros((), device=device)
         self.correct1 = torch.zeros((), dtype=torch.int64, device=device)
         self.correct5 = torch.zeros((), dtype=torch.int64, device=device)
         self.count = 0
+        self.classes = 0
 
     def update(self, loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> None:
         n = target.size(0)
@@ -36,6 +44,7 @@ class Tally:
         self.correct1 += topk_correct(logits, target, 1)
         self.correct5 += topk_correct(logits, target, 5)
         self.count += n
+        self.classes = logits.size(1)
 
     def result(self, all_reduce: Optional[Callable] = None) -> Dict[str, float]:
         """Mean loss and top-1/top-5 accuracy in percent (reading them syncs with the device). With
@@ -47,8 +56,8 @@ class Tally:
         loss, correct1, correct5, count = totals.tolist()
         if count == 0:  # nothing measured (e.g. an individual that got no training step this generation)
             return {'loss': math.nan, 'top1': math.nan, 'top5': math.nan, 'samples': 0}
-        return {'loss': loss / count, 'top1': 100. * correct1 / count, 'top5': 100. * correct5 / count,
-                'samples': int(count)}
+        return {'loss': loss / count, 'top1': 100. * correct1 / count,
+                'top5': 100. * correct5 / count if self.classes > 5 else math.nan, 'samples': int(count)}
 
 
 def logits_of(output) -> torch.Tensor:
@@ -73,8 +82,7 @@ def infer(model: nn.Module, loader: Iterable, criterion: nn.Module, device, logg
         tally.update(loss, logits, y)
         if logger is not None and report_freq > 0 and step % report_freq == 0:
             r = tally.result()
-            logger.info(f"{tag} {step:04d}/{total:04d} | loss {r['loss']:.4f} | top1 {r['top1']:6.2f} "
-                        f"| top5 {r['top5']:6.2f}")
+            logger.info(f"{tag} {step:04d}/{total:04d} | loss {r['loss']:.4f} | top1 {r['top1']:6.2f}{top5_text(r)}")
     return _timed(tally.result(all_reduce), start)
 
 
@@ -83,8 +91,8 @@ def test_model(model: nn.Module, loader: Iterable, device, logger: logging.Logge
     """infer with cross-entropy, the parameter count, and the summary line of the test scripts."""
     result = infer(model, loader, nn.CrossEntropyLoss(), device, logger, report_freq, tag)
     result['params_mb'] = count_parameters_in_MB(model)
-    logger.info(f"{tag} | top1 {result['top1']:6.2f} | top5 {result['top5']:6.2f} | loss {result['loss']:.4f} "
-                f"| params {result['params_mb']:.6f} MB | {result['images_per_sec']:.0f} images/s")
+    logger.info(f"{tag} | top1 {result['top1']:6.2f}{top5_text(result)} | loss {result['loss']:.4f} "
+                f"| params {result['params_mb']:.6f} M | {result['images_per_sec']:.0f} images/s")
     return result
 
 
@@ -152,7 +160,9 @@ class Monitor:
         must call this at the same steps)."""
         requested = torch.tensor(int(self.stop is not None and self.stop()))
         if self.max_over_ranks(requested).item():
-            raise Stop(f"stopped by signal during {where}", self.stop.exit_code if self.stop is not None else 2)
+            code = self.stop.exit_code if self.stop is not None else 2
+            what = {130: 'Ctrl-C (SIGINT)', 143: 'SIGTERM'}.get(code, 'a signal on another process')
+            raise Stop(f"interrupted by {what} during {where}", code)
 
     def log(self, message: str) -> None:
         if self.logger is not None:
@@ -182,8 +192,8 @@ def train_epoch(model: nn.Module, loader: Iterable, criterion: nn.Module, optimi
             watch.check(monitor.max_over_ranks)
             monitor.check_stop(f"epoch {epoch}, step {step}")
             r = tally.result(monitor.all_reduce)
-            monitor.log(f"epoch {epoch:3d} | train {step:4d}/{total:4d} | loss {r['loss']:.4f} | top1 {r['top1']:6.2f} "
-                        f"| top5 {r['top5']:6.2f} | {r['samples'] / max(time.time() - start, 1e-9):6.0f} img/s")
+            monitor.log(f"epoch {epoch:3d} | train {step:4d}/{total:4d} | loss {r['loss']:.4f} | top1 {r['top1']:6.2f}"
+                        f"{top5_text(r)} | {r['samples'] / max(time.time() - start, 1e-9):6.0f} img/s")
     return _timed(tally.result(monitor.all_reduce), start)
 
 

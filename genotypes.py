@@ -10,7 +10,7 @@ import pickle
 from collections import namedtuple
 from typing import Any, Dict, Optional, Tuple
 
-from utils import UserError
+from utils import UserError, run_program
 
 Genotype = namedtuple('Genotype', 'normal normal_concat reduce reduce_concat')
 
@@ -212,6 +212,9 @@ def save_genotype(genotype: Genotype, path: str) -> None:
 
 def load_genotype(path: str) -> Genotype:
     """Read a genotype from `genotype.json`, or from a legacy `genotype.pickle` of the original search."""
+    if os.path.isdir(path):
+        raise GenotypeError(f"{path} is a directory, not a genotype file (a search run directory is given with "
+                            f"--dir)")
     try:
         with open(path, 'rb') as f:
             raw = f.read()
@@ -272,11 +275,20 @@ def resolve_genotype(arch: Optional[str] = None, genotype_file: Optional[str] = 
 
 
 def check_architecture_arguments(parser, args) -> None:
-    """A training run names its architecture once: --arch NAME, --genotype FILE or --dir SEARCH_DIR."""
-    if args.arch is not None and args.genotype is not None:
-        parser.error("give the architecture once: --arch or --genotype")
-    if args.arch is None and args.genotype is None and args.dir is None:
+    """A training run names its architecture once: --arch NAME, --genotype FILE or --dir SEARCH_DIR, and
+    --dir is a search run (a training run's directory holds a genotype.json too, which would otherwise be
+    trained again, with the new run inside the old one)."""
+    given = [f"--{name}" for name in ('arch', 'dir', 'genotype') if getattr(args, name) is not None]
+    if len(given) > 1:
+        parser.error(f"give the architecture once: {' and '.join(given)} both name one (use only one of --arch, "
+                     f"--dir, --genotype)")
+    if not given:
         parser.error("no architecture: give --arch NAME, --dir SEARCH_DIR or --genotype FILE")
+    if args.dir is not None:
+        program = run_program(args.dir)
+        if program not in (None, 'train_search'):
+            parser.error(f"--dir {args.dir} is a {program}.py run, not a search run; to train its architecture "
+                         f"again use --genotype {os.path.join(args.dir, 'genotype.json')}")
 
 
 def training_genotype(args) -> Tuple[Genotype, str]:

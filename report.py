@@ -11,6 +11,7 @@ import argparse
 import glob
 import json
 import os
+import shlex
 import sys
 from collections import Counter
 from typing import Dict, List
@@ -56,6 +57,7 @@ def _plots(run_dir: str, records: List[Dict], ops: Dict[str, Counter]) -> List[s
         import matplotlib
         matplotlib.use('Agg')
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         return []
     generations = [r['generation'] for r in records]
@@ -65,6 +67,7 @@ def _plots(run_dir: str, records: List[Dict], ops: Dict[str, Counter]) -> List[s
     for key, style in (('best', '-'), ('mean', '--'), ('worst', ':')):
         ax.plot(generations, [float('nan') if r[key] is None else r[key] for r in records], style, label=key)
     ax.set_xlabel('generation')
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # generations are whole numbers
     ax.set_ylabel('fitness (top-1 %, held-out half)')
     ax.legend()
     ax.grid(alpha=.3)
@@ -73,6 +76,7 @@ def _plots(run_dir: str, records: List[Dict], ops: Dict[str, Counter]) -> List[s
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(generations, [r['distinct_genotypes'] for r in records], '-o')
     ax.set_xlabel('generation')
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel('distinct genotypes')
     ax.set_ylim(bottom=0)
     ax.grid(alpha=.3)
@@ -97,6 +101,27 @@ def _save(fig, path: str) -> str:
     fig.savefig(path, dpi=120, bbox_inches='tight')
     plt.close(fig)
     return path
+
+
+def train_command(run_dir: str, args: Dict) -> str:
+    """The train.py command for a search's result, with the data flags the search ran with (its args.json)
+    and the paper's training recipe (auxiliary tower, cutout)."""
+    words = ['python', 'train.py', '--dir', run_dir]
+    if args.get('dataset', 'cifar10') != 'cifar10':
+        words += ['--dataset', args['dataset']]
+    if args.get('dataset') != 'synthetic' and args.get('data', '../data') != '../data':
+        words += ['--data', args['data']]
+    if args.get('dataset') == 'synthetic':
+        words += ['--synthetic_size', str(args.get('synthetic_size'))]
+    if args.get('image_size', 32) != 32:
+        words += ['--image_size', str(args['image_size'])]
+    if args.get('no_flip'):
+        words += ['--no_flip']
+    if args.get('crop_padding', 4) != 4:
+        words += ['--crop_padding', str(args['crop_padding'])]
+    if args.get('cutout_length', 16) != 16:
+        words += ['--cutout_length', str(args['cutout_length'])]
+    return ' '.join(shlex.quote(w) for w in words + ['--auxiliary', '--cutout'])
 
 
 def write_report(run_dir: str) -> Dict:
@@ -136,13 +161,14 @@ def write_report(run_dir: str) -> Dict:
         ['Diagrams: `genotype_normal.dot`, `genotype_reduction.dot` (install Graphviz to render them).']
     lines += ['', '## Cost', '', f"- {describe_cost(costs['cifar'], 'CIFAR (C=36, 20 layers)')}",
               f"- {describe_cost(costs['imagenet'], 'ImageNet (C=48, 14 layers)')}", '',
-              f"Train it: `python train.py --dir {run_dir} --auxiliary --cutout`", '']
+              f"Train it: `{train_command(run_dir, args)}`", '']
     atomic_write_text(os.path.join(run_dir, 'report.md'), '\n'.join(lines))
-    return {'records': records, 'operations': ops, 'plots': plots, 'costs': costs, 'genotype': best}
+    return {'records': records, 'operations': ops, 'plots': plots, 'costs': costs, 'genotype': best,
+            'train_command': train_command(run_dir, args)}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser('report', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = utils.ArgumentParser('report', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('run_dir', help='a train_search.py run directory')
     return parser.parse_args(argv)
 

@@ -5,8 +5,8 @@ Examples:
     python test_cifar.py --arch EvNASA --model_path EvNAS_A_cifar_weights.pt
     # CIFAR-100 (published EvNAS-A: 83.95 %)
     python test_cifar.py --dataset cifar100 --arch EvNASA --model_path EvNAS_A_cifar100_weights.pt
-    # the weights.pt of a train.py run, with the genotype of a search
-    python test_cifar.py --genotype search-EXP/genotype.json --model_path eval-EXP/weights.pt
+    # a train.py run: its genotype, sizes, dataset and weights.pt come from its directory
+    python test_cifar.py --dir eval-EXP
 
 Accepts a bare state_dict, a dict holding `state_dict` or `model`, and `module.`-prefixed keys; the
 auxiliary head's keys are dropped unless --auxiliary. Any other mismatch is an error (exit status 2).
@@ -16,16 +16,23 @@ import sys
 
 import speed
 import utils
-from checkpoint import load_weights_file
+from checkpoint import load_weights_file, read_weights_file, run_normalisation, take_run_settings
 from data import DATASETS, TensorLoader, load_dataset
 from engine import test_model
 from genotypes import resolve_genotype
 from model import NetworkCIFAR
 
 
+# What --dir RUN_DIR takes from a train.py run (args.json) unless the command line gives it.
+RUN_SETTINGS = ('dataset', 'data', 'image_size', 'synthetic_size', 'init_channels', 'layers', 'auxiliary')
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser('test_cifar', description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = utils.ArgumentParser('test_cifar', description=__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--dir', type=str, default=None, metavar='RUN_DIR',
+                        help="a train.py run: its genotype, sizes, dataset, normalisation and weights.pt (flags "
+                             "given explicitly still override)")
     parser.add_argument('--data', type=str, default='../data', help='location of the data corpus (default: ../data)')
     parser.add_argument('--dataset', choices=DATASETS, default='cifar10',
                         help='test set (default: cifar10; synthetic = the generated set, for tests; folder = '
@@ -37,17 +44,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='training-set size of the generated set; its test set is a fifth (default: 2000)')
     parser.add_argument('--batch_size', type=int, default=96, help='batch size (default: 96)')
     parser.add_argument('--report_freq', type=int, default=50, help='report every N batches (default: 50)')
-    parser.add_argument('--init_channels', type=int, default=36, help='num of init channels (default: 36)')
-    parser.add_argument('--layers', type=int, default=20, help='total number of layers (default: 20)')
-    parser.add_argument('--model_path', type=str, default='EXP/model.pt', help='checkpoint to evaluate')
-    parser.add_argument('--auxiliary', action='store_true', help='build (and load) the auxiliary tower')
-    parser.add_argument('--arch', type=str, default='DARTS', help='published architecture name (default: DARTS)')
-    parser.add_argument('--genotype', type=str, default=None, help='genotype JSON file (overrides --arch)')
+    utils.add_network_arguments(parser, init_channels=36, layers=20, weights='RUN_DIR/weights.pt with --dir')
     utils.add_seed_and_device(parser, 0)
     speed.add_paper_exact_argument(parser)
     args = parser.parse_args(argv)
+    args.stats = None
+    if args.dir is not None:
+        take_run_settings(parser, argv, args, 'train', RUN_SETTINGS)
+        args.stats = run_normalisation(args.dir, args)
     utils.check_args(parser, args, at_least_one=('batch_size', 'init_channels', 'layers', 'synthetic_size',
                                                  'image_size'))
+    utils.resolve_network_arguments(parser, args, 'weights.pt')
     return args
 
 
@@ -56,8 +63,9 @@ def main(args: argparse.Namespace) -> dict:
     device = utils.resolve_device(args.device)
     utils.seed_everything(args.seed)
     genotype, arch_name = resolve_genotype(args.arch, args.genotype)
+    weights = read_weights_file(args.model_path)  # before the data: a wrong path costs no loading time
     test_data = load_dataset(args.dataset, args.data, train=False, synthetic_size=args.synthetic_size,
-                             image_size=args.image_size)
+                             image_size=args.image_size, stats=args.stats)
 
     config = speed.config_for(device, args.paper_exact)
     speed.configure_process(config)
@@ -65,7 +73,7 @@ def main(args: argparse.Namespace) -> dict:
                          impl=speed.layers(config))
     expected = (f"{arch_name} on {args.dataset} (C={args.init_channels}, layers={args.layers}, "
                 f"classes={test_data.num_classes}, auxiliary {'on' if args.auxiliary else 'off'})")
-    load_weights_file(model, args.model_path, expected)
+    load_weights_file(model, weights, expected)
     model.to(device, memory_format=config.memory_format)
     logger.info(f"evaluating {args.model_path} as {expected} on {device}")
 

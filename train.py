@@ -17,8 +17,9 @@ RUN_DIR/weights.pt` evaluates it), checkpoint.pt (for --resume) and summary.json
 """
 import argparse
 import os
+import shlex
 import sys
-from typing import Dict
+from typing import Dict, Tuple
 
 import torch
 import torch.nn as nn
@@ -29,17 +30,19 @@ import utils
 from checkpoint import (atomic_save, load_run_checkpoint, restore_run, resumed_args, rng_state, save_args,
                         save_dataset_info, save_summary)
 from cost import describe_cost, network_cost
-from data import DATASETS, Augment, TensorLoader, load_dataset, make_loader
-from engine import Monitor, OptimizerStep, infer, train_epoch
+from data import (DATASETS, ImageArray, TensorLoader, add_augment_arguments, load_dataset, make_loader,
+                  training_augment)
+from engine import Monitor, OptimizerStep, infer, top5_text, train_epoch
 from genotypes import check_architecture_arguments, save_genotype, training_genotype
 from model import NetworkCIFAR
 
 CHECKPOINT_FORMAT = 'evnas-train/1'
-RESUME_MAY_CHANGE = {'device', 'report_freq', 'num_workers', 'data', 'resume', 'dir', 'run_dir', 'save'}
+RESUME_MAY_CHANGE = {'device', 'report_freq', 'num_workers', 'data', 'resume', 'dir', 'run_dir', 'save',
+                     'cudnn_benchmark'}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser('train', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = utils.ArgumentParser('train', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     arch = parser.add_argument_group('architecture (one of --arch, --dir, --genotype)')
     arch.add_argument('--arch', type=str, default=None, help='published architecture name, e.g. EvNASA')
     arch.add_argument('--dir', type=str, default=None,
@@ -59,8 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument('--image_size', type=int, default=32,
                       help='folder and synthetic images are resized to this (default: 32)')
     data.add_argument('--synthetic_size', type=int, default=2000, help='training images of the generated set')
-    data.add_argument('--cutout', action='store_true', help='use cutout')
-    data.add_argument('--cutout_length', type=int, default=16, help='cutout length (default: 16)')
+    add_augment_arguments(data, cutout_help='use cutout')
     data.add_argument('--loader', choices=('tensor', 'torchvision'), default='tensor',
                       help='tensor: batch-wise augmentation on the device; torchvision: the original per-image '
                            'pipeline (default: tensor)')
@@ -85,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_paper_exact_argument(optim)
     optim.add_argument('--compile', action='store_true', help='torch.compile the network')
 
-    utils.add_run_arguments(parser.add_argument_group('run'), 18, 'eval-NAME-YYYYMMDD-HHMMSS', report_freq=50)
+    run = parser.add_argument_group('run')
+    utils.add_run_arguments(run, 18, 'eval-NAME-YYYYMMDD-HHMMSS', report_freq=50)
+    utils.add_cudnn_argument(run)
     return parser
 
 
@@ -104,7 +108,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                      at_least_one=('epochs', 'batch_size', 'init_channels', 'layers', 'report_freq', 'synthetic_size',
                                    'image_size'),
                      positive=('learning_rate', 'grad_clip'),
-                     non_negative=('momentum', 'weight_decay', 'cutout_length', 'num_workers', 'auxiliary_weight'))
+                     non_negative=('momentum', 'weight_decay', 'cutout_length', 'crop_padding', 'num_workers',
+                                   'auxiliary_weight'))
     if not 0. <= args.drop_path_prob < 1.:
         parser.error(f"--drop_path_prob must be in [0, 1) (got {args.drop_path_prob})")
     return args
@@ -112,14 +117,27 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(args: argparse.Namespace) -> Dict:
     genotype, arch_name = training_genotype(args)
-    return distributed.run(args, f"eval-{args.save}",
-                           lambda run_dir, dist, device, stop: train(args, run_dir, dist, device, stop, genotype,
-                                                                     arch_name))
+    return distributed.run(args, f"eval-{args.save}", 'train', lambda device: load_train_test(args),
+                           lambda data, run_dir, dist, device, stop: train(args, data, run_dir, dist, device, stop,
+                                                                           genotype, arch_name))
 
 
-def train(args: argparse.Namespace, run_dir: str, dist: distributed.Distributed, device: torch.device,
-          stop: utils.StopSignals, genotype, arch_name: str) -> Dict:
+def load_train_test(args) -> Tuple[ImageArray, ImageArray]:
+    """The training and test images, read before the run directory exists; the test set is normalised with
+    the training set's statistics."""
+    utils.seed_everything(args.seed)
+    train_data = load_dataset(args.dataset, args.data, train=True, synthetic_size=args.synthetic_size,
+                              image_size=args.image_size)
+    test_data = load_dataset(args.dataset, args.data, train=False, synthetic_size=args.synthetic_size,
+                             image_size=args.image_size, stats=(train_data.mean, train_data.std))
+    return train_data, test_data
+
+
+def train(args: argparse.Namespace, data: Tuple[ImageArray, ImageArray], run_dir: str,
+          dist: distributed.Distributed, device: torch.device, stop: utils.StopSignals, genotype,
+          arch_name: str) -> Dict:
     logger = utils.setup_logger('train', run_dir if dist.is_main else None, enabled=dist.is_main)
+    utils.configure_cudnn(device, args.cudnn_benchmark)
     if dist.is_main and not args.resume:
         save_args(run_dir, 'train', args)
         save_genotype(genotype, os.path.join(run_dir, 'genotype.json'))
@@ -127,11 +145,7 @@ def train(args: argparse.Namespace, run_dir: str, dist: distributed.Distributed,
                 + (f" x {dist.world_size} processes" if dist.enabled else ''))
     logger.info(f"args = {vars(args)}")
 
-    utils.seed_everything(args.seed)
-    train_data = load_dataset(args.dataset, args.data, train=True, synthetic_size=args.synthetic_size,
-                              image_size=args.image_size)
-    test_data = load_dataset(args.dataset, args.data, train=False, synthetic_size=args.synthetic_size,
-                             image_size=args.image_size, stats=(train_data.mean, train_data.std))
+    train_data, test_data = data
     if dist.is_main and not args.resume:
         save_dataset_info(run_dir, train_data, args)
     config = speed.config_for(device, args.paper_exact)
@@ -139,7 +153,8 @@ def train(args: argparse.Namespace, run_dir: str, dist: distributed.Distributed,
     model = NetworkCIFAR(args.init_channels, train_data.num_classes, args.layers, args.auxiliary, genotype,
                          impl=speed.layers(config)).to(device, memory_format=config.memory_format)
     logger.info(f"genotype = {genotype}")
-    logger.info(f"param size = {utils.count_parameters_in_MB(model):.6f} MB")
+    logger.info(f"param size = {utils.count_parameters_in_MB(model):.6f} MB (millions of parameters, as DARTS "
+                f"reports them)")
     logger.info(describe_cost(network_cost(genotype, num_classes=train_data.num_classes,
                                            init_channels=args.init_channels, layers=args.layers,
                                            image_size=args.image_size), 'cost'))
@@ -150,7 +165,7 @@ def train(args: argparse.Namespace, run_dir: str, dist: distributed.Distributed,
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, float(args.epochs))
     autocast, scaler, precision = utils.mixed_precision(device, args.amp)
     data_generator = utils.make_generator(args.seed + 1)
-    augment = Augment(cutout_length=args.cutout_length if args.cutout else 0)
+    augment = training_augment(args)
     train_loader = make_loader(args.loader, train_data, args.batch_size, device, shuffle=True, augment=augment,
                                generator=data_generator, num_workers=args.num_workers, rank=dist.rank,
                                world_size=dist.world_size, memory_format=config.memory_format)
@@ -173,7 +188,7 @@ def train(args: argparse.Namespace, run_dir: str, dist: distributed.Distributed,
                 f"{len(train_data)} training images, {len(test_data)} test images, "
                 f"batch {args.batch_size}" + (f" ({args.batch_size // dist.world_size} per process)" if dist.enabled else ''))
 
-    writer = utils.summary_writer(os.path.join(run_dir, 'runs')) if dist.is_main else None
+    writer = utils.summary_writer(os.path.join(run_dir, 'runs'), logger) if dist.is_main else None
     timer = utils.Timer()
     for epoch in range(start_epoch + 1, args.epochs + 1):
         lr = scheduler.get_last_lr()[0]
@@ -192,8 +207,8 @@ def train(args: argparse.Namespace, run_dir: str, dist: distributed.Distributed,
         best = max(history, key=lambda h: h['test_top1'])
         remaining = timer.remaining(epoch - start_epoch, args.epochs - start_epoch)
         logger.info(f"epoch {epoch:3d}/{args.epochs} | lr {lr:.5f} | train loss {train_stats['loss']:.4f} "
-                    f"| train top1 {train_stats['top1']:6.2f} | test top1 {test['top1']:6.2f} | test top5 "
-                    f"{test['top5']:6.2f} | best {best['test_top1']:6.2f} | {train_stats['images_per_sec']:.0f} img/s "
+                    f"| train top1 {train_stats['top1']:6.2f} | test top1 {test['top1']:6.2f}"
+                    f"{top5_text(test, 'test top5')} | best {best['test_top1']:6.2f} | {train_stats['images_per_sec']:.0f} img/s "
                     f"| eta {utils.format_duration(remaining)}")
         all_rng = dist.gather_object(rng_state())
         if dist.is_main:
@@ -218,6 +233,8 @@ def train(args: argparse.Namespace, run_dir: str, dist: distributed.Distributed,
             save_summary(run_dir, summary)
         logger.info(f"done | best test error {summary['best_test_error']:.2f} % (epoch {best['epoch']}) "
                     f"| last test error {summary['last_test_error']:.2f} %")
+        logger.info(f"weights of the last epoch: {os.path.join(run_dir, 'weights.pt')}; evaluate them with: "
+                    f"python test_cifar.py --dir {shlex.quote(run_dir)}")
     if writer is not None:
         writer.close()
     utils.close_logger(logger)

@@ -21,6 +21,7 @@ weights under `state_dict`, which `test_imagenet.py --model_path` loads.
 import argparse
 import math
 import os
+import shlex
 import sys
 from typing import Dict
 
@@ -34,7 +35,7 @@ from checkpoint import (atomic_save, load_run_checkpoint, restore_run, resumed_a
                         save_summary)
 from cost import describe_cost, network_cost
 from data import FolderLoader, image_folder, imagenet_transforms
-from engine import Monitor, OptimizerStep, infer, train_epoch
+from engine import Monitor, OptimizerStep, infer, top5_text, train_epoch
 from genotypes import check_architecture_arguments, save_genotype, training_genotype
 from model import NetworkImageNet
 
@@ -43,7 +44,7 @@ RESUME_MAY_CHANGE = {'device', 'report_freq', 'workers', 'data', 'resume', 'dir'
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser('train_imagenet', description=__doc__,
+    parser = utils.ArgumentParser('train_imagenet', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     arch = parser.add_argument_group('architecture (one of --arch, --dir, --genotype)')
     arch.add_argument('--arch', type=str, default=None, help='published architecture name, e.g. EvNASA')
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help='with torchrun on GPUs, BatchNorm statistics over the global batch')
     speed.add_paper_exact_argument(optim)
 
+    parser.add_argument('--parallel', action='store_true', help="the original's DataParallel flag: use torchrun")
     utils.add_run_arguments(parser.add_argument_group('run'), 0, 'eval-imagenet-NAME-YYYYMMDD-HHMMSS', report_freq=100)
     return parser
 
@@ -87,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.parallel:
+        rest = ' '.join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv) if a != '--parallel')
+        parser.error(f"--parallel (the original's DataParallel) is not needed: several GPUs train with torchrun, "
+                     f"one process per GPU: torchrun --nproc_per_node=NUM_GPUS train_imagenet.py {rest}")
     distributed.resume_after_restart(parser, args, 'checkpoint.pth.tar')
     if args.resume is not None:
         args = resumed_args(parser, argv, args, 'train_imagenet', RESUME_MAY_CHANGE, 'checkpoint.pth.tar')
@@ -121,18 +127,25 @@ def learning_rate(args, epoch: int) -> float:
 
 def main(args: argparse.Namespace) -> Dict:
     genotype, arch_name = training_genotype(args)
-    return distributed.run(args, f"eval-imagenet-{args.save}",
-                           lambda run_dir, dist, device, stop: train(args, run_dir, dist, device, stop, genotype,
-                                                                     arch_name))
+    return distributed.run(args, f"eval-imagenet-{args.save}", 'train_imagenet', lambda device: load_imagenet(args),
+                           lambda data, run_dir, dist, device, stop: train(args, data, run_dir, dist, device, stop,
+                                                                           genotype, arch_name),
+                           checkpoint_name='checkpoint.pth.tar')
 
 
-def train(args, run_dir: str, dist: distributed.Distributed, device: torch.device, stop: utils.StopSignals, genotype,
-          arch_name: str) -> Dict:
-    logger = utils.setup_logger('train_imagenet', run_dir if dist.is_main else None, enabled=dist.is_main)
+def load_imagenet(args) -> tuple:
+    """The train/ and val/ image folders, found before the run directory exists."""
     train_data = image_folder(args.data, 'train', imagenet_transforms(True, args.image_size))
     valid_data = image_folder(args.data, 'val', imagenet_transforms(False, args.image_size))
     if train_data.classes != valid_data.classes:
         raise utils.UserError(f"train/ and val/ under {args.data} hold different class folders")
+    return train_data, valid_data
+
+
+def train(args, data: tuple, run_dir: str, dist: distributed.Distributed, device: torch.device,
+          stop: utils.StopSignals, genotype, arch_name: str) -> Dict:
+    logger = utils.setup_logger('train_imagenet', run_dir if dist.is_main else None, enabled=dist.is_main)
+    train_data, valid_data = data
     if dist.is_main and not args.resume:
         save_args(run_dir, 'train_imagenet', args)
         save_genotype(genotype, os.path.join(run_dir, 'genotype.json'))
@@ -150,8 +163,8 @@ def train(args, run_dir: str, dist: distributed.Distributed, device: torch.devic
     logger.info(describe_cost(network_cost(genotype, 'imagenet', num_classes=num_classes,
                                            init_channels=args.init_channels, layers=args.layers,
                                            image_size=args.image_size), 'cost'))
-    logger.info(f"param size = {utils.count_parameters_in_MB(model):.6f} MB; {len(train_data)} training and "
-                f"{len(valid_data)} validation images in {num_classes} classes")
+    logger.info(f"param size = {utils.count_parameters_in_MB(model):.6f} MB (millions of parameters); "
+                f"{len(train_data)} training and {len(valid_data)} validation images in {num_classes} classes")
     # Label smoothing as P-DARTS's CrossEntropyLabelSmooth: (1 - eps) * one-hot + eps / classes.
     criterion_smooth = nn.CrossEntropyLoss(label_smoothing=args.label_smooth)
     criterion = nn.CrossEntropyLoss()
@@ -178,7 +191,7 @@ def train(args, run_dir: str, dist: distributed.Distributed, device: torch.devic
     logger.info(f"speed: {config.describe()}; precision {precision}; batch {args.batch_size}"
                 + (f" ({per_process} per process)" if dist.enabled else ''))
 
-    writer = utils.summary_writer(os.path.join(run_dir, 'runs')) if dist.is_main else None
+    writer = utils.summary_writer(os.path.join(run_dir, 'runs'), logger) if dist.is_main else None
     timer = utils.Timer()
     for epoch in range(start_epoch, args.epochs):
         lr = learning_rate(args, epoch)
@@ -209,8 +222,8 @@ def train(args, run_dir: str, dist: distributed.Distributed, device: torch.devic
                         'valid_top5': valid['top5']})
         remaining = timer.remaining(epoch + 1 - start_epoch, args.epochs - start_epoch)
         logger.info(f"epoch {epoch + 1:3d}/{args.epochs} | lr {lr:.5f} | train loss {train_stats['loss']:.4f} "
-                    f"| train top1 {train_stats['top1']:6.2f} | valid top1 {valid['top1']:6.2f} | valid top5 "
-                    f"{valid['top5']:6.2f} | best {best_top1:6.2f} | {train_stats['images_per_sec']:.0f} img/s "
+                    f"| train top1 {train_stats['top1']:6.2f} | valid top1 {valid['top1']:6.2f}"
+                    f"{top5_text(valid, 'valid top5')} | best {best_top1:6.2f} | {train_stats['images_per_sec']:.0f} img/s "
                     f"| eta {utils.format_duration(remaining)}")
         all_rng = dist.gather_object(rng_state())
         if dist.is_main:
@@ -233,8 +246,11 @@ def train(args, run_dir: str, dist: distributed.Distributed, device: torch.devic
                    'params_mb': utils.count_parameters_in_MB(model)}
         if dist.is_main:
             save_summary(run_dir, summary)
-        logger.info(f"done | best top1 {summary['best_top1']:.2f} % top5 {summary['best_top5']:.2f} % "
+        logger.info(f"done | best top1 {summary['best_top1']:.2f}{top5_text(summary, 'top5', 'best_top5')} "
                     f"(epoch {best['epoch']})")
+        logger.info(f"weights: {os.path.join(run_dir, 'checkpoint.pth.tar')} (last epoch), "
+                    f"{os.path.join(run_dir, 'model_best.pth.tar')} (best); evaluate with: python test_imagenet.py "
+                    f"--dir {shlex.quote(run_dir)}")
     if writer is not None:
         writer.close()
     utils.close_logger(logger)

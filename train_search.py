@@ -39,7 +39,7 @@ from architect_evolution import Individual, count_distinct, decode, evolve, init
 from checkpoint import (atomic_save, atomic_write_text, load_run_checkpoint, restore_run, resumed_args, rng_state,
                         save_args, save_dataset_info)
 from cost import describe_cost
-from data import DATASETS, Augment, load_dataset, make_loader
+from data import DATASETS, ImageArray, add_augment_arguments, load_dataset, make_loader, training_augment
 from engine import Monitor, OptimizerStep, evaluate_population, train_generation
 from faults import fault_point
 from genotypes import genotype_to_dict, save_genotype
@@ -47,11 +47,11 @@ from model_search import Network
 
 CHECKPOINT_FORMAT = 'evnas-search/1'
 # Flags that do not change what a run computes; only these may differ when a run is resumed.
-RESUME_MAY_CHANGE = {'device', 'report_freq', 'num_workers', 'data', 'resume', 'dir', 'run_dir'}
+RESUME_MAY_CHANGE = {'device', 'report_freq', 'num_workers', 'data', 'resume', 'dir', 'run_dir', 'cudnn_benchmark'}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser('train_search', description=__doc__,
+    parser = utils.ArgumentParser('train_search', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group('data')
     data.add_argument('--data', type=str, default='../data', help='location of the data corpus (default: ../data)')
@@ -65,8 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument('--train_portion', type=float, default=0.5,
                       help='share of the training set that trains the supernet; the rest measures fitness '
                            '(default: 0.5)')
-    data.add_argument('--cutout', action='store_true', help='use cutout (on training and fitness batches)')
-    data.add_argument('--cutout_length', type=int, default=16, help='cutout length (default: 16)')
+    add_augment_arguments(data, cutout_help='use cutout (on training and fitness batches)')
     data.add_argument('--loader', choices=('tensor', 'torchvision'), default='tensor',
                       help='tensor: batch-wise augmentation on the device (fast); torchvision: the original '
                            'per-image pipeline in worker processes (same distributions) (default: tensor)')
@@ -106,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = parser.add_argument_group('run')
     utils.add_seed_and_device(run, 18)
+    utils.add_cudnn_argument(run)
     run.add_argument('--dir', type=str, default=None,
                      help='where new runs go, as search-YYYYMMDD-HHMMSS (default: the current directory)')
     run.add_argument('--run_dir', type=str, default=None, help='exact directory of a new run (overrides --dir)')
@@ -120,7 +120,8 @@ def _check_ranges(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
                      at_least_one=('epochs', 'pop_size', 'tsize', 'batch_size', 'valid_batch_size', 'init_channels',
                                    'layers', 'report_freq', 'image_size'),
                      positive=('learning_rate', 'grad_clip'),
-                     non_negative=('learning_rate_min', 'momentum', 'weight_decay', 'cutout_length', 'num_workers'))
+                     non_negative=('learning_rate_min', 'momentum', 'weight_decay', 'cutout_length', 'crop_padding',
+                                   'num_workers'))
     if args.tsize > args.pop_size:
         parser.error(f"--tsize {args.tsize} is larger than --pop_size {args.pop_size}: a tournament draws "
                      f"without replacement")
@@ -150,15 +151,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 # The search
 
 def main(args: argparse.Namespace) -> Dict:
-    return distributed.run(args, 'search', lambda run_dir, dist, device, stop: search(args, run_dir, stop, dist,
-                                                                                       device))
+    return distributed.run(args, 'search', 'train_search', lambda device: load_search_data(args),
+                           lambda train_data, run_dir, dist, device, stop: search(args, train_data, run_dir, stop,
+                                                                                  dist, device))
 
 
-def search(args: argparse.Namespace, run_dir: str, stop: utils.StopSignals, dist: distributed.Distributed,
-           device: torch.device) -> Dict:
+def search(args: argparse.Namespace, train_data: ImageArray, run_dir: str, stop: utils.StopSignals,
+           dist: distributed.Distributed, device: torch.device) -> Dict:
     """EvNAS, Alg. 1: per generation decode -> train -> evaluate -> rank -> record -> evolve -> checkpoint."""
     logger = utils.setup_logger('train_search', run_dir if dist.is_main else None, enabled=dist.is_main)
-    run = set_up(args, run_dir, dist, device, logger)
+    utils.configure_cudnn(device, args.cudnn_benchmark)
+    run = set_up(args, train_data, run_dir, dist, device, logger)
     monitor = Monitor(logger, args.report_freq, stop, dist.all_reduce if dist.enabled else None)
     records = Records(run_dir, dist.is_main, logger, args.epochs, run.generations_done)
     for generation in range(run.generations_done + 1, args.epochs + 1):
@@ -213,7 +216,26 @@ class SearchRun:
     elapsed_before: float = 0.
 
 
-def set_up(args, run_dir: str, dist: distributed.Distributed, device: torch.device, logger) -> SearchRun:
+def load_search_data(args) -> ImageArray:
+    """The training images, read (and their split checked) before the run directory exists."""
+    utils.seed_everything(args.seed)
+    train_data = load_dataset(args.dataset, args.data, train=True, synthetic_size=args.synthetic_size,
+                              image_size=args.image_size)
+    train_split(args, len(train_data))
+    return train_data
+
+
+def train_split(args, num_images: int) -> int:
+    """How many of the training images train the supernet; the others measure fitness."""
+    split = int(math.floor(args.train_portion * num_images))
+    if split < 1 or split >= num_images:
+        raise utils.UserError(f"--train_portion {args.train_portion} leaves no images on one side of the split "
+                              f"of {num_images} training images")
+    return split
+
+
+def set_up(args, train_data: ImageArray, run_dir: str, dist: distributed.Distributed, device: torch.device,
+           logger) -> SearchRun:
     """The data split, the supernet and its optimiser, the loaders, the first population; with --resume, the
     state of the run's last checkpoint."""
     if dist.is_main and not args.resume:
@@ -223,15 +245,9 @@ def set_up(args, run_dir: str, dist: distributed.Distributed, device: torch.devi
                 + (f" x {dist.world_size} processes" if dist.enabled else ''))
     logger.info(f"args = {vars(args)}")
 
-    utils.seed_everything(args.seed)
-    train_data = load_dataset(args.dataset, args.data, train=True, synthetic_size=args.synthetic_size,
-                              image_size=args.image_size)
     if dist.is_main and not args.resume:
         save_dataset_info(run_dir, train_data, args)
-    split = int(math.floor(args.train_portion * len(train_data)))
-    if split < 1 or split >= len(train_data):
-        raise utils.UserError(f"--train_portion {args.train_portion} leaves no images on one side of the split "
-                              f"of {len(train_data)} training images")
+    split = train_split(args, len(train_data))
     config = speed.config_for(device, args.paper_exact)
     speed.configure_process(config)
     model = Network(args.init_channels, train_data.num_classes, args.layers, impl=speed.layers(config))
@@ -250,7 +266,7 @@ def set_up(args, run_dir: str, dist: distributed.Distributed, device: torch.devi
 
     # The first half trains the supernet, the second half measures fitness, both with the training
     # augmentation, each pass in a fresh random order (EvNAS's two SubsetRandomSamplers).
-    augment = Augment(cutout_length=args.cutout_length if args.cutout else 0)
+    augment = training_augment(args)
     indices = torch.arange(len(train_data))
     valid_indices = indices[split:]
     if args.valid_size is not None and args.valid_size < len(valid_indices):
@@ -279,6 +295,14 @@ def set_up(args, run_dir: str, dist: distributed.Distributed, device: torch.devi
     logger.info(f"{args.dataset}: {split} images train the supernet, {len(valid_indices)} measure fitness; "
                 f"supernet {utils.count_parameters_in_MB(model):.3f} M parameters; speed: {config.describe()}, "
                 f"{precision}{', compiled' if args.compile else ''}")
+    steps = len(run.train_loader)
+    if steps < args.pop_size:
+        # Step i of a generation trains individual i mod pop_size, so the last ones would share the weights
+        # without ever training them, and be ranked on weights shaped by the others.
+        logger.warning(f"a generation has {steps} training step(s) ({split} images, --batch_size "
+                       f"{args.batch_size}) for {args.pop_size} individuals: {args.pop_size - steps} of them never "
+                       f"train the supernet; use more images, --batch_size {max(1, split // args.pop_size)} or "
+                       f"less, or --pop_size {steps} or less")
     if args.resume:
         restore(run, load_run_checkpoint(run_dir, CHECKPOINT_FORMAT, args, RESUME_MAY_CHANGE), dist.rank)
         logger.info(f"resumed after generation {run.generations_done} of {args.epochs}")
@@ -388,7 +412,7 @@ class Records:
     def __init__(self, run_dir: str, is_main: bool, logger, epochs: int, generations_done: int):
         self.run_dir, self.is_main, self.logger = run_dir, is_main, logger
         self.epochs, self.first = epochs, generations_done
-        self.writer = utils.summary_writer(os.path.join(run_dir, 'runs')) if is_main else None
+        self.writer = utils.summary_writer(os.path.join(run_dir, 'runs'), logger) if is_main else None
         self.timer = utils.Timer()
         self.genotype_path = os.path.join(run_dir, 'genotype.json')
 
@@ -428,7 +452,7 @@ class Records:
             for label, key in (('CIFAR (C=36, 20 layers)', 'cifar'), ('ImageNet (C=48, 14 layers)', 'imagenet')):
                 self.logger.info(f"cost of the best architecture, {describe_cost(summary['costs'][key], label)}")
             self.logger.info(f"saved {self.genotype_path}, its diagram and {os.path.join(self.run_dir, 'report.md')}; "
-                             f"train it with: python train.py --dir {self.run_dir} --auxiliary --cutout")
+                             f"train it with: {summary['train_command']}")
         utils.close_logger(self.logger)
         return {'run_dir': self.run_dir, 'history': run.history, 'population': run.population,
                 'genotype_path': self.genotype_path}

@@ -2,7 +2,9 @@
 import argparse
 import copy
 import functools
+import json
 import logging
+import math
 import os
 import random
 import signal
@@ -35,7 +37,11 @@ def stopped_note(reason: str, done: int, unit: str, run_dir: str, script: str, l
     """Log and return where a stopped run stands and how to continue it."""
     kept = f"the checkpoint after {unit} {done} in {run_dir} is intact" if done else f"no {unit} had completed"
     note = f"{reason}; {kept}; continue with: python {script} --resume {run_dir}"
-    logger.info(note)
+    # Into log.txt only: the terminal gets the note once, as the script's last line on stderr (run_main).
+    record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, note, None, None)
+    for handler in logger.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
     return note
 
 
@@ -46,6 +52,14 @@ def note_on_stop(done: int, unit: str, run_dir: str, script: str, logger: loggin
         yield
     except Stop as e:
         raise Stop(stopped_note(str(e), done, unit, run_dir, script, logger), e.exit_code) from None
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose errors are one line on stderr and status 2, as every other error of the scripts: the
+    message and where the options are listed, not the whole usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see: python {self.prog}.py --help)\n")
 
 
 def run_main(main: Callable, args) -> int:
@@ -71,7 +85,7 @@ def resolve_device(name: str) -> torch.device:
         raise UserError(f"unknown device '{name}' (use auto, cpu, cuda or cuda:N)") from None
     if device.type == 'cuda':
         if not torch.cuda.is_available():
-            raise UserError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+            raise UserError(f"--device {name} (or --gpu): CUDA is not available on this machine (use --device cpu)")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise UserError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
     elif device.type != 'cpu':
@@ -151,19 +165,30 @@ class Timer:
         return self.elapsed() / done * (total - done) if done > 0 else float('nan')
 
 
-def summary_writer(log_dir: str):
-    """A TensorBoard SummaryWriter when tensorboard is installed, else None."""
+def summary_writer(log_dir: str, logger: logging.Logger):
+    """A TensorBoard SummaryWriter when tensorboard is installed, else None (and one line in the log)."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
+        logger.info("tensorboard is not installed, so no TensorBoard scalars are written (pip install tensorboard); "
+                    "log.txt and the run's JSON files hold the same numbers")
         return None
     return SummaryWriter(log_dir)
 
 
+class _GpuIndex(argparse.Action):
+    """--gpu N, the original scripts' spelling of --device cuda:N."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        namespace.device = f"cuda:{value}"
+
+
 def add_seed_and_device(group, seed: int) -> None:
-    """--seed and --device, as every script takes them."""
+    """--seed and --device (and the original's --gpu N), as every script takes them."""
     group.add_argument('--seed', type=int, default=seed, help=f'random seed (default: {seed})')
     group.add_argument('--device', type=str, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
+    group.add_argument('--gpu', type=int, action=_GpuIndex, dest='device', default=argparse.SUPPRESS, metavar='N',
+                       help="the original EvNAS scripts' spelling of --device cuda:N")
 
 
 def add_run_arguments(group, seed: int, new_runs: str, report_freq: int) -> None:
@@ -179,12 +204,45 @@ def add_run_arguments(group, seed: int, new_runs: str, report_freq: int) -> None
                        help=f'log every N steps (default: {report_freq})')
 
 
+DEFAULT_ARCH = 'EvNASA'
+
+
+def add_network_arguments(parser, init_channels: int, layers: int, weights: str) -> None:
+    """The network flags of the evaluation scripts: which architecture, its sizes, and the weights."""
+    parser.add_argument('--arch', type=str, default=None,
+                        help=f'published architecture name (default: {DEFAULT_ARCH}, or the run\'s with --dir)')
+    parser.add_argument('--genotype', type=str, default=None, help='genotype JSON file (instead of --arch)')
+    parser.add_argument('--init_channels', type=int, default=init_channels,
+                        help=f'num of init channels (default: {init_channels})')
+    parser.add_argument('--layers', type=int, default=layers, help=f'total number of layers (default: {layers})')
+    parser.add_argument('--auxiliary', action='store_true', help='build (and load) the auxiliary tower')
+    parser.add_argument('--model_path', type=str, default=None, help=f'checkpoint to evaluate (default: {weights})')
+
+
+def resolve_network_arguments(parser, args, weights_name: str) -> None:
+    """Fill in the architecture and the weights: from --dir RUN_DIR (its genotype.json and `weights_name`)
+    where the command line names neither, else --arch's default; a missing --model_path is an error here,
+    before any data is read."""
+    if args.arch is not None and args.genotype is not None:
+        parser.error("give the architecture once: --arch or --genotype")
+    if args.dir is not None:
+        if args.arch is None and args.genotype is None:
+            args.genotype = os.path.join(args.dir, 'genotype.json')
+        if args.model_path is None:
+            args.model_path = os.path.join(args.dir, weights_name)
+    if args.arch is None and args.genotype is None:
+        args.arch = DEFAULT_ARCH
+    if args.model_path is None:
+        parser.error("no weights to evaluate: give --model_path FILE, or --dir RUN_DIR of a training run")
+
+
 def add_scalars(writer, row: dict, keys: Sequence[str], step: int) -> None:
     """row[key] for each key to TensorBoard as 'train_loss' -> train/loss (nothing without a writer)."""
     if writer is None:
         return
     for key in keys:
-        writer.add_scalar(key.replace('_', '/', 1), row[key], step)
+        if not (isinstance(row[key], float) and math.isnan(row[key])):  # top-5 of fewer than 6 classes
+            writer.add_scalar(key.replace('_', '/', 1), row[key], step)
     writer.flush()
 
 
@@ -209,6 +267,16 @@ def explicit_options(parser, argv: Optional[Sequence[str]]) -> set:
         action.required = False
     namespace, _ = probe.parse_known_args(argv)
     return set(vars(namespace))
+
+
+def run_program(run_dir: str) -> Optional[str]:
+    """The script that made a run directory, from its args.json (None without a readable one)."""
+    try:
+        with open(os.path.join(run_dir, 'args.json')) as f:
+            program = json.load(f).get('program')
+    except (OSError, ValueError, AttributeError):
+        return None
+    return program if isinstance(program, str) else None
 
 
 class StopSignals:
@@ -240,6 +308,20 @@ class StopSignals:
     def __exit__(self, *exc) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+
+
+def add_cudnn_argument(group) -> None:
+    group.add_argument('--cudnn_benchmark', action='store_true',
+                       help='on CUDA, let cuDNN pick its fastest kernels (cudnn.benchmark) instead of the '
+                            "original's deterministic ones: faster, not reproducible bit for bit")
+
+
+def configure_cudnn(device: torch.device, benchmark: bool) -> None:
+    """NOTE (faithful to EvNAS): the original search and training set cudnn.deterministic = True and
+    cudnn.benchmark = False; --cudnn_benchmark trades that reproducibility for speed. Nothing to do off CUDA."""
+    if device.type == 'cuda':
+        torch.backends.cudnn.deterministic = not benchmark
+        torch.backends.cudnn.benchmark = benchmark
 
 
 def mixed_precision(device: torch.device, enabled: bool):

@@ -89,7 +89,7 @@ def draw(genotype: Genotype, out_dir: str, name: str, image_format: str = 'png')
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser('visualize', description=__doc__,
+    parser = utils.ArgumentParser('visualize', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('genotype', help=f"an architecture name ({', '.join(ARCHITECTURES)}), a genotype JSON file, "
                                          f"or a search run directory")

@@ -78,6 +78,10 @@ class TestFolderDataset:
             '--device', 'cpu', '--model_path', os.path.join(eval_dir, 'weights.pt')]))
         assert evaluated['samples'] == 18
         assert evaluated['top1'] == result['history'][-1]['test_top1']
+        # the same from the run directory alone: dataset, sizes, genotype, normalisation and weights
+        by_dir = test_cifar.main(test_cifar.parse_args(['--dir', eval_dir, '--device', 'cpu']))
+        assert by_dir['samples'] == 18 and by_dir['top1'] == result['history'][-1]['test_top1']
+        assert by_dir['loss'] == pytest.approx(evaluated['loss'], rel=1e-6)
 
     def test_one_class_is_refused(self, tmp_path, capsys):
         make_tree(tmp_path, classes=1)

@@ -96,7 +96,7 @@ class TestSignals:
         stopped = run_script('train_search.py', *SEARCH_TINY, '--epochs', '3', '--run_dir', run_dir,
                              env={'EVNAS_FAULT': 'term@train:2:0'})
         assert stopped.returncode == 128 + 15
-        assert 'stopped: stopped by signal during generation 2, training step 0' in stopped.stderr
+        assert 'stopped: interrupted by SIGTERM during generation 2, training step 0' in stopped.stderr
         assert f'the checkpoint after generation 1 in {run_dir} is intact' in stopped.stderr
         assert f'python train_search.py --resume {run_dir}' in stopped.stderr
         assert 'Traceback' not in stopped.stderr
@@ -107,8 +107,11 @@ class TestSignals:
         run_dir = str(tmp_path / 'run')
         stopped = run_script('train.py', *TRAIN_REFERENCE, '--run_dir', run_dir, env={'EVNAS_FAULT': 'int@train:2:1'})
         assert stopped.returncode == 128 + 2
-        assert 'stopped by signal during epoch 2, step 2' in stopped.stderr
+        assert 'interrupted by Ctrl-C (SIGINT) during epoch 2, step 2' in stopped.stderr
         assert f'the checkpoint after epoch 1 in {run_dir} is intact' in stopped.stderr
+        note = 'the checkpoint after epoch 1'
+        assert (stopped.stdout + stopped.stderr).count(note) == 1, 'the terminal shows the note once'
+        assert open(os.path.join(run_dir, 'log.txt')).read().count(note) == 1, 'and log.txt keeps it'
         assert call_main(train, ['--resume', run_dir]) == 0
         assert_same_training(run_dir, tiny_training[0])
 
@@ -246,11 +249,11 @@ class TestBadCommandLines:
         (tmp_path / 'run').mkdir()
         (tmp_path / 'run' / 'log.txt').write_text('an earlier run\n')
         assert call_main(module, argv + ['--run_dir', tmp_path / 'run']) == 2
-        assert 'already exists; continue it with --resume' in capsys.readouterr().err
+        assert 'exists and is not a run directory of' in capsys.readouterr().err
         assert (tmp_path / 'run' / 'log.txt').read_text() == 'an earlier run\n'
 
     def test_unknown_device(self, capsys):
-        assert call_main(test_cifar, ['--device', 'tpu:0', '--arch', 'EvNASA']) == 2
+        assert call_main(test_cifar, ['--device', 'tpu:0', '--arch', 'EvNASA', '--model_path', 'w.pt']) == 2
         assert "unknown device 'tpu:0'" in capsys.readouterr().err
 
 
@@ -258,7 +261,8 @@ class TestDataProblems:
     def test_empty_class_folder_is_named(self, tmp_path, capsys):
         (tmp_path / 'val' / 'cat').mkdir(parents=True)
         (tmp_path / 'val' / 'dog').mkdir()
-        assert call_main(test_imagenet, ['--data', tmp_path, '--arch', 'EvNASA', '--model_path', 'x']) == 2
+        torch.save({'w': torch.zeros(1)}, tmp_path / 'w.pt')  # weights are read first, so they must exist
+        assert call_main(test_imagenet, ['--data', tmp_path, '--arch', 'EvNASA', '--model_path', tmp_path / 'w.pt']) == 2
         err = capsys.readouterr().err
         assert str(tmp_path / 'val') in err and ('cat' in err or 'no valid file' in err.lower())
 

@@ -158,7 +158,7 @@ class TestBadInput:
 
     def test_existing_run_directory_without_resume(self, finished_run, capsys):
         assert call_main(train_search, TINY + ['--run_dir', finished_run[0]]) == 2
-        assert 'already exists; continue it with --resume' in capsys.readouterr().err
+        assert 'already holds a run with completed work; continue it with --resume' in capsys.readouterr().err
 
 
 class TestCompileOnCpu:

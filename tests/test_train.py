@@ -176,6 +176,11 @@ class TestTrainImageNet:
             '--data', str(data), '--arch', 'EvNASA', '--init_channels', '8', '--layers', '3', '--image_size', '64',
             '--num_workers', '0', '--device', 'cpu', '--model_path', str(run_dir / 'model_best.pth.tar')]))
         assert evaluated['top1'] == result['summary']['best_top1']
+        # from the run directory alone: its genotype, sizes, data and last epoch's weights
+        by_dir = test_imagenet.main(test_imagenet.parse_args(['--dir', str(run_dir), '--num_workers', '0',
+                                                              '--device', 'cpu']))
+        assert by_dir['top1'] == result['summary']['last_top1']
+        assert f"python test_imagenet.py --dir {run_dir}" in open(run_dir / 'log.txt').read()
 
     def test_learning_rate_schedules(self):
         args = train_imagenet.parse_args(['--arch', 'EvNASA'])

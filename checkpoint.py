@@ -8,6 +8,7 @@ import fcntl
 import glob
 import hashlib
 import json
+import math
 import os
 import random
 import tempfile
@@ -18,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from faults import fault_point
-from utils import UserError, explicit_options, run_program
+from utils import UserError, explicit_options, reason, run_program
 
 
 def _atomic_write(path: str, write, fault_tag: int = -1) -> None:
@@ -198,13 +199,14 @@ def read_run_args(run_dir: str, program: str) -> Dict[str, Any]:
     except OSError:
         raise UserError(f"{run_dir} is not a run directory (no args.json there)") from None
     except ValueError as e:
-        raise UserError(f"cannot read {path}: {e}") from None
+        raise UserError(f"cannot read {path}: {reason(e)}") from None
     found = saved.get('program') if isinstance(saved, dict) else None
     if found != program:
         hint = {'train_search': f"; train its architecture first: python train.py --dir {run_dir}",
                 'train': f"; evaluate it with: python test_cifar.py --dir {run_dir}",
                 'train_imagenet': f"; evaluate it with: python test_imagenet.py --dir {run_dir}"}.get(found, '')
-        raise UserError(f"{run_dir} is a {found or 'unknown'}.py run, not a {program}.py run{hint}")
+        made_by = f"a {found}.py run" if found else "a directory whose args.json names no script"
+        raise UserError(f"{run_dir} is {made_by}, not a {program}.py run{hint}")
     return saved
 
 
@@ -342,23 +344,25 @@ def resumed_args(parser, argv, args, program: str, may_change, checkpoint_name: 
     path = os.path.join(args.resume, 'args.json')
     if not os.path.isfile(path):
         parser.error(f"--resume {args.resume}: not a {program}.py run directory (no args.json there)")
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as e:
+        parser.error(f"--resume {args.resume}: cannot read args.json ({reason(e)})")
+    if not isinstance(saved, dict) or saved.get('program') != program:
+        parser.error(f"--resume {args.resume}: args.json is not from {program}.py")
     if not os.path.isfile(os.path.join(args.resume, checkpoint_name)):
         unit = 'generation' if program == 'train_search' else 'epoch'
         parser.error(f"--resume {args.resume}: this start stopped before its first {unit} completed, so there is "
                      f"nothing to resume; run the command that started it again (with --run_dir {args.resume}), "
                      f"which reuses the directory")
-    try:
-        with open(path) as f:
-            saved = json.load(f)
-    except (OSError, ValueError) as e:
-        parser.error(f"--resume {args.resume}: cannot read args.json ({e})")
-    if not isinstance(saved, dict) or saved.get('program') != program:
-        parser.error(f"--resume {args.resume}: args.json is not from {program}.py")
     explicit = explicit_options(parser, argv)
     for name in sorted(explicit - set(may_change)):
-        if name in saved and saved[name] != getattr(args, name):
+        # A flag newer than the run is not in its args.json: the run used that flag's default.
+        theirs = saved.get(name, parser.get_default(name))
+        if theirs != getattr(args, name):
             allowed = ', '.join('--' + n for n in sorted(set(may_change) - {'resume'}))
-            parser.error(f"--resume: --{name} {getattr(args, name)} differs from the run's {saved[name]}; "
+            parser.error(f"--resume: --{name} {getattr(args, name)} differs from the run's {theirs}; "
                          f"only {allowed} may change")
     merged = vars(args).copy()
     keep = explicit & set(may_change)
@@ -381,8 +385,10 @@ def restore_run(state: Dict[str, Any], rank: int, model: nn.Module, optimizer, s
 
 
 def save_summary(run_dir: str, summary: Dict[str, Any]) -> None:
-    """RUN_DIR/summary.json: what a finished training run reached."""
-    atomic_write_text(os.path.join(run_dir, 'summary.json'), json.dumps(summary, indent=1) + '\n')
+    """RUN_DIR/summary.json: what a finished training run reached. NaN (top-5 of fewer than 6 classes) is
+    not JSON, so it is written as null."""
+    summary = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in summary.items()}
+    atomic_write_text(os.path.join(run_dir, 'summary.json'), json.dumps(summary, indent=1, allow_nan=False) + '\n')
 
 
 def load_run_checkpoint(run_dir: str, fmt: str, args, may_change, map_location='cpu',

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from utils import UserError
+from utils import UserError, reason
 
 CIFAR10_MEAN = (0.49139968, 0.48215827, 0.44653124)
 CIFAR10_STD = (0.24703233, 0.24348505, 0.26158768)
@@ -61,13 +61,14 @@ def _download_help(name: str, root: str) -> str:
 def _download_failure(e: Exception) -> str:
     """Why a download failed, in words: urllib wraps the socket's error ("<urlopen error [Errno 101] Network
     is unreachable>"), whose number means nothing to a user."""
-    reason = getattr(e, 'reason', e)  # URLError.reason: the OSError underneath
-    if isinstance(reason, socket.timeout) or isinstance(e, socket.timeout):
+    import urllib.error
+    if isinstance(e, socket.timeout):
         return 'no answer within 30 s: is this machine offline?'
-    if isinstance(reason, OSError):
-        text = reason.strerror or str(reason)
+    if isinstance(e, urllib.error.URLError) and not isinstance(e, urllib.error.HTTPError):
+        cause = e.reason  # the socket's error underneath
+        text = cause.strerror or str(cause) if isinstance(cause, OSError) else str(cause)
         return f"{text[:1].lower() + text[1:]}: is this machine offline?"
-    text = str(reason).strip()
+    text = reason(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
 
 
@@ -80,10 +81,14 @@ def _load_torchvision_cifar(name: str, root: str, train: bool, download: bool):
         pass  # not there (or corrupted): try to fetch it
     if not download:
         raise UserError(f"{name} not found under {root}: {_download_help(name, root)}")
+    try:
+        os.makedirs(root, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{name} not found under {root}, and {root} cannot be created to download it into: "
+                        f"{reason(e)}") from None
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(30)  # an offline machine must fail fast, not hang on a dead connection
     try:
-        os.makedirs(root, exist_ok=True)
         return cls(root, train=train, download=True)
     except Exception as e:
         raise UserError(f"{name} not found under {root} and the download failed ({_download_failure(e)}): "
@@ -151,7 +156,7 @@ def load_folder(root: str, train: bool, image_size: int = 32, stats=None) -> Ima
         classes = sorted(e.name for e in os.scandir(train_dir) if e.is_dir())
         folder = dset.ImageFolder(_folder_split(root, train), loader=_read_rgb)
     except (FileNotFoundError, RuntimeError) as e:
-        raise UserError(f"{_folder_split(root, train)}: {e}") from None
+        raise UserError(f"{_folder_split(root, train)}: {reason(e)}") from None
     if len(classes) < 2:
         raise UserError(f"{train_dir} holds {len(classes)} class folder(s); a classifier needs at least two")
     if folder.classes != classes:
@@ -483,7 +488,7 @@ def _read_rgb(path: str) -> Image.Image:
         with open(path, 'rb') as f:
             return Image.open(f).convert('RGB')
     except Exception as e:
-        raise UserError(f"cannot read image {path}: {e}") from None
+        raise UserError(f"cannot read image {path}: {reason(e)}") from None
 
 
 def image_folder(root: str, split: str, transform, what: str = 'ImageNet'):
@@ -496,7 +501,7 @@ def image_folder(root: str, split: str, transform, what: str = 'ImageNet'):
     try:
         return dset.ImageFolder(folder, transform, loader=_read_rgb)
     except (FileNotFoundError, RuntimeError) as e:
-        raise UserError(f"{folder}: {e}; {layout}") from None
+        raise UserError(f"{folder}: {reason(e)}; {layout}") from None
 
 
 class FolderLoader:

@@ -280,8 +280,8 @@ def check_architecture_arguments(parser, args) -> None:
     trained again, with the new run inside the old one)."""
     given = [f"--{name}" for name in ('arch', 'dir', 'genotype') if getattr(args, name) is not None]
     if len(given) > 1:
-        parser.error(f"give the architecture once: {' and '.join(given)} both name one (use only one of --arch, "
-                     f"--dir, --genotype)")
+        parser.error(f"give the architecture once: {' and '.join(given)} each name one (use only one of "
+                     f"--arch, --dir, --genotype)")
     if not given:
         parser.error("no architecture: give --arch NAME, --dir SEARCH_DIR or --genotype FILE")
     if args.dir is not None:

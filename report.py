@@ -38,7 +38,7 @@ def read_records(run_dir: str) -> List[Dict]:
             with open(path) as f:
                 records.append(json.load(f))
         except (OSError, ValueError) as e:
-            raise utils.UserError(f"cannot read {path}: {e}") from None
+            raise utils.UserError(f"cannot read {path}: {utils.reason(e)}") from None
     return records
 
 

@@ -145,6 +145,9 @@ def load_imagenet(args) -> tuple:
 def train(args, data: tuple, run_dir: str, dist: distributed.Distributed, device: torch.device,
           stop: utils.StopSignals, genotype, arch_name: str) -> Dict:
     logger = utils.setup_logger('train_imagenet', run_dir if dist.is_main else None, enabled=dist.is_main)
+    # NOTE (faithful to EvNAS): its ImageNet training (P-DARTS's) sets cudnn.benchmark = True, unlike its
+    # search and CIFAR training, which are deterministic.
+    utils.configure_cudnn(device, benchmark=True)
     train_data, valid_data = data
     if dist.is_main and not args.resume:
         save_args(run_dir, 'train_imagenet', args)

@@ -299,10 +299,10 @@ def set_up(args, train_data: ImageArray, run_dir: str, dist: distributed.Distrib
     if steps < args.pop_size:
         # Step i of a generation trains individual i mod pop_size, so the last ones would share the weights
         # without ever training them, and be ranked on weights shaped by the others.
+        smaller_batch = (f", --batch_size {split // args.pop_size} or less" if split >= args.pop_size else '')
         logger.warning(f"a generation has {steps} training step(s) ({split} images, --batch_size "
                        f"{args.batch_size}) for {args.pop_size} individuals: {args.pop_size - steps} of them never "
-                       f"train the supernet; use more images, --batch_size {max(1, split // args.pop_size)} or "
-                       f"less, or --pop_size {steps} or less")
+                       f"train the supernet; use more images{smaller_batch} or --pop_size {steps} or less")
     if args.resume:
         restore(run, load_run_checkpoint(run_dir, CHECKPOINT_FORMAT, args, RESUME_MAY_CHANGE), dist.rank)
         logger.info(f"resumed after generation {run.generations_done} of {args.epochs}")

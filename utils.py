@@ -62,16 +62,29 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see: python {self.prog}.py --help)\n")
 
 
+def reason(e: BaseException) -> str:
+    """An exception in words for a one-line message: an OSError's text without its "[Errno N]" prefix."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return str(e) or type(e).__name__
+
+
 def run_main(main: Callable, args) -> int:
-    """Run a script's main(args), turning a UserError or a Stop into one line on stderr and an exit status."""
+    """Run a script's main(args), turning a UserError or a Stop into one line on stderr and an exit status.
+    Under torchrun every rank stops alike, so only rank 0 says so."""
     try:
         main(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
     except Stop as e:
-        print(f"stopped: {e}", file=sys.stderr, flush=True)
+        if os.environ.get('RANK', '0') == '0':
+            print(f"stopped: {e}", file=sys.stderr, flush=True)
         return e.exit_code
+    except KeyboardInterrupt:  # Ctrl-C before the training loops watch for it: reading data, building
+        print("stopped: interrupted by Ctrl-C (SIGINT) before the first step; nothing was saved", file=sys.stderr,
+              flush=True)
+        return 128 + signal.SIGINT
     return 0
 
 

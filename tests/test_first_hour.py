@@ -4,6 +4,7 @@ augmentation that fits the images, warnings for degenerate set-ups, and run file
 import json
 import math
 import os
+import shutil
 import stat
 
 import pytest
@@ -52,6 +53,17 @@ class TestFailedStarts:
         err = capsys.readouterr().err
         assert 'already holds a run' in err and f'--resume {run_dir}' in err
 
+    def test_resume_compares_flags_newer_than_the_run_with_their_defaults(self, tiny_search, tmp_path, capsys):
+        run_dir = str(tmp_path / 'old')
+        shutil.copytree(tiny_search[0], run_dir)
+        saved = json.load(open(os.path.join(run_dir, 'args.json')))
+        del saved['no_flip'], saved['crop_padding']  # as a run recorded before the flags existed
+        json.dump(saved, open(os.path.join(run_dir, 'args.json'), 'w'))
+        assert call_main(train_search, ['--resume', run_dir, '--no_flip']) == 2
+        assert '--no_flip True differs from the run\'s False' in capsys.readouterr().err
+        args = train_search.parse_args(['--resume', run_dir, '--crop_padding', '4'])
+        assert args.crop_padding == 4 and args.no_flip is False
+
     def test_resume_of_a_start_without_checkpoint_says_what_to_run(self, tmp_path, capsys):
         run_dir = str(tmp_path / 'run')
         _failed_start(run_dir)
@@ -62,6 +74,8 @@ class TestFailedStarts:
         _failed_start(str(tmp_path / 'train_run'), 'train')
         assert call_main(train, ['--resume', str(tmp_path / 'train_run')]) == 2
         assert 'before its first epoch completed' in capsys.readouterr().err
+        assert call_main(train_search, ['--resume', str(tmp_path / 'train_run')]) == 2
+        assert 'args.json is not from train_search.py' in capsys.readouterr().err
 
     def test_other_directories_are_refused(self, tmp_path):
         other = tmp_path / 'notes'
@@ -161,6 +175,30 @@ def test_bad_values_are_one_line(module, argv, capsys):
     assert err.count('\n') == 1 and err.startswith('error: ')
 
 
+def test_ctrl_c_before_the_loops_and_stops_under_torchrun_are_one_line(monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    assert utils.run_main(interrupted, None) == 130
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and err.startswith('stopped: interrupted by Ctrl-C') and 'Traceback' not in err
+
+    def stopped(args):
+        raise utils.Stop('interrupted by SIGTERM during generation 2', 143)
+
+    monkeypatch.setenv('RANK', '1')
+    assert utils.run_main(stopped, None) == 143 and capsys.readouterr().err == '', 'only rank 0 says it'
+    monkeypatch.setenv('RANK', '0')
+    assert utils.run_main(stopped, None) == 143 and capsys.readouterr().err.count('stopped:') == 1
+
+
+def test_messages_carry_no_errno_codes(tmp_path, capsys):
+    (tmp_path / 'data').write_text('a file where a folder belongs')
+    assert call_main(train_search, ['--data', tmp_path / 'data' / 'cifar', '--device', 'cpu']) == 2
+    err = capsys.readouterr().err
+    assert 'cannot be created' in err and 'Errno' not in err and 'offline' not in err, err
+
+
 class TestOriginalFlags:
     def test_gpu_is_device_cuda_n(self, capsys):
         assert train.parse_args(TRAIN_TINY + ['--gpu', '1']).device == 'cuda:1'
@@ -245,7 +283,7 @@ def test_run_files_follow_the_umask(tmp_path, mask, mode):
     try:
         atomic_save({'w': torch.zeros(1)}, str(tmp_path / 'checkpoint.pt'))
         atomic_write_text(str(tmp_path / 'args.json'), '{}')
-        open(tmp_path / 'log.txt', 'w').close()
+        utils.close_logger(utils.setup_logger('umask', str(tmp_path)))  # log.txt, as a run's logger opens it
     finally:
         os.umask(previous)
     for name in ('checkpoint.pt', 'args.json', 'log.txt'):

@@ -181,6 +181,10 @@ class TestTrainImageNet:
                                                               '--device', 'cpu']))
         assert by_dir['top1'] == result['summary']['last_top1']
         assert f"python test_imagenet.py --dir {run_dir}" in open(run_dir / 'log.txt').read()
+        # 3 classes: no top-5, written as JSON's null (NaN is not JSON)
+        summary = json.loads(open(run_dir / 'summary.json').read(),
+                             parse_constant=lambda c: pytest.fail(f'summary.json holds {c}'))
+        assert summary['best_top5'] is None and summary['last_top1'] == result['summary']['last_top1']
 
     def test_learning_rate_schedules(self):
         args = train_imagenet.parse_args(['--arch', 'EvNASA'])

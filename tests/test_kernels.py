@@ -251,8 +251,13 @@ class TestFusedMixedOp:
         # (narrow ones on rows of pixels); eval mode: no fold.
         exact, fused = self._pair(stride, narrow=narrow)
         exact.train(training), fused.train(training)
-        weights = torch.softmax(torch.rand(8, dtype=torch.float64), 0)
         x = torch.randn(4, 8, 16, 16, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+        self._assert_same(exact, fused, x, grad)
+
+    @staticmethod
+    def _assert_same(exact, fused, x, grad):
+        """Outputs, gradients (with autograd) and BatchNorm running statistics of the two mixed ops agree."""
+        weights = torch.softmax(torch.rand(8, dtype=torch.float64), 0)
         with torch.set_grad_enabled(grad):
             out_exact, out_fused = exact(x, weights), fused(x, weights)
         torch.testing.assert_close(out_fused, out_exact, rtol=0, atol=1e-12)
@@ -273,18 +278,7 @@ class TestFusedMixedOp:
         exact, fused = self._pair(2)
         monkeypatch.setattr(FusedMixedOp, 'folds', lambda self, x: False)
         monkeypatch.setattr(kernels, 'batch_norm_mix', None)  # would fail if called
-        weights = torch.softmax(torch.rand(8, dtype=torch.float64), 0)
-        x = torch.randn(3, 8, 12, 12, dtype=torch.float64)
-        with torch.set_grad_enabled(grad):
-            out_exact, out_fused = exact(x, weights), fused(x, weights)
-        torch.testing.assert_close(out_fused, out_exact, rtol=0, atol=1e-12)
-        if grad:
-            out_exact.square().sum().backward()
-            out_fused.square().sum().backward()
-            for name, g in _grads(exact).items():
-                torch.testing.assert_close(_grads(fused)[name], g, rtol=0, atol=1e-10 * g.abs().max(), msg=name)
-        for (name, a), b in zip(fused.state_dict().items(), exact.state_dict().values()):
-            torch.testing.assert_close(a, b, rtol=0, atol=1e-12, msg=name)
+        self._assert_same(exact, fused, torch.randn(3, 8, 12, 12, dtype=torch.float64), grad)
 
     def test_none_is_skipped_and_one_relu_is_shared(self, monkeypatch):
         exact, fused = self._pair(1)

@@ -8,7 +8,6 @@ import fcntl
 import glob
 import hashlib
 import json
-import math
 import os
 import random
 import tempfile
@@ -19,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from faults import fault_point
-from utils import UserError, explicit_options, reason, run_program
+from utils import UserError, explicit_options, json_number, reason, run_program
 
 
 def _atomic_write(path: str, write, fault_tag: int = -1) -> None:
@@ -197,7 +196,7 @@ def read_run_args(run_dir: str, program: str) -> Dict[str, Any]:
         with open(path) as f:
             saved = json.load(f)
     except OSError:
-        raise UserError(f"{run_dir} is not a run directory (no args.json there)") from None
+        raise UserError(f"{run_dir} is not a {program}.py run directory (no args.json there)") from None
     except ValueError as e:
         raise UserError(f"cannot read {path}: {reason(e)}") from None
     found = saved.get('program') if isinstance(saved, dict) else None
@@ -224,9 +223,9 @@ def run_normalisation(run_dir: str, args) -> Optional[tuple]:
         return None  # computed again from the training images, as for a run without the file
 
 
-def take_run_settings(parser, argv, args, program: str, names) -> Dict[str, Any]:
+def take_run_settings(parser, argv, args, program: str, names) -> None:
     """For --dir RUN_DIR of the evaluation scripts: each flag in `names` that the command line does not give
-    takes the value of the `program` run there (its args.json); returns the run's saved args."""
+    takes the value of the `program` run there (its args.json)."""
     try:
         saved = read_run_args(args.dir, program)
     except UserError as e:
@@ -235,7 +234,6 @@ def take_run_settings(parser, argv, args, program: str, names) -> Dict[str, Any]
     for name in names:
         if name not in explicit and name in saved:
             setattr(args, name, saved[name])
-    return saved
 
 
 def rng_state() -> Dict[str, Any]:
@@ -341,16 +339,10 @@ def resumed_args(parser, argv, args, program: str, may_change, checkpoint_name: 
 
     Any other flag given explicitly must equal the run's own value; everything is checked before any work.
     """
-    path = os.path.join(args.resume, 'args.json')
-    if not os.path.isfile(path):
-        parser.error(f"--resume {args.resume}: not a {program}.py run directory (no args.json there)")
     try:
-        with open(path) as f:
-            saved = json.load(f)
-    except (OSError, ValueError) as e:
-        parser.error(f"--resume {args.resume}: cannot read args.json ({reason(e)})")
-    if not isinstance(saved, dict) or saved.get('program') != program:
-        parser.error(f"--resume {args.resume}: args.json is not from {program}.py")
+        saved = read_run_args(args.resume, program)
+    except UserError as e:
+        parser.error(f"--resume {e}")
     if not os.path.isfile(os.path.join(args.resume, checkpoint_name)):
         unit = 'generation' if program == 'train_search' else 'epoch'
         parser.error(f"--resume {args.resume}: this start stopped before its first {unit} completed, so there is "
@@ -387,7 +379,7 @@ def restore_run(state: Dict[str, Any], rank: int, model: nn.Module, optimizer, s
 def save_summary(run_dir: str, summary: Dict[str, Any]) -> None:
     """RUN_DIR/summary.json: what a finished training run reached. NaN (top-5 of fewer than 6 classes) is
     not JSON, so it is written as null."""
-    summary = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in summary.items()}
+    summary = {k: json_number(v) if isinstance(v, float) else v for k, v in summary.items()}
     atomic_write_text(os.path.join(run_dir, 'summary.json'), json.dumps(summary, indent=1, allow_nan=False) + '\n')
 
 

@@ -381,24 +381,19 @@ def summarize(ranked: Sequence[Individual], train_stats: Sequence[Dict], generat
     }
 
 
-def _json_number(value: float):
-    """NaN and infinities are not JSON: a missing measurement is written as null."""
-    return value if math.isfinite(value) else None
-
-
 def generation_record(ranked: Sequence[Individual], train_stats: Sequence[Dict], summary: Dict,
                       order: Sequence[int]) -> Dict:
     """The human-readable record of one generation, best individual first."""
     return {
-        **{k: _json_number(v) if isinstance(v, float) else v for k, v in summary.items()},
+        **{k: utils.json_number(v) if isinstance(v, float) else v for k, v in summary.items()},
         'population': [{
             'rank': rank + 1,
             'index': order[rank],  # position in the generation as trained (step i trains index i mod pop_size)
-            'fitness': _json_number(ind.fitness),
-            'loss': _json_number(ind.loss),
-            'top5': _json_number(ind.top5),
-            'train_loss': _json_number(train_stats[order[rank]]['loss']),
-            'train_top1': _json_number(train_stats[order[rank]]['top1']),
+            'fitness': utils.json_number(ind.fitness),
+            'loss': utils.json_number(ind.loss),
+            'top5': utils.json_number(ind.top5),
+            'train_loss': utils.json_number(train_stats[order[rank]]['loss']),
+            'train_top1': utils.json_number(train_stats[order[rank]]['top1']),
             'genotype': genotype_to_dict(ind.genotype()),
             'alphas': {'normal': ind.alphas[0].tolist(), 'reduce': ind.alphas[1].tolist()},
         } for rank, ind in enumerate(ranked)],

@@ -282,6 +282,11 @@ def explicit_options(parser, argv: Optional[Sequence[str]]) -> set:
     return set(vars(namespace))
 
 
+def json_number(value: float) -> Optional[float]:
+    """NaN and infinities are not JSON: a missing measurement is written as null."""
+    return value if math.isfinite(value) else None
+
+
 def run_program(run_dir: str) -> Optional[str]:
     """The script that made a run directory, from its args.json (None without a readable one)."""
     try:

@@ -75,7 +75,7 @@ class TestFailedStarts:
         assert call_main(train, ['--resume', str(tmp_path / 'train_run')]) == 2
         assert 'before its first epoch completed' in capsys.readouterr().err
         assert call_main(train_search, ['--resume', str(tmp_path / 'train_run')]) == 2
-        assert 'args.json is not from train_search.py' in capsys.readouterr().err
+        assert 'is a train.py run, not a train_search.py run' in capsys.readouterr().err
 
     def test_other_directories_are_refused(self, tmp_path):
         other = tmp_path / 'notes'

@@ -120,7 +120,7 @@ class TestTrainBadInput:
 
     def test_resume_of_a_search_directory_is_refused(self, tiny_search, capsys):
         assert call_main(train, ['--resume', tiny_search[0]]) == 2
-        assert 'args.json is not from train.py' in capsys.readouterr().err
+        assert 'is a train_search.py run, not a train.py run' in capsys.readouterr().err
 
 
 @pytest.mark.skipif(sys.platform == 'win32', reason='gloo over localhost')

@@ -1,13 +1,15 @@
 """The genetic algorithm of EvNAS (Sinha & Chen, GECCO 2021): individuals, decoding, selection, crossover,
 mutation.
 
-An individual is a pair of architecture matrices (normal, reduce), each (edges x ops) = 14 x 8, drawn from
-U(0, 1). It is never used as is: `decode` turns it into the discrete architecture it stands for, and the
-supernet is run with those decoded alphas. All randomness comes from an explicit torch.Generator.
+An individual is a list of architecture matrices (edges x ops) drawn from U(0, 1): in the DARTS space a pair
+(normal, reduce) of 14 x 8, in NAS-Bench-201 one 6 x 5 (search_space.py decodes that one). It is never used
+as is: `decode` turns it into the discrete architecture it stands for, and the supernet is run with those
+decoded alphas. Selection, crossover and mutation work on edge rows whatever the space. All randomness comes
+from an explicit torch.Generator.
 """
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -76,14 +78,12 @@ def decode(alphas: Sequence[torch.Tensor]) -> List[torch.Tensor]:
 
 @dataclass
 class Individual:
-    """One architecture: raw alphas [normal, reduce] (CPU, float32) and its last measured fitness."""
+    """One architecture: raw alphas (CPU, float32; [normal, reduce] in the DARTS space) and its last measured
+    fitness."""
     alphas: List[torch.Tensor]
-    fitness: float = math.nan   # top-1 accuracy (%) on the held-out half
+    fitness: float = math.nan   # top-1 accuracy (%) on the held-out images
     loss: float = math.nan
     top5: float = math.nan
-
-    def genotype(self) -> Genotype:
-        return derive_genotype(self.alphas)
 
     def to_state(self) -> Dict:
         return {'alphas': [a.clone() for a in self.alphas], 'fitness': self.fitness, 'loss': self.loss,
@@ -94,13 +94,18 @@ class Individual:
         return cls([a.clone() for a in state['alphas']], state['fitness'], state['loss'], state['top5'])
 
 
-def random_individual(steps: int, generator: torch.Generator) -> Individual:
-    k = num_edges(steps)
-    return Individual([torch.rand(k, len(PRIMITIVES), generator=generator) for _ in range(2)])
+def darts_shapes(steps: int = 4) -> List[Tuple[int, int]]:
+    """The alpha matrices of a DARTS-space individual: (normal, reduce), each edges x PRIMITIVES."""
+    return [(num_edges(steps), len(PRIMITIVES))] * 2
 
 
-def init_population(pop_size: int, steps: int, generator: torch.Generator) -> List[Individual]:
-    return [random_individual(steps, generator) for _ in range(pop_size)]
+def random_individual(shapes: Sequence[Tuple[int, int]], generator: torch.Generator) -> Individual:
+    """U(0, 1) matrices of the given shapes, drawn in order (EvNAS's initialisation)."""
+    return Individual([torch.rand(shape, generator=generator) for shape in shapes])
+
+
+def init_population(pop_size: int, shapes: Sequence[Tuple[int, int]], generator: torch.Generator) -> List[Individual]:
+    return [random_individual(shapes, generator) for _ in range(pop_size)]
 
 
 def _rank_key(individual: Individual) -> float:
@@ -155,6 +160,6 @@ def evolve(population: Sequence[Individual], num_elites: int, tsize: int, mutate
     return elites + [mutate(child, mutate_rate, generator) for child in children]
 
 
-def count_distinct(population: Sequence[Individual]) -> int:
-    """How many different architectures (decoded genotypes) the population holds."""
-    return len({str(ind.genotype()) for ind in population})
+def count_distinct(population: Sequence[Individual], genotype: Callable = derive_genotype) -> int:
+    """How many different architectures (`genotype(alphas)`: the decoded genotypes) the population holds."""
+    return len({str(genotype(ind.alphas)) for ind in population})

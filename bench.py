@@ -10,7 +10,10 @@ each round's ratio, so that a machine whose speed drifts moves both sides of a r
   evalnet_train    evaluation-network training step (EvNAS-A, C=36, 20 layers, batch 96), images/s
   generation       one generation of a small end-to-end search (training + fitness of every individual),
                    paper-exact = original per-image pipeline in workers + exact supernet, fast = defaults
-then projects the time of the paper's full search (50 generations, 50 individuals) on this device. With
+  nb201_train      NAS-Bench-201 supernet training step (C=16, N=5, running statistics as searchNAS201.sh,
+                   batch 64), images/s
+  nb201_fitness    NAS-Bench-201 fitness: no gradient, eval mode (batch 1024 on GPU, 256 on CPU)
+then projects the time of the full searches (50 generations, 50 individuals, CIFAR-10) on this device. With
 --ablate, each setting of the fast defaults is also measured switched off alone ("no_SETTING" columns; the
 ratio column stays fast/exact), which is how this project decides that a setting earns its place.
 
@@ -38,12 +41,14 @@ import torch.nn as nn
 
 import speed
 import utils
-from architect_evolution import decode, init_population
+from architect_evolution import darts_shapes, decode, init_population
 from data import Augment, PerImageLoader, TensorLoader, make_loader, make_synthetic
 from engine import Monitor, OptimizerStep, evaluate_population, train_generation
 from genotypes import EvNASA
 from model import NetworkCIFAR
 from model_search import Network
+from model_search_nb201 import Network as NB201Network
+from search_space import NB201
 
 FULL_SEARCH = {'train_images': 25000, 'valid_images': 25000, 'batch': 64, 'pop_size': 50, 'generations': 50}
 
@@ -51,7 +56,8 @@ FULL_SEARCH = {'train_images': 25000, 'valid_images': 25000, 'batch': 64, 'pop_s
 def parse_args(argv=None) -> argparse.Namespace:
     parser = utils.ArgumentParser('bench', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--device', type=str, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
-    parser.add_argument('--only', type=str, default='supernet_train,fitness,augment,evalnet_train,generation',
+    parser.add_argument('--only', type=str,
+                        default='supernet_train,fitness,augment,evalnet_train,generation,nb201_train,nb201_fitness',
                         help='comma-separated benchmarks to run (default: all of the table; also available: '
                              'fitness_scaling, a small search with 1 process and with 2 under torchrun, and '
                              'valid_size_ranking, how well a --valid_size subset ranks a population)')
@@ -150,13 +156,26 @@ def _autocast(variant: Dict, device):
 
 
 def _individual() -> List[torch.Tensor]:
-    return decode(init_population(1, 4, utils.make_generator(0))[0].alphas)
+    return decode(init_population(1, darts_shapes(4), utils.make_generator(0))[0].alphas)
 
 
-def bench_supernet_train(args, device, variant, sizes) -> Dict:
+def darts_supernet(sizes) -> Tuple[Callable, List[torch.Tensor]]:
+    """(the DARTS supernet for an impl, a decoded individual)."""
+    return lambda impl: Network(sizes['C'], 10, sizes['layers'], impl=impl), _individual()
+
+
+def nb201_supernet(sizes) -> Tuple[Callable, List[torch.Tensor]]:
+    """(the NAS-Bench-201 supernet for an impl, a decoded individual)."""
+    individual = NB201.decode(init_population(1, [(6, 5)], utils.make_generator(0))[0].alphas)
+    return (lambda impl: NB201Network(sizes['nb201_C'], sizes['nb201_N'], 10, track_running_stats=True, impl=impl),
+            individual)
+
+
+def bench_supernet_train(args, device, variant, sizes, supernet: Callable = darts_supernet) -> Dict:
     torch.manual_seed(0)
-    model, net = _build(lambda impl: Network(sizes['C'], 10, sizes['layers'], impl=impl), variant, device)
-    model.set_arch_parameters(_individual())
+    network, individual = supernet(sizes)
+    model, net = _build(network, variant, device)
+    model.set_arch_parameters(individual)
     x = torch.randn(sizes['batch'], 3, 32, 32, device=device).contiguous(memory_format=variant['config'].memory_format)
     y = torch.randint(0, 10, (sizes['batch'],), device=device)
     return time_training_step(args, device, variant, model, lambda: nn.functional.cross_entropy(net(x).float(), y),
@@ -183,14 +202,16 @@ def _sgd(model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), 0.025, momentum=0.9, weight_decay=3e-4)
 
 
-def bench_fitness(args, device, variant, sizes) -> Dict:
+def bench_fitness(args, device, variant, sizes, supernet: Callable = darts_supernet) -> Dict:
     torch.manual_seed(0)
-    model, net = _build(lambda impl: Network(sizes['C'], 10, sizes['layers'], impl=impl), variant, device)
-    model.set_arch_parameters(_individual())
+    network, individual = supernet(sizes)
+    model, net = _build(network, variant, device)
+    model.set_arch_parameters(individual)
     batch = sizes['fitness_batch']
     x = torch.randn(batch, 3, 32, 32, device=device).contiguous(memory_format=variant['config'].memory_format)
     autocast = _autocast(variant, device)
-    model.train()  # NOTE (faithful to EvNAS): fitness runs with BatchNorm in train mode
+    # NOTE (faithful to EvNAS): DARTS-space fitness runs with BatchNorm in train mode, NAS-Bench-201's in eval mode
+    model.train(supernet is darts_supernet)
 
     @torch.no_grad()
     def forward():
@@ -244,7 +265,7 @@ def bench_generation(args, device, variant, sizes) -> Dict:
     array = make_synthetic(True, 2 * sizes['gen_images'])
     model, net = _build(lambda impl: Network(sizes['gen_C'], 10, sizes['gen_layers'], impl=impl), variant, device)
     optimize = OptimizerStep(_sgd(model), grad_clip=5.)
-    population = init_population(sizes['gen_pop'], 4, utils.make_generator(0))
+    population = init_population(sizes['gen_pop'], darts_shapes(4), utils.make_generator(0))
     half = sizes['gen_images']
     indices = torch.arange(len(array))
     loader = dict(kind='torchvision' if exact else 'tensor', array=array, device=device, shuffle=True,
@@ -318,7 +339,7 @@ def valid_size_ranking(args, device, sizes) -> Dict:
     fast = {'config': speed.default_config(device), 'compile': False}
     model, _ = _build(lambda impl: Network(sizes['gen_C'], 10, sizes['gen_layers'], impl=impl), fast, device)
     optimize = OptimizerStep(_sgd(model), grad_clip=5.)
-    population = init_population(8 if args.quick else 16, 4, utils.make_generator(0))
+    population = init_population(8 if args.quick else 16, darts_shapes(4), utils.make_generator(0))
     decoded = [[a.to(device) for a in decode(ind.alphas)] for ind in population]
     fmt = fast['config'].memory_format
     train_loader = TensorLoader(array, 64, torch.arange(n_train), True, Augment(), utils.make_generator(1),
@@ -346,17 +367,23 @@ def valid_size_ranking(args, device, sizes) -> Dict:
 
 
 BENCHMARKS = {'supernet_train': bench_supernet_train, 'fitness': bench_fitness, 'augment': bench_augment,
-              'evalnet_train': bench_evalnet_train, 'generation': bench_generation}
+              'evalnet_train': bench_evalnet_train, 'generation': bench_generation,
+              'nb201_train': lambda *a: bench_supernet_train(*a, supernet=nb201_supernet),
+              'nb201_fitness': lambda *a: bench_fitness(*a, supernet=nb201_supernet)}
+# The measurements each full-search projection reads: (label, training step, fitness).
+PROJECTIONS = {'projection': ('DARTS space', 'supernet_train', 'fitness'),
+               'nb201_projection': ('NAS-Bench-201', 'nb201_train', 'nb201_fitness')}
 EXTRA = {'fitness_scaling': fitness_scaling, 'valid_size_ranking': valid_size_ranking}  # run only when named
 
 
 def _sizes(quick: bool, device: torch.device) -> Dict:
     if quick:
         return {'C': 4, 'layers': 3, 'batch': 16, 'fitness_batch': 32, 'augment_images': 256, 'eval_C': 4,
-                'eval_layers': 3, 'eval_batch': 16, 'gen_images': 64, 'gen_C': 4, 'gen_layers': 3, 'gen_pop': 2}
+                'eval_layers': 3, 'eval_batch': 16, 'gen_images': 64, 'gen_C': 4, 'gen_layers': 3, 'gen_pop': 2,
+                'nb201_C': 4, 'nb201_N': 1}
     return {'C': 16, 'layers': 8, 'batch': 64, 'fitness_batch': 1024 if device.type == 'cuda' else 256,
             'augment_images': 5000, 'eval_C': 36, 'eval_layers': 20, 'eval_batch': 96,
-            'gen_images': 512, 'gen_C': 8, 'gen_layers': 5, 'gen_pop': 4}
+            'gen_images': 512, 'gen_C': 8, 'gen_layers': 5, 'gen_pop': 4, 'nb201_C': 16, 'nb201_N': 5}
 
 
 def _in_child(args, name: str, label: str) -> Dict:
@@ -372,10 +399,11 @@ def _in_child(args, name: str, label: str) -> Dict:
     return json.loads(lines[-1][len('RESULT '):])
 
 
-def projected_search_hours(results: Dict, variant: str) -> float:
+def projected_search_hours(results: Dict, variant: str, train_key: str = 'supernet_train',
+                           fitness_key: str = 'fitness') -> float:
     """The paper's search (50 x 50, 25k + 25k images) from the measured step and fitness throughputs."""
-    train = results.get('supernet_train', {}).get(variant, {}).get('images_per_sec')
-    fitness = results.get('fitness', {}).get(variant, {}).get('images_per_sec')
+    train = results.get(train_key, {}).get(variant, {}).get('images_per_sec')
+    fitness = results.get(fitness_key, {}).get(variant, {}).get('images_per_sec')
     if not train or not fitness:
         return math.nan
     per_generation = FULL_SEARCH['train_images'] / train + FULL_SEARCH['pop_size'] * FULL_SEARCH['valid_images'] / fitness
@@ -409,7 +437,7 @@ def format_table(results: Dict, variants: List[str]) -> str:
     header = f"{'benchmark':<16}" + ''.join(f"{v:>{width}}" for v in variants) + f"{'fast/exact':>12}{'peak MB (exact/fast)':>24}"
     lines = [header, '-' * len(header)]
     for name, by_variant in results.items():
-        if name == 'projection':
+        if name in PROJECTIONS:
             continue
         metric = _metric(name)
         cells = []
@@ -424,14 +452,14 @@ def format_table(results: Dict, variants: List[str]) -> str:
     if ablated:
         lines += ['', "what each setting earns: fast / fast with that setting off (median of the rounds' ratios)"]
         for name, by_variant in results.items():
-            if name != 'projection' and any(v in by_variant for v in ablated):
+            if name not in PROJECTIONS and any(v in by_variant for v in ablated):
                 lines.append(f"{name:<16}" + ', '.join(f"{v[3:]} {speedup(by_variant, _metric(name), 'fast', v):.3f}x"
                                                        for v in ablated if v in by_variant))
-    projection = results.get('projection', {})
-    if projection:
-        lines.append('')
-        lines.append('projected full search (50 generations x 50 individuals): ' + ', '.join(
-            f"{v} {h:.1f} h" for v, h in projection.items() if not math.isnan(h)))
+    for key, (label, _, _) in PROJECTIONS.items():
+        if results.get(key):
+            lines.append('')
+            lines.append(f'projected full {label} search (50 generations x 50 individuals, CIFAR-10): ' + ', '.join(
+                f"{v} {h:.1f} h" for v, h in results[key].items() if not math.isnan(h)))
     return '\n'.join(lines)
 
 
@@ -472,9 +500,11 @@ def main(args: argparse.Namespace) -> Dict:
                                    else _in_child(args, name, label))
         results[name] = {label: over_rounds(runs[label]) for label in labels}
     # A projection from --quick's tiny sizes would say nothing about the paper's search.
-    projection = {} if args.quick else {v: projected_search_hours(results, v) for v in variants}
-    if any(not math.isnan(hours) for hours in projection.values()):
-        results['projection'] = projection
+    for key, (_, train_key, fitness_key) in PROJECTIONS.items():
+        projection = {} if args.quick else {v: projected_search_hours(results, v, train_key, fitness_key)
+                                            for v in variants}
+        if any(not math.isnan(hours) for hours in projection.values()):
+            results[key] = projection
     meta = {'device': str(device), 'device_name': torch.cuda.get_device_name(device) if device.type == 'cuda'
             else (os.uname().machine if hasattr(os, 'uname') else 'cpu'), 'torch': torch.__version__,
             'threads': torch.get_num_threads(), 'sizes': sizes, 'warmup': args.warmup, 'repeats': args.repeats,
@@ -496,7 +526,7 @@ def main(args: argparse.Namespace) -> Dict:
         print(f"fitness evaluation per generation, 1 thread per process: 1 process {scaling[1]['fitness_seconds']:.1f} s, "
               f"2 processes {scaling[2]['fitness_seconds']:.1f} s ({scaling['ratio']:.2f}x the time)")
     speedups = {name: {v: speedup(by_variant, _metric(name), v) for v in variants if v != 'paper_exact'}
-                for name, by_variant in results.items() if name != 'projection'}
+                for name, by_variant in results.items() if name not in PROJECTIONS}
     results.update(extra)
     if args.json:
         with open(args.json, 'w') as f:

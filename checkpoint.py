@@ -11,7 +11,7 @@ import json
 import os
 import random
 import tempfile
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
 import numpy as np
 import torch
@@ -334,10 +334,13 @@ def save_dataset_info(run_dir: str, data, args) -> None:
     atomic_write_text(os.path.join(run_dir, 'dataset.json'), json.dumps(info, indent=1) + '\n')
 
 
-def resumed_args(parser, argv, args, program: str, may_change, checkpoint_name: str = 'checkpoint.pt'):
+def resumed_args(parser, argv, args, program: str, may_change, checkpoint_name: str = 'checkpoint.pt',
+                 resolve_defaults: Optional[Callable] = None):
     """The saved args of the run in args.resume, with the flags in `may_change` taken from this command line.
 
     Any other flag given explicitly must equal the run's own value; everything is checked before any work.
+    resolve_defaults(namespace) fills in the defaults that depend on other flags (left None by the parser),
+    as the run did.
     """
     try:
         saved = read_run_args(args.resume, program)
@@ -349,9 +352,12 @@ def resumed_args(parser, argv, args, program: str, may_change, checkpoint_name: 
                      f"nothing to resume; run the command that started it again (with --run_dir {args.resume}), "
                      f"which reuses the directory")
     explicit = explicit_options(parser, argv)
+    # A flag newer than the run is not in its args.json: the run used that flag's default.
+    run = argparse.Namespace(**{name: saved.get(name, parser.get_default(name)) for name in vars(args)})
+    if resolve_defaults is not None:
+        resolve_defaults(run)
     for name in sorted(explicit - set(may_change)):
-        # A flag newer than the run is not in its args.json: the run used that flag's default.
-        theirs = saved.get(name, parser.get_default(name))
+        theirs = getattr(run, name)
         if theirs != getattr(args, name):
             allowed = ', '.join('--' + n for n in sorted(set(may_change) - {'resume'}))
             parser.error(f"--resume: --{name} {getattr(args, name)} differs from the run's {theirs}; "

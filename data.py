@@ -207,15 +207,31 @@ class Augment:
     cutout_length: int = 0
 
 
-def add_augment_arguments(group, cutout_help: str) -> None:
-    """The training augmentation's flags, as train_search.py and train.py take them."""
+@dataclass
+class SearchData:
+    """The images that train the supernet and those that measure fitness (indices into each array), and the
+    augmentation of the fitness images (None: the test transform)."""
+    train: ImageArray
+    train_indices: torch.Tensor
+    valid: ImageArray
+    valid_indices: torch.Tensor
+    valid_augment: Optional[Augment] = None
+
+
+def add_augment_arguments(group, cutout_help: str, per_space: bool = False) -> None:
+    """The training augmentation's flags, as train_search.py and train.py take them. With per_space, the
+    defaults of --cutout_length and --crop_padding are left None, for the search space to resolve."""
     group.add_argument('--cutout', action='store_true', help=cutout_help)
-    group.add_argument('--cutout_length', type=int, default=16, help='cutout length (default: 16)')
+    group.add_argument('--cutout_length', type=int, default=None if per_space else 16,
+                       help='cutout length (default: 16)' if not per_space else
+                       'cutout length (default: 16 with --cutout in the DARTS space; in NAS-Bench-201 the '
+                       'original\'s --cutout has no effect, and --cutout_length N is a real cutout of N)')
     group.add_argument('--no_flip', action='store_true',
                        help='no random horizontal flip (for images that are not mirror-symmetric: digits, text, '
                             'many medical images)')
-    group.add_argument('--crop_padding', type=int, default=4,
-                       help='zero padding of the random crop, in pixels (default: 4, the original\'s; 0 = no crop)')
+    group.add_argument('--crop_padding', type=int, default=None if per_space else 4,
+                       help='zero padding of the random crop, in pixels (default: 4, the original\'s'
+                            + ('; 2 for ImageNet16-120' if per_space else '') + '; 0 = no crop)')
 
 
 def training_augment(args) -> Augment:

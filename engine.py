@@ -241,19 +241,22 @@ def train_generation(supernet: nn.Module, decoded: Sequence[List[torch.Tensor]],
 @torch.no_grad()
 def evaluate_population(supernet: nn.Module, population: Sequence, decoded: Sequence[List[torch.Tensor]], loader,
                         seeds: Sequence[int], monitor: Monitor, *, generation: int, rank: int = 0, world_size: int = 1,
-                        net: Optional[nn.Module] = None, autocast: Callable = nullcontext) -> None:
+                        net: Optional[nn.Module] = None, autocast: Callable = nullcontext,
+                        train_mode: bool = True) -> None:
     """Set every individual's fitness, loss and top5: the top-1 accuracy (%) of its decoded architecture on
-    the held-out half. A non-finite loss makes the fitness NaN, which ranks below every measured individual.
+    the held-out images. A non-finite loss makes the fitness NaN, which ranks below every measured individual.
+    train_mode: BatchNorm as in training (the DARTS space) or in eval mode (NAS-Bench-201).
 
     Individual i draws its batch order and augmentation from seeds[i], so its fitness does not depend on which
     process measures it: with several ranks, rank r measures individuals r, r + N, ... and the results are then
     shared, so every rank holds every fitness.
     """
     net = supernet if net is None else net
-    # NOTE (faithful to EvNAS): the supernet stays in train mode, so BatchNorm normalises with the statistics
-    # of each fitness batch (1024 images by default), not with running averages, and the held-out images
-    # carry the training augmentation. The fitness values of the paper depend on both.
-    supernet.train()
+    # NOTE (faithful to EvNAS): in the DARTS space the supernet stays in train mode, so BatchNorm normalises
+    # with the statistics of each fitness batch (1024 images by default), not with running averages, and the
+    # held-out images carry the training augmentation. The fitness values of the paper depend on both. Its
+    # NAS-Bench-201 search measures fitness in eval mode (search_space.py says which).
+    supernet.train(train_mode)
     device = next(supernet.parameters()).device
     timer = Timer()
     mine = range(rank, len(population), world_size)

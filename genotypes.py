@@ -196,6 +196,10 @@ def genotype_to_dict(genotype: Genotype) -> Dict[str, Any]:
 
 
 def genotype_from_dict(data: Dict[str, Any]) -> Genotype:
+    if isinstance(data, dict) and 'arch' in data:
+        raise GenotypeError(f"{data['arch']} is a NAS-Bench-201 architecture (train_search.py --space nb201), not a "
+                            f"DARTS-space genotype: the training and test scripts build DARTS networks; its trained "
+                            f"accuracy is the benchmark's (search with --api_path, or look it up in NAS-Bench-201)")
     if not isinstance(data, dict) or any(key not in data for key in Genotype._fields):
         raise GenotypeError(f"a genotype needs the keys {', '.join(Genotype._fields)}")
     return validate_genotype(Genotype(**{key: data[key] for key in Genotype._fields}))

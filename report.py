@@ -1,8 +1,10 @@
 """A report of a search run, from its own records: fitness and diversity per generation, the operations the
-final population chose, the best cell, its diagram and its cost.
+final population chose, the best cell, its diagram and its cost (DARTS space) or its true accuracy
+(NAS-Bench-201 with --api_path: a curve of the true test accuracy of each generation's best).
 
 Examples:
     python report.py search-EXP          # writes search-EXP/report.md (and PNG plots when matplotlib is installed)
+    python report.py nb201-18 nb201-19 nb201-20    # each run's report, and the mean and spread over the runs
 
 train_search.py writes it at the end of every search. Plotting needs matplotlib (`pip install matplotlib`);
 without it the Markdown summary is still written, with tables in place of the plots.
@@ -12,15 +14,17 @@ import glob
 import json
 import os
 import shlex
+import statistics
 import sys
 from collections import Counter
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import utils
 from checkpoint import atomic_write_text
 from cost import describe_cost, network_cost
 from genotypes import PRIMITIVES, genotype_from_dict, load_genotype
-from visualize import cell_text, draw
+from genotypes_nb201 import NB201_OPS, load_arch, parse_arch
+from visualize import cell_text, draw, draw_nb201, nb201_cell_text
 
 
 def _pct(value) -> str:
@@ -43,13 +47,21 @@ def read_records(run_dir: str) -> List[Dict]:
 
 
 def operation_counts(record: Dict) -> Dict[str, Counter]:
-    """How often each operation appears in the decoded cells of a generation's individuals."""
+    """How often each operation appears in the decoded cells of a generation's individuals: per cell
+    (normal, reduce) in the DARTS space, over the six edges (cell) of a NAS-Bench-201 architecture."""
+    if record['population'] and 'arch' in record['population'][0]:
+        return {'cell': Counter(op for individual in record['population'] for op in parse_arch(individual['arch']))}
     counts = {'normal': Counter(), 'reduce': Counter()}
     for individual in record['population']:
         genotype = genotype_from_dict(individual['genotype'])
         counts['normal'].update(op for op, _ in genotype.normal)
         counts['reduce'].update(op for op, _ in genotype.reduce)
     return counts
+
+
+def _true_accuracy(record: Dict, key: str) -> Optional[float]:
+    """The benchmark's accuracy of a generation's best (NAS-Bench-201 with --api_path), or None."""
+    return (record.get('benchmark') or {}).get(key)
 
 
 def _plots(run_dir: str, records: List[Dict], ops: Dict[str, Counter]) -> List[str]:
@@ -82,18 +94,38 @@ def _plots(run_dir: str, records: List[Dict], ops: Dict[str, Counter]) -> List[s
     ax.grid(alpha=.3)
     written.append(_save(fig, os.path.join(run_dir, 'diversity.png')))
 
-    names = [p for p in PRIMITIVES if p != 'none']
+    if any(_true_accuracy(r, 'test') is not None for r in records):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for key, style in (('test', '-o'), ('valid', '--')):
+            ax.plot(generations, [_true_accuracy(r, key) or float('nan') for r in records], style,
+                    label=f"true {key} accuracy")
+        ax.set_xlabel('generation')
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("the best's accuracy in NAS-Bench-201 (%)")
+        ax.legend()
+        ax.grid(alpha=.3)
+        written.append(_save(fig, os.path.join(run_dir, 'benchmark.png')))
+
+    names = _op_names(ops)
     fig, ax = plt.subplots(figsize=(7, 4))
-    width = 0.4
-    for offset, cell in ((-width / 2, 'normal'), (width / 2, 'reduce')):
+    width = 0.8 / len(ops)
+    for k, cell in enumerate(ops):
+        offset = (k - (len(ops) - 1) / 2) * width
         ax.bar([i + offset for i in range(len(names))], [ops[cell][n] for n in names], width, label=cell)
     ax.set_xticks(range(len(names)))
     ax.set_xticklabels(names, rotation=30, ha='right')
     ax.set_ylabel('times chosen in the final population')
-    ax.legend()
+    if len(ops) > 1:
+        ax.legend()
     fig.tight_layout()
     written.append(_save(fig, os.path.join(run_dir, 'operations.png')))
     return written
+
+
+def _op_names(ops: Dict[str, Counter]) -> List[str]:
+    """The operations a table of counts lists: the DARTS primitives but `none` (never kept), or all five of
+    NAS-Bench-201's (where `none` can win an edge)."""
+    return list(NB201_OPS) if 'cell' in ops else [p for p in PRIMITIVES if p != 'none']
 
 
 def _save(fig, path: str) -> str:
@@ -128,56 +160,121 @@ def write_report(run_dir: str) -> Dict:
     """Write RUN_DIR/report.md (and plots); returns the numbers it reports."""
     records = read_records(run_dir)
     last = records[-1]
+    with open(os.path.join(run_dir, 'args.json')) as f:
+        args = json.load(f)
+    ops = operation_counts(last)
+    plots = _plots(run_dir, records, ops)
+    nb201 = args.get('space', 'darts') == 'nb201'
+    network = (f"NAS-Bench-201 supernet C={args.get('init_channels')}, N={args.get('num_cells')}" if nb201 else
+               f"supernet C={args.get('init_channels')} with {args.get('layers')} layers")
+    lines = [f"# EvNAS search report: {os.path.basename(os.path.abspath(run_dir))}", '',
+             f"{len(records)} of {args.get('epochs')} generations, population {args.get('pop_size')}, dataset "
+             f"{args.get('dataset')}, {network}.", '',
+             f"Best fitness of the last generation: **{_pct(last['best'])} %** (top-1 on the held-out images).", '']
+    truth = last.get('benchmark')
+    if truth:
+        lines += [f"Its true accuracy in NAS-Bench-201 (200 epochs): **{truth['test']:.2f} %** test, "
+                  f"{truth['valid']:.2f} % validation.", '']
+    if plots:
+        lines += [f"![{os.path.splitext(os.path.basename(p))[0]}]({os.path.basename(p)})" for p in plots] + ['']
+    with_truth = any('benchmark' in r for r in records)
+    lines += ['## Per generation', '', '| generation | best | mean | worst | distinct genotypes |'
+              + (' true test | true valid |' if with_truth else ''),
+              '| ---: | ---: | ---: | ---: | ---: |' + (' ---: | ---: |' if with_truth else '')]
+    lines += [f"| {r['generation']} | {_pct(r['best'])} | {_pct(r['mean'])} | {_pct(r['worst'])} | "
+              f"{r['distinct_genotypes']} / {len(r['population'])} |"
+              + (f" {_pct(_true_accuracy(r, 'test'))} | {_pct(_true_accuracy(r, 'valid'))} |" if with_truth else '')
+              for r in records]
+    cells = list(ops)
+    lines += ['', '## Operations chosen in the final population', '',
+              '| operation | ' + ' | '.join({'reduce': 'reduction', 'cell': 'edges'}.get(c, c) for c in cells) + ' |',
+              '| --- |' + ' ---: |' * len(cells)]
+    lines += [f"| {name} | " + ' | '.join(str(ops[c][name]) for c in cells) + ' |' for name in _op_names(ops)]
+    result = (_nb201_best(run_dir, last, truth) if nb201 else _darts_best(run_dir, last, args))
+    lines += result.pop('lines')
+    atomic_write_text(os.path.join(run_dir, 'report.md'), '\n'.join(lines))
+    return {'records': records, 'operations': ops, 'plots': plots, **result}
+
+
+def _diagram_lines(diagram: Dict, fallback: str) -> List[str]:
+    images = [os.path.basename(p) for p in diagram['written'] if p.endswith('.png')]
+    return [f"![{name}]({name})" for name in images] or [fallback]
+
+
+def _darts_best(run_dir: str, last: Dict, args: Dict) -> Dict:
+    """The best cell of a DARTS-space search, its diagram, its cost, and the command that trains it."""
     genotype_path = os.path.join(run_dir, 'genotype.json')
     best = load_genotype(genotype_path) if os.path.exists(genotype_path) else \
         genotype_from_dict(last['population'][0]['genotype'])
-    ops = operation_counts(last)
-    plots = _plots(run_dir, records, ops)
     diagram = draw(best, run_dir, 'genotype')
-    with open(os.path.join(run_dir, 'args.json')) as f:
-        args = json.load(f)
     info_path = os.path.join(run_dir, 'dataset.json')
     num_classes = json.load(open(info_path))['num_classes'] if os.path.exists(info_path) else 10
     costs = {'cifar': network_cost(best, 'cifar10', num_classes=num_classes),
              'imagenet': network_cost(best, 'imagenet')}
-
-    lines = [f"# EvNAS search report: {os.path.basename(os.path.abspath(run_dir))}", '',
-             f"{len(records)} of {args.get('epochs')} generations, population {args.get('pop_size')}, dataset "
-             f"{args.get('dataset')}, supernet C={args.get('init_channels')} with {args.get('layers')} layers.", '',
-             f"Best fitness of the last generation: **{_pct(last['best'])} %** (top-1 on the held-out half).", '']
-    if plots:
-        lines += [f"![{os.path.splitext(os.path.basename(p))[0]}]({os.path.basename(p)})" for p in plots] + ['']
-    lines += ['## Per generation', '', '| generation | best | mean | worst | distinct genotypes |',
-              '| ---: | ---: | ---: | ---: | ---: |']
-    lines += [f"| {r['generation']} | {_pct(r['best'])} | {_pct(r['mean'])} | {_pct(r['worst'])} | "
-              f"{r['distinct_genotypes']} / {len(r['population'])} |" for r in records]
-    lines += ['', '## Operations chosen in the final population', '', '| operation | normal | reduction |',
-              '| --- | ---: | ---: |']
-    lines += [f"| {name} | {ops['normal'][name]} | {ops['reduce'][name]} |" for name in PRIMITIVES if name != 'none']
-    images = [os.path.basename(p) for p in diagram['written'] if p.endswith('.png')]
-    lines += ['', '## Best architecture', '', '```', cell_text(best.normal, best.normal_concat, 'normal cell')
-              + cell_text(best.reduce, best.reduce_concat, 'reduction cell') + '```', '']
-    lines += [f"![{name}]({name})" for name in images] or \
-        ['Diagrams: `genotype_normal.dot`, `genotype_reduction.dot` (install Graphviz to render them).']
+    command = train_command(run_dir, args)
+    lines = ['', '## Best architecture', '', '```', cell_text(best.normal, best.normal_concat, 'normal cell')
+             + cell_text(best.reduce, best.reduce_concat, 'reduction cell') + '```', '']
+    lines += _diagram_lines(diagram, 'Diagrams: `genotype_normal.dot`, `genotype_reduction.dot` (install Graphviz '
+                                     'to render them).')
     lines += ['', '## Cost', '', f"- {describe_cost(costs['cifar'], 'CIFAR (C=36, 20 layers)')}",
               f"- {describe_cost(costs['imagenet'], 'ImageNet (C=48, 14 layers)')}", '',
-              f"Train it: `{train_command(run_dir, args)}`", '']
-    atomic_write_text(os.path.join(run_dir, 'report.md'), '\n'.join(lines))
-    return {'records': records, 'operations': ops, 'plots': plots, 'costs': costs, 'genotype': best,
-            'train_command': train_command(run_dir, args)}
+              f"Train it: `{command}`", '']
+    return {'lines': lines, 'genotype': best, 'costs': costs, 'train_command': command,
+            'next_step': f"train it with: {command}"}
+
+
+def _nb201_best(run_dir: str, last: Dict, truth: Optional[Dict]) -> Dict:
+    """The best cell of a NAS-Bench-201 search, its diagram, and where its true accuracy is."""
+    arch = load_arch(os.path.join(run_dir, 'genotype.json')) or last['population'][0]['arch']
+    diagram = draw_nb201(arch, run_dir, 'genotype')
+    lines = ['', '## Best architecture', '', f"`{arch}`", '', '```', nb201_cell_text(arch) + '```', '']
+    lines += _diagram_lines(diagram, 'Diagram: `genotype_cell.dot` (install Graphviz to render it).')
+    if truth:
+        next_step = f"NAS-Bench-201 #{truth['index']}: {truth['test']:.2f} % test accuracy (200 epochs)"
+    else:
+        next_step = ("its true accuracy: look it up in NAS-Bench-201 (run with --api_path FILE, or "
+                     f"api.query_index_by_arch('{arch}') in the benchmark's API)")
+    lines += ['', f"Next: {next_step}.", '']
+    return {'lines': lines, 'genotype': arch, 'costs': {}, 'train_command': None, 'next_step': next_step}
+
+
+def compare_runs(summaries: List[Dict]) -> List[str]:
+    """Mean and spread over several runs (the original's three seeds) of the last generation's best fitness and,
+    where looked up, its true accuracies."""
+    lines = []
+    columns = {'fitness': [s['records'][-1]['best'] for s in summaries]}
+    for key in ('test', 'valid'):
+        values = [_true_accuracy(s['records'][-1], key) for s in summaries]
+        if all(v is not None for v in values):
+            columns[f"true {key}"] = values
+    for name, values in columns.items():
+        values = [v for v in values if v is not None]
+        if values:
+            spread = statistics.stdev(values) if len(values) > 1 else 0.
+            lines.append(f"{name}: {statistics.mean(values):.2f} +- {spread:.2f} (std over {len(values)} runs: "
+                         f"{', '.join(f'{v:.2f}' for v in values)})")
+    return lines
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = utils.ArgumentParser('report', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('run_dir', help='a train_search.py run directory')
+    parser.add_argument('run_dirs', nargs='+', metavar='run_dir',
+                        help='a train_search.py run directory; with several (e.g. one per seed), also their mean and '
+                             'spread')
     return parser.parse_args(argv)
 
 
 def main(args: argparse.Namespace) -> Dict:
-    result = write_report(args.run_dir)
-    print(f"wrote {os.path.join(args.run_dir, 'report.md')}" + (f" and {len(result['plots'])} plots" if result['plots']
-                                                                  else ' (install matplotlib for the plots)'))
-    return result
+    results = []
+    for run_dir in args.run_dirs:
+        result = write_report(run_dir)
+        print(f"wrote {os.path.join(run_dir, 'report.md')}" + (f" and {len(result['plots'])} plots" if result['plots']
+                                                                else ' (install matplotlib for the plots)'))
+        results.append(result)
+    if len(results) > 1:
+        for line in compare_runs(results):
+            print(line)
+    return results[0] if len(results) == 1 else {'runs': results}
 
 
 if __name__ == '__main__':

@@ -1,4 +1,5 @@
-"""EvNAS search: evolve a population of architectures that share the weights of one supernet.
+"""EvNAS search: evolve a population of architectures that share the weights of one supernet, in the DARTS
+cell space (--space darts, the default) or in NAS-Bench-201 (--space nb201).
 
 Each generation (Sinha & Chen, GECCO 2021, Alg. 1):
   1. train the supernet for one epoch on the first half of the training set, step i using the decoded
@@ -15,9 +16,13 @@ Examples:
         --valid_batch_size 256 --device cpu --run_dir search-quick
     # continue an interrupted run where its last completed generation ended
     python train_search.py --resume search-quick
+    # the original's NAS-Bench-201 search (searchNAS201.sh), with the benchmark's true accuracies
+    python train_search.py --space nb201 --cutout --track_running_stats --dataset cifar10 \\
+        --api_path NAS-Bench-201-v1_1-096897.pth
 
-RUN_DIR holds log.txt, args.json, generations/gen_NNN.json (every individual's fitness, loss, genotype and
-alphas), genotype.json (the best architecture) and checkpoint.pt (what --resume needs).
+RUN_DIR holds log.txt, args.json, generations/gen_NNN.json (every individual's fitness, loss, genotype (or
+NAS-Bench-201 arch string) and alphas), genotype.json (the best architecture), report.md and checkpoint.pt
+(what --resume needs).
 """
 import argparse
 import json
@@ -26,7 +31,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -35,37 +40,60 @@ import distributed
 import report
 import speed
 import utils
-from architect_evolution import Individual, count_distinct, decode, evolve, init_population, sort_population
+from architect_evolution import Individual, count_distinct, evolve, init_population, sort_population
+from benchmark_nb201 import METRICS as BENCHMARK_METRICS
+from benchmark_nb201 import WHERE as BENCHMARK_WHERE
+from benchmark_nb201 import Benchmark
 from checkpoint import (atomic_save, atomic_write_text, load_run_checkpoint, restore_run, resumed_args, rng_state,
                         save_args, save_dataset_info)
 from cost import describe_cost
-from data import DATASETS, ImageArray, add_augment_arguments, load_dataset, make_loader, training_augment
+from data import SearchData, add_augment_arguments, make_loader
 from engine import Monitor, OptimizerStep, evaluate_population, train_generation
 from faults import fault_point
-from genotypes import genotype_to_dict, save_genotype
-from model_search import Network
+from search_space import SPACES, get_space
 
 CHECKPOINT_FORMAT = 'evnas-search/1'
 # Flags that do not change what a run computes; only these may differ when a run is resumed.
-RESUME_MAY_CHANGE = {'device', 'report_freq', 'num_workers', 'data', 'resume', 'dir', 'run_dir', 'cudnn_benchmark'}
+RESUME_MAY_CHANGE = {'device', 'report_freq', 'num_workers', 'data', 'resume', 'dir', 'run_dir', 'cudnn_benchmark',
+                     'api_path'}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = utils.ArgumentParser('train_search', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    space = parser.add_argument_group('search space')
+    space.add_argument('--space', choices=tuple(SPACES), default='darts',
+                       help='darts: the DARTS cell space (the paper\'s main search); nb201: NAS-Bench-201, the '
+                            'original\'s second space (default: darts)')
+    space.add_argument('--layers', type=int, default=8, help='darts: total number of layers (default: 8)')
+    space.add_argument('--num_cells', type=int, default=5,
+                       help='nb201: search cells per stage, N (default: 5, the benchmark\'s)')
+    space.add_argument('--max_nodes', type=int, default=4, help='nb201: nodes of a cell (default: 4, the benchmark\'s)')
+    space.add_argument('--track_running_stats', action='store_true',
+                       help='nb201: the cells\' BatchNorms track running statistics, so that fitness (in eval '
+                            'mode) uses them (the original\'s searchNAS201.sh passes it; default: off, as its parser)')
+    space.add_argument('--api_path', type=str, default=None, metavar='FILE',
+                       help='nb201: the NAS-Bench-201 file (v1_0 or v1_1; needs `pip install nas-bench-201`): look '
+                            'up the true accuracy of every generation\'s best architecture')
+
     data = parser.add_argument_group('data')
-    data.add_argument('--data', type=str, default='../data', help='location of the data corpus (default: ../data)')
-    data.add_argument('--dataset', choices=DATASETS, default='cifar10',
-                      help='search data (default: cifar10; synthetic = the generated set, for tests and quick starts; '
-                           'folder = your images in --data DIR as DIR/train/<class>/*)')
+    data.add_argument('--data', type=str, default='../data',
+                      help='location of the data corpus (default: ../data); for ImageNet16-120 the folder of '
+                           'train_data_batch_1..10 and val_data')
+    data.add_argument('--dataset', choices=tuple(dict.fromkeys(SPACES['darts'].datasets + SPACES['nb201'].datasets)),
+                      default='cifar10',
+                      help='search data (default: cifar10; ImageNet16-120 with --space nb201; synthetic = the '
+                           'generated set, for tests and quick starts; folder = your images in --data DIR as '
+                           'DIR/train/<class>/*)')
     data.add_argument('--image_size', type=int, default=32,
                       help='folder and synthetic images are resized to this (default: 32)')
     data.add_argument('--synthetic_size', type=int, default=2000,
                       help='training images of the generated set (default: 2000)')
     data.add_argument('--train_portion', type=float, default=0.5,
                       help='share of the training set that trains the supernet; the rest measures fitness '
-                           '(default: 0.5)')
-    add_augment_arguments(data, cutout_help='use cutout (on training and fitness batches)')
+                           '(default: 0.5; nb201 on CIFAR and ImageNet16-120 uses the benchmark\'s split files)')
+    add_augment_arguments(data, cutout_help='use cutout (darts: on training and fitness batches; nb201: no effect, '
+                                            'as in the original)', per_space=True)
     data.add_argument('--loader', choices=('tensor', 'torchvision'), default='tensor',
                       help='tensor: batch-wise augmentation on the device (fast); torchvision: the original '
                            'per-image pipeline in worker processes (same distributions) (default: tensor)')
@@ -73,7 +101,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     supernet = parser.add_argument_group('supernet training')
     supernet.add_argument('--init_channels', type=int, default=16, help='num of init channels (default: 16)')
-    supernet.add_argument('--layers', type=int, default=8, help='total number of layers (default: 8)')
     supernet.add_argument('--batch_size', type=int, default=64, help='batch size (default: 64)')
     supernet.add_argument('--learning_rate', type=float, default=0.025, help='init learning rate (default: 0.025)')
     supernet.add_argument('--learning_rate_min', type=float, default=0.001, help='min learning rate (default: 0.001)')
@@ -118,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_ranges(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     utils.check_args(parser, args,
                      at_least_one=('epochs', 'pop_size', 'tsize', 'batch_size', 'valid_batch_size', 'init_channels',
-                                   'layers', 'report_freq', 'image_size'),
+                                   'layers', 'num_cells', 'report_freq', 'image_size'),
                      positive=('learning_rate', 'grad_clip'),
                      non_negative=('learning_rate_min', 'momentum', 'weight_decay', 'cutout_length', 'crop_padding',
                                    'num_workers'))
@@ -135,6 +162,27 @@ def _check_ranges(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser.error("--synthetic_size must be at least 2")
     if args.valid_size is not None and args.valid_size < 1:
         parser.error(f"--valid_size must be at least 1 (got {args.valid_size})")
+    if args.max_nodes < 2:
+        parser.error(f"--max_nodes must be at least 2 (got {args.max_nodes})")
+
+
+def _check_space(parser: argparse.ArgumentParser, args: argparse.Namespace, explicit: set) -> None:
+    """The dataset and the flags must belong to the space; the space resolves the defaults left to it."""
+    space = get_space(args.space)
+    if args.dataset not in space.datasets:
+        other = next(s for s in SPACES.values() if args.dataset in s.datasets)
+        parser.error(f"--dataset {args.dataset} is a dataset of --space {other.name} ({other.title}), not of "
+                     f"--space {space.name}")
+    foreign = sorted(f"--{name}" for s in SPACES.values() if s is not space for name in s.flags if name in explicit)
+    if foreign:
+        parser.error(f"{', '.join(foreign)} do(es) not apply to --space {space.name} ({space.title})")
+    if args.api_path is not None:
+        if args.dataset not in BENCHMARK_METRICS:
+            parser.error(f"NAS-Bench-201 has no accuracies for --dataset {args.dataset} (it has "
+                         f"{', '.join(BENCHMARK_METRICS)}); leave out --api_path")
+        if not os.path.isfile(args.api_path):
+            parser.error(f"--api_path {args.api_path} is not a file; {BENCHMARK_WHERE}")
+    space.resolve_defaults(args)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -142,7 +190,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     distributed.resume_after_restart(parser, args)
     if args.resume is not None:
-        args = resumed_args(parser, argv, args, 'train_search', RESUME_MAY_CHANGE)
+        def resolve_defaults(namespace):
+            get_space(namespace.space).resolve_defaults(namespace)
+        args = resumed_args(parser, argv, args, 'train_search', RESUME_MAY_CHANGE, resolve_defaults=resolve_defaults)
+        resolve_defaults(args)  # a run older than a flag used its default
+    else:
+        _check_space(parser, args, utils.explicit_options(parser, argv))
     _check_ranges(parser, args)
     return args
 
@@ -151,23 +204,23 @@ def parse_args(argv=None) -> argparse.Namespace:
 # The search
 
 def main(args: argparse.Namespace) -> Dict:
-    return distributed.run(args, 'search', 'train_search', lambda device: load_search_data(args),
-                           lambda train_data, run_dir, dist, device, stop: search(args, train_data, run_dir, stop,
-                                                                                  dist, device))
+    return distributed.run(args, 'search', 'train_search', lambda device: load_search_inputs(args),
+                           lambda inputs, run_dir, dist, device, stop: search(args, inputs, run_dir, stop, dist, device))
 
 
-def search(args: argparse.Namespace, train_data: ImageArray, run_dir: str, stop: utils.StopSignals,
+def search(args: argparse.Namespace, inputs: 'SearchInputs', run_dir: str, stop: utils.StopSignals,
            dist: distributed.Distributed, device: torch.device) -> Dict:
     """EvNAS, Alg. 1: per generation decode -> train -> evaluate -> rank -> record -> evolve -> checkpoint."""
     logger = utils.setup_logger('train_search', run_dir if dist.is_main else None, enabled=dist.is_main)
     utils.configure_cudnn(device, args.cudnn_benchmark)
-    run = set_up(args, train_data, run_dir, dist, device, logger)
+    run = set_up(args, inputs.data, run_dir, dist, device, logger)
+    space = run.space
     monitor = Monitor(logger, args.report_freq, stop, dist.all_reduce if dist.enabled else None)
-    records = Records(run_dir, dist.is_main, logger, args.epochs, run.generations_done)
+    records = Records(run_dir, dist.is_main, logger, args.epochs, run.generations_done, space)
     for generation in range(run.generations_done + 1, args.epochs + 1):
         lr = run.scheduler.get_last_lr()[0]
         # Decode each individual once per generation; the device copies are reused by every step.
-        decoded = [[a.to(device) for a in decode(ind.alphas)] for ind in run.population]
+        decoded = [[a.to(device) for a in space.decode(ind.alphas)] for ind in run.population]
         seeds = torch.randint(0, 2 ** 62, (len(run.population),), generator=run.data_generator).tolist()
         with utils.note_on_stop(generation - 1, 'generation', run_dir, 'train_search.py', logger):
             started = time.time()
@@ -177,10 +230,12 @@ def search(args: argparse.Namespace, train_data: ImageArray, run_dir: str, stop:
             trained = time.time()
             evaluate_population(run.model, run.population, decoded, run.valid_loader, seeds, monitor,
                                 generation=generation, rank=dist.rank, world_size=dist.world_size, net=run.eval_net,
-                                autocast=run.autocast)
+                                autocast=run.autocast, train_mode=space.fitness_train_mode)
         ranked, order = rank_population(run.population)
-        summary = summarize(ranked, train_stats, generation, lr, train_seconds=trained - started,
+        summary = summarize(ranked, train_stats, generation, lr, space, train_seconds=trained - started,
                             fitness_seconds=time.time() - trained)
+        if inputs.benchmark is not None:  # the true accuracies of the generation's best (NAS-Bench-201)
+            summary['benchmark'] = inputs.benchmark.lookup(space.genotype(ranked[0].alphas))
         run.history.append(summary)
         records.write(generation, ranked, train_stats, summary, order, run.elapsed_before)
         if generation == args.epochs:
@@ -198,9 +253,18 @@ def search(args: argparse.Namespace, train_data: ImageArray, run_dir: str, stop:
 # Set-up and checkpoints
 
 @dataclass
+class SearchInputs:
+    """What a search reads before its run directory exists: its images, and the benchmark (NAS-Bench-201 with
+    --api_path, on the process that writes the records; else None)."""
+    data: SearchData
+    benchmark: Optional[Benchmark] = None
+
+
+@dataclass
 class SearchRun:
     """What the generations read and change, and a checkpoint holds."""
-    model: Network
+    space: object         # search_space.DARTS or NB201
+    model: nn.Module      # the space's supernet
     train_net: nn.Module  # what a training step calls: the model, or its DDP and/or torch.compile wrapper
     eval_net: nn.Module   # what fitness calls: the model, or its torch.compile wrapper (never DDP)
     optimize: OptimizerStep
@@ -216,41 +280,34 @@ class SearchRun:
     elapsed_before: float = 0.
 
 
-def load_search_data(args) -> ImageArray:
-    """The training images, read (and their split checked) before the run directory exists."""
+def load_search_inputs(args) -> SearchInputs:
+    """The search's images (split by its space) and the benchmark, read before the run directory exists."""
     utils.seed_everything(args.seed)
-    train_data = load_dataset(args.dataset, args.data, train=True, synthetic_size=args.synthetic_size,
-                              image_size=args.image_size)
-    train_split(args, len(train_data))
-    return train_data
+    data = get_space(args.space).search_data(args)
+    # Only the process that writes the records reads the benchmark (tens of GB of memory for the real file).
+    reads_benchmark = args.api_path is not None and int(os.environ.get('RANK', '0')) == 0
+    return SearchInputs(data, Benchmark.open(args.api_path, args.dataset) if reads_benchmark else None)
 
 
-def train_split(args, num_images: int) -> int:
-    """How many of the training images train the supernet; the others measure fitness."""
-    split = int(math.floor(args.train_portion * num_images))
-    if split < 1 or split >= num_images:
-        raise utils.UserError(f"--train_portion {args.train_portion} leaves no images on one side of the split "
-                              f"of {num_images} training images")
-    return split
-
-
-def set_up(args, train_data: ImageArray, run_dir: str, dist: distributed.Distributed, device: torch.device,
+def set_up(args, data: SearchData, run_dir: str, dist: distributed.Distributed, device: torch.device,
            logger) -> SearchRun:
-    """The data split, the supernet and its optimiser, the loaders, the first population; with --resume, the
+    """The supernet of the space and its optimiser, the loaders, the first population; with --resume, the
     state of the run's last checkpoint."""
     if dist.is_main and not args.resume:
         save_args(run_dir, 'train_search', args)
         os.makedirs(os.path.join(run_dir, 'generations'), exist_ok=True)
-    logger.info(f"{'resuming' if args.resume else 'starting'} EvNAS search in {run_dir} on {device}"
+    space = get_space(args.space)
+    logger.info(f"{'resuming' if args.resume else 'starting'} EvNAS search ({space.title}) in {run_dir} on {device}"
                 + (f" x {dist.world_size} processes" if dist.enabled else ''))
     logger.info(f"args = {vars(args)}")
+    if space.name == 'nb201' and args.api_path is None:
+        logger.info(f"no --api_path: the true accuracies of NAS-Bench-201 are not looked up ({BENCHMARK_WHERE})")
 
     if dist.is_main and not args.resume:
-        save_dataset_info(run_dir, train_data, args)
-    split = train_split(args, len(train_data))
+        save_dataset_info(run_dir, data.train, args)
     config = speed.config_for(device, args.paper_exact)
     speed.configure_process(config)
-    model = Network(args.init_channels, train_data.num_classes, args.layers, impl=speed.layers(config))
+    model = space.build_supernet(args, data.train.num_classes, speed.layers(config))
     model = model.to(device, memory_format=config.memory_format)
     # With several processes each step still trains one individual on a global batch of --batch_size
     # images: every rank takes its share of the batch, and DistributedDataParallel averages the gradients.
@@ -261,38 +318,41 @@ def set_up(args, train_data: ImageArray, run_dir: str, dist: distributed.Distrib
         logger.warning("--compile on a CPU: compiling can take tens of minutes before the first step, "
                        "for a small gain; leave it off for CPU searches")
     autocast, scaler, precision = utils.mixed_precision(device, args.amp)
-    optimizer = torch.optim.SGD(model.parameters(), args.learning_rate, momentum=args.momentum,
-                                weight_decay=args.weight_decay)
+    optimizer = space.optimizer(model.parameters(), args)
 
-    # The first half trains the supernet, the second half measures fitness, both with the training
-    # augmentation, each pass in a fresh random order (EvNAS's two SubsetRandomSamplers).
-    augment = training_augment(args)
-    indices = torch.arange(len(train_data))
-    valid_indices = indices[split:]
+    # One set of images trains the supernet, the other measures fitness (augmented as the space says), each
+    # pass in a fresh random order (EvNAS's two SubsetRandomSamplers).
+    train_data, valid_data = data.train, data.valid
+    valid_indices = data.valid_indices
     if args.valid_size is not None and args.valid_size < len(valid_indices):
         # One fixed subset for the whole run, so that fitness values of different generations compare.
         chosen = torch.randperm(len(valid_indices), generator=utils.make_generator(args.seed + 2))[:args.valid_size]
         valid_indices = valid_indices[chosen.sort().values]
-    if args.loader == 'tensor':
-        train_data = train_data.to(device)  # held once on the device; both loaders index into it
+    if args.loader == 'tensor':  # held once on the device; the loaders index into them
+        on_device = train_data.to(device)
+        valid_data = on_device if valid_data is train_data else valid_data.to(device)
+        train_data = on_device
     ga_generator = utils.make_generator(args.seed)
     data_generator = utils.make_generator(args.seed + 1)
     fitness_generator = utils.make_generator(args.seed + 3)  # reseeded for every individual, from data_generator
-    loader = dict(augment=augment, num_workers=args.num_workers, memory_format=config.memory_format)
+    loader = dict(num_workers=args.num_workers, memory_format=config.memory_format)
     run = SearchRun(
-        model=model, train_net=torch.compile(train_net) if args.compile else train_net,
+        space=space, model=model, train_net=torch.compile(train_net) if args.compile else train_net,
         eval_net=torch.compile(model) if args.compile else model,
         optimize=OptimizerStep(optimizer, args.grad_clip, scaler),
         scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, float(args.epochs),
                                                              eta_min=args.learning_rate_min),
         autocast=autocast,
-        train_loader=make_loader(args.loader, train_data, args.batch_size, device, indices[:split], shuffle=True,
-                                 generator=data_generator, rank=dist.rank, world_size=dist.world_size, **loader),
-        valid_loader=make_loader(args.loader, train_data, args.valid_batch_size, device, valid_indices, shuffle=True,
-                                 generator=fitness_generator, **loader),
+        train_loader=make_loader(args.loader, train_data, args.batch_size, device, data.train_indices, shuffle=True,
+                                 augment=space.train_augment(args), generator=data_generator, rank=dist.rank,
+                                 world_size=dist.world_size, **loader),
+        valid_loader=make_loader(args.loader, valid_data, args.valid_batch_size, device, valid_indices, shuffle=True,
+                                 augment=data.valid_augment, generator=fitness_generator, **loader),
         ga_generator=ga_generator, data_generator=data_generator,
-        population=init_population(args.pop_size, model._steps, ga_generator))
-    logger.info(f"{args.dataset}: {split} images train the supernet, {len(valid_indices)} measure fitness; "
+        population=init_population(args.pop_size, space.alpha_shapes(args), ga_generator))
+    split = len(data.train_indices)
+    logger.info(f"{args.dataset}: {split} images train the supernet, {len(valid_indices)} measure fitness "
+                f"({'training augmentation' if data.valid_augment is not None else 'test transform'}); "
                 f"supernet {utils.count_parameters_in_MB(model):.3f} M parameters; speed: {config.describe()}, "
                 f"{precision}{', compiled' if args.compile else ''}")
     steps = len(run.train_loader)
@@ -363,7 +423,7 @@ def rank_population(population: Sequence[Individual]) -> Tuple[List[Individual],
     return ranked, [index_of[id(ind)] for ind in ranked]
 
 
-def summarize(ranked: Sequence[Individual], train_stats: Sequence[Dict], generation: int, lr: float,
+def summarize(ranked: Sequence[Individual], train_stats: Sequence[Dict], generation: int, lr: float, space,
               **timings: float) -> Dict:
     fitness = [ind.fitness for ind in ranked if not math.isnan(ind.fitness)]
     train_stats = [t for t in train_stats if t['samples']]
@@ -374,7 +434,7 @@ def summarize(ranked: Sequence[Individual], train_stats: Sequence[Dict], generat
         'best': max(fitness, default=math.nan),
         'mean': sum(fitness) / len(fitness) if fitness else math.nan,
         'worst': min(fitness, default=math.nan),
-        'distinct_genotypes': count_distinct(ranked),
+        'distinct_genotypes': count_distinct(ranked, space.genotype),
         'train_loss': sum(t['loss'] * t['samples'] for t in train_stats) / max(seen, 1),
         'train_top1': sum(t['top1'] * t['samples'] for t in train_stats) / max(seen, 1),
         **timings,
@@ -382,7 +442,7 @@ def summarize(ranked: Sequence[Individual], train_stats: Sequence[Dict], generat
 
 
 def generation_record(ranked: Sequence[Individual], train_stats: Sequence[Dict], summary: Dict,
-                      order: Sequence[int]) -> Dict:
+                      order: Sequence[int], space) -> Dict:
     """The human-readable record of one generation, best individual first."""
     return {
         **{k: utils.json_number(v) if isinstance(v, float) else v for k, v in summary.items()},
@@ -394,8 +454,7 @@ def generation_record(ranked: Sequence[Individual], train_stats: Sequence[Dict],
             'top5': utils.json_number(ind.top5),
             'train_loss': utils.json_number(train_stats[order[rank]]['loss']),
             'train_top1': utils.json_number(train_stats[order[rank]]['top1']),
-            'genotype': genotype_to_dict(ind.genotype()),
-            'alphas': {'normal': ind.alphas[0].tolist(), 'reduce': ind.alphas[1].tolist()},
+            **space.record(ind.alphas),  # its genotype (DARTS) or arch string (NAS-Bench-201), and raw alphas
         } for rank, ind in enumerate(ranked)],
     }
 
@@ -404,8 +463,8 @@ class Records:
     """What a search shows and keeps: one log row and generations/gen_NNN.json per generation, TensorBoard
     scalars when tensorboard is installed, genotype.json and the report at the end (files on rank 0 only)."""
 
-    def __init__(self, run_dir: str, is_main: bool, logger, epochs: int, generations_done: int):
-        self.run_dir, self.is_main, self.logger = run_dir, is_main, logger
+    def __init__(self, run_dir: str, is_main: bool, logger, epochs: int, generations_done: int, space):
+        self.run_dir, self.is_main, self.logger, self.space = run_dir, is_main, logger, space
         self.epochs, self.first = epochs, generations_done
         self.writer = utils.summary_writer(os.path.join(run_dir, 'runs'), logger) if is_main else None
         self.timer = utils.Timer()
@@ -418,10 +477,16 @@ class Records:
                          f"| worst {summary['worst']:6.2f} | distinct {summary['distinct_genotypes']:3d}/{len(ranked)} "
                          f"| train loss {summary['train_loss']:.4f} | elapsed {utils.format_duration(elapsed)} "
                          f"| eta {utils.format_duration(remaining)}")
+        if 'benchmark' in summary:
+            truth = summary['benchmark']
+            self.logger.info(f"gen {generation:3d}/{self.epochs} | best {self.space.describe(ranked[0].alphas)}: "
+                             + (f"NAS-Bench-201 #{truth['index']}, test {truth['test']:.2f}, valid {truth['valid']:.2f} "
+                                f"(200 epochs)" if truth else "not in the NAS-Bench-201 file"))
         if not self.is_main:
             return
         atomic_write_text(os.path.join(self.run_dir, 'generations', f'gen_{generation:03d}.json'),
-                          json.dumps(generation_record(ranked, train_stats, summary, order), allow_nan=False) + '\n')
+                          json.dumps(generation_record(ranked, train_stats, summary, order, self.space),
+                                     allow_nan=False) + '\n')
         if self.writer is not None:
             for key in ('best', 'mean', 'worst'):
                 self.writer.add_scalar(f'fitness/{key}', summary[key], generation)
@@ -429,13 +494,16 @@ class Records:
             for key in ('loss', 'top1'):
                 self.writer.add_scalar(f'train/{key}', summary[f'train_{key}'], generation)
             self.writer.add_scalar('train/lr', summary['lr'], generation)
+            for key in ('test', 'valid'):
+                if summary.get('benchmark'):
+                    self.writer.add_scalar(f'benchmark/{key}_accuracy', summary['benchmark'][key], generation)
             self.writer.flush()
 
     def best(self, individual: Individual) -> None:
         """The search's result: the best individual of the last generation."""
         if self.is_main:
-            save_genotype(individual.genotype(), self.genotype_path)
-        self.logger.info(f"best architecture (fitness {individual.fitness:.2f}): {individual.genotype()}")
+            self.space.save_result(individual.alphas, self.genotype_path)
+        self.logger.info(f"best architecture (fitness {individual.fitness:.2f}): {self.space.describe(individual.alphas)}")
 
     def finish(self, run: SearchRun) -> Dict:
         if self.writer is not None:
@@ -445,9 +513,10 @@ class Records:
         elif self.is_main:
             summary = report.write_report(self.run_dir)
             for label, key in (('CIFAR (C=36, 20 layers)', 'cifar'), ('ImageNet (C=48, 14 layers)', 'imagenet')):
-                self.logger.info(f"cost of the best architecture, {describe_cost(summary['costs'][key], label)}")
+                if key in summary['costs']:
+                    self.logger.info(f"cost of the best architecture, {describe_cost(summary['costs'][key], label)}")
             self.logger.info(f"saved {self.genotype_path}, its diagram and {os.path.join(self.run_dir, 'report.md')}; "
-                             f"train it with: {summary['train_command']}")
+                             f"{summary['next_step']}")
         utils.close_logger(self.logger)
         return {'run_dir': self.run_dir, 'history': run.history, 'population': run.population,
                 'genotype_path': self.genotype_path}

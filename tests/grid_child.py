@@ -3,6 +3,9 @@ the same network built paper-exact, one training step (forward, backward) and on
 
     python tests/grid_child.py '[["supernet", 4, 7, 32], ...]'   # network, width, batch, image size
 
+Networks: supernet (DARTS), evalnet (a DARTS evaluation network), nb201 and nb201_track (the NAS-Bench-201
+supernet without and with running statistics in its cells).
+
 Prints `START name` before a case and `DONE name {differences}` after it, so that a crash, an abort or a hang
 names the case it happened in; the parent compares the differences with the tolerances.
 """
@@ -17,10 +20,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import speed  # noqa: E402
 import utils  # noqa: E402
-from architect_evolution import decode, random_individual  # noqa: E402
+from architect_evolution import darts_shapes, decode, random_individual  # noqa: E402
 from genotypes import Genotype  # noqa: E402
 from model import NetworkCIFAR  # noqa: E402
 from model_search import Network  # noqa: E402
+from model_search_nb201 import Network as NB201Network  # noqa: E402
+from search_space import NB201  # noqa: E402
 
 # Every primitive in both cells, each of them on a strided edge of the reduction cell too.
 ALL_OPS = Genotype(
@@ -38,6 +43,8 @@ GRADIENT_AGREEMENT = 2e-2  # float32 gradients of the two paths within 2 % (in n
 def build(network: str, width: int, batch: int, image_size: int, impl):
     if network == 'supernet':
         return Network(width, 10, LAYERS, impl=impl)
+    if network.startswith('nb201'):
+        return NB201Network(width, 1, 10, track_running_stats=network == 'nb201_track', impl=impl)
     # The auxiliary head pools an 8 x 8 map to 1 x 1 and normalises it: 32 x 32 images, more than one of them.
     model = NetworkCIFAR(width, 10, LAYERS, image_size >= 32 and batch > 1, ALL_OPS, impl=impl)
     model.drop_path_prob = 0.2
@@ -82,7 +89,10 @@ def run_case(network: str, width: int, batch: int, image_size: int) -> dict:
     fast.to(memory_format=torch.channels_last)
     alphas = None
     if network == 'supernet':
-        alphas = decode(random_individual(4, utils.make_generator(1)).alphas)
+        alphas = decode(random_individual(darts_shapes(4), utils.make_generator(1)).alphas)
+    elif network.startswith('nb201'):
+        alphas = NB201.decode(random_individual([(6, 5)], utils.make_generator(1)).alphas)
+    if alphas is not None:
         exact.set_arch_parameters(alphas)
         fast.set_arch_parameters(alphas)
     x, y = torch.randn(batch, 3, image_size, image_size), torch.randint(0, 10, (batch,))
@@ -106,7 +116,8 @@ def run_case(network: str, width: int, batch: int, image_size: int) -> dict:
         reference = float64_gradients(network, width, image_size, initial, alphas, x, y)
         out['gradients_from_float64'] = [gradient_error(grads_fast, reference), gradient_error(grads_exact, reference)]
     out['finite'] = all(torch.isfinite(p.grad).all().item() for p in fast.parameters())
-    # The forward without gradients: fitness (supernet, BatchNorm in train mode) or testing (eval mode).
+    # The forward without gradients: fitness (DARTS supernet, BatchNorm in train mode; NAS-Bench-201 in eval
+    # mode) or testing (eval mode).
     if network != 'supernet':
         exact.eval(), fast.eval()
     with torch.no_grad():

@@ -13,7 +13,7 @@ def _gen(seed=0):
 
 
 def _individual(fitness, seed):
-    ind = ae.random_individual(4, _gen(seed))
+    ind = ae.random_individual(ae.darts_shapes(4), _gen(seed))
     ind.fitness = fitness
     return ind
 
@@ -22,7 +22,7 @@ class TestDecode:
     def test_two_edges_per_node_one_op_each_never_none(self):
         g = _gen(1)
         for _ in range(200):
-            alphas = ae.random_individual(4, g).alphas
+            alphas = ae.random_individual(ae.darts_shapes(4), g).alphas
             for cell in ae.decode(alphas):
                 assert set(cell.unique().tolist()) == {0., 1.}
                 assert (cell.sum(1) <= 1).all(), 'one op per kept edge'
@@ -56,7 +56,7 @@ class TestDecode:
         assert [index for _, index in cell[4:6]] == [0, 1]
 
     def test_softmax_of_decoded_alphas(self):
-        decoded = ae.decode(ae.random_individual(4, _gen(3)).alphas)[0]
+        decoded = ae.decode(ae.random_individual(ae.darts_shapes(4), _gen(3)).alphas)[0]
         weights = torch.softmax(decoded, dim=-1)
         kept = decoded.sum(1) == 1
         assert torch.allclose(weights[decoded.bool()], torch.tensor(math.e / (math.e + 7)))
@@ -64,7 +64,7 @@ class TestDecode:
         assert torch.allclose(weights[~kept], torch.tensor(0.125))
 
     def test_decoded_architecture_is_the_derived_genotype(self):
-        alphas = ae.random_individual(4, _gen(5)).alphas
+        alphas = ae.random_individual(ae.darts_shapes(4), _gen(5)).alphas
         genotype = ae.derive_genotype(alphas)
         for cell, edges in zip(ae.decode(alphas), (genotype.normal, genotype.reduce)):
             rows = []
@@ -121,7 +121,7 @@ class TestVariation:
         from_first = 0
         rows = 0
         for _ in range(300):
-            p1, p2 = ae.random_individual(4, g), ae.random_individual(4, g)
+            p1, p2 = ae.random_individual(ae.darts_shapes(4), g), ae.random_individual(ae.darts_shapes(4), g)
             child = ae.crossover(p1, p2, g)
             for c, a, b in zip(child.alphas, p1.alphas, p2.alphas):
                 same_a = (c == a).all(1)
@@ -136,7 +136,7 @@ class TestVariation:
         g = _gen(9)
         hits = rows = 0
         for _ in range(300):
-            parent = ae.random_individual(4, g)
+            parent = ae.random_individual(ae.darts_shapes(4), g)
             child = ae.mutate(parent, rate, g)
             for c, a in zip(child.alphas, parent.alphas):
                 changed = (c != a).all(1)  # a fresh U(0,1) row differs from the old one everywhere

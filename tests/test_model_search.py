@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from architect_evolution import decode, derive_genotype, random_individual
+from architect_evolution import darts_shapes, decode, derive_genotype, random_individual
 from genotypes import PRIMITIVES
 from model_search import Network
 
@@ -33,7 +33,7 @@ class TestArchitectureWeights:
         # NOTE (faithful to EvNAS): the supernet applies softmax to the one-hot decoded alphas, so a kept edge's
         # op weighs e/(e+7) = 0.280 and its siblings 1/(e+7) = 0.103, and an edge that is not kept 0.125 each.
         # Read here as the weights every MixedOp of Network.forward actually receives.
-        individual = random_individual(4, torch.Generator().manual_seed(5))
+        individual = random_individual(darts_shapes(4), torch.Generator().manual_seed(5))
         decoded = decode(individual.alphas)
         net.set_arch_parameters(decoded)
         received = {}

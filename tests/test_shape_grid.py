@@ -1,9 +1,10 @@
 """The CPU defaults against the paper-exact path over a grid of shapes, in child processes, so that a crash, an
 abort or a hang inside a kernel fails a test (naming its case) instead of killing pytest.
 
-Grid: supernet and evaluation network; widths (init_channels) 4, 8 and 16; batches 1, 3, 7, 31 and 32; images
-8, 16 and 32; each a training step (forward and backward) and a forward without gradients (fitness for the
-supernet, testing for the evaluation network). A speed setting is on by default only where this grid passes.
+Grid: DARTS supernet and evaluation network, NAS-Bench-201 supernet without and with running statistics in
+its cells; widths (init_channels) 4, 8 and 16; batches 1, 3, 7, 31 and 32; images 8, 16 and 32; each a
+training step (forward and backward) and a forward without gradients (fitness for the supernets, testing for
+the evaluation network). A speed setting is on by default only where this grid passes.
 """
 import itertools
 import json
@@ -67,7 +68,8 @@ def _describe_death(code, lines, stderr) -> str:
     return f"the child {how}" + (f" in case {case}" if case else '') + f"; stderr: {stderr.strip()[-500:]}"
 
 
-@pytest.mark.parametrize('network, width', list(itertools.product(('supernet', 'evalnet'), WIDTHS)))
+@pytest.mark.parametrize('network, width', list(itertools.product(('supernet', 'evalnet', 'nb201', 'nb201_track'),
+                                                                   WIDTHS)))
 def test_cpu_defaults_match_the_paper_exact_path(network, width):
     cases = [[network, width, batch, size] for batch, size in itertools.product(BATCHES, IMAGES)]
     code, lines, stderr = run_child([os.path.join(ROOT, 'tests', 'grid_child.py'), json.dumps(cases)])

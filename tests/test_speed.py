@@ -14,7 +14,7 @@ import genotypes
 import kernels
 import speed
 import utils
-from architect_evolution import decode, random_individual
+from architect_evolution import darts_shapes, decode, random_individual
 from conftest import ROOT
 from model import NetworkCIFAR
 from model_search import MixedOp, Network
@@ -32,7 +32,7 @@ def _supernet_pair(C=4, layers=5, dtype=torch.float32, seed=0):
     exact = Network(C, 10, layers).to(dtype)
     fast = Network(C, 10, layers, impl=speed.layers(CPU)).to(dtype, memory_format=torch.channels_last)
     fast.load_state_dict(exact.state_dict())
-    alphas = decode(random_individual(4, utils.make_generator(1)).alphas)
+    alphas = decode(random_individual(darts_shapes(4), utils.make_generator(1)).alphas)
     exact.set_arch_parameters(alphas)
     fast.set_arch_parameters(alphas)
     return exact, fast

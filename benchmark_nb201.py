@@ -1,0 +1,62 @@
+"""The ground truth of a NAS-Bench-201 search: each generation's best architecture looked up in the benchmark.
+
+Every one of the 15,625 architectures of NAS-Bench-201 was trained for 200 epochs on each dataset, so the
+search's result can be read off as a true accuracy. The look-up goes through the benchmark's own API
+(`pip install nas-bench-201`, an optional extra) and its file, v1_0 or v1_1 (--api_path). As the original
+EvNAS reports it: on CIFAR-10 the test accuracy is `ori-test` of `cifar10` (trained on the whole training
+set) and the validation accuracy `x-valid` of `cifar10-valid` (trained on its train half); on CIFAR-100 and
+ImageNet16-120 `x-test` and `x-valid` of the dataset, both halves of its test set.
+"""
+import os
+from typing import Dict, Optional
+
+from utils import UserError, reason
+
+WHERE = ("the NAS-Bench-201 file (NAS-Bench-201-v1_0-e61699.pth, 2.1 GB, or NAS-Bench-201-v1_1-096897.pth, "
+         "4.7 GB) is linked from https://github.com/D-X-Y/NAS-Bench-201; read it with `pip install nas-bench-201`")
+# The benchmark dataset and set name of the true test and validation accuracies of a search dataset.
+METRICS = {
+    'cifar10': {'test': ('cifar10', 'ori-test'), 'valid': ('cifar10-valid', 'x-valid')},
+    'cifar100': {'test': ('cifar100', 'x-test'), 'valid': ('cifar100', 'x-valid')},
+    'ImageNet16-120': {'test': ('ImageNet16-120', 'x-test'), 'valid': ('ImageNet16-120', 'x-valid')},
+}
+
+
+class Benchmark:
+    """The 200-epoch accuracies of architectures of the benchmark, for one search dataset."""
+
+    def __init__(self, api, dataset: str):
+        self.api, self.metrics = api, METRICS[dataset]
+
+    @classmethod
+    def open(cls, api_path: str, dataset: str) -> 'Benchmark':
+        """Read the benchmark file (minutes and tens of GB of memory for the real ones)."""
+        if dataset not in METRICS:
+            raise UserError(f"NAS-Bench-201 has no accuracies for --dataset {dataset} (it has "
+                            f"{', '.join(METRICS)}); leave out --api_path")
+        if not os.path.isfile(api_path):
+            raise UserError(f"--api_path {api_path} is not a file; {WHERE}")
+        try:
+            from nas_201_api import NASBench201API
+        except ImportError:
+            raise UserError(f"--api_path needs the benchmark's API: pip install nas-bench-201 ({WHERE})") from None
+        try:
+            api = NASBench201API(api_path, verbose=False)
+        except Exception as e:  # a damaged or foreign file: whatever torch.load or the API raises
+            raise UserError(f"cannot read the NAS-Bench-201 file {api_path}: {reason(e)}") from None
+        return cls(api, dataset)
+
+    def lookup(self, arch: str) -> Optional[Dict[str, float]]:
+        """{'index', 'test', 'valid'} of an architecture string (200 epochs, mean over the benchmark's seeds),
+        or None when the benchmark does not hold it."""
+        index = self.api.query_index_by_arch(arch)
+        if index < 0:
+            return None
+        try:
+            results = self.api.query_by_index(index, hp='200')
+        except TypeError:  # nas-bench-201 1.x: no hp argument, and the 200-epoch results by default
+            results = self.api.query_by_index(index)
+        found = {'index': int(index)}
+        for key, (dataset, setname) in self.metrics.items():
+            found[key] = float(results.get_metrics(dataset, setname)['accuracy'])
+        return found

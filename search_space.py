@@ -1,0 +1,167 @@
+"""The search spaces EvNAS searches, as objects: what the GA, the search loop, the records and the reports need
+of a space, so that none of them branches on which space it is.
+
+A space knows its alpha matrices (`cells`, `alpha_shapes`), how an individual's alphas decode into the
+one-hot alphas the supernet runs with and into the architecture they stand for (`decode`, `genotype`), how
+that architecture is written down (`record`, `save_result`, `describe`), its supernet and optimiser, its
+search data and augmentation, and how its fitness is measured.
+
+- `DARTS`: the DARTS cell space (Liu et al., 2019), the paper's main search (model_search.py).
+- `NB201`: NAS-Bench-201 (Dong & Yang, 2020), the original's second space (model_search_nb201.py).
+"""
+import json
+import math
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+
+import data_nb201
+from architect_evolution import darts_shapes, decode, derive_genotype
+from checkpoint import atomic_write_text
+from data import Augment, SearchData, load_dataset, training_augment
+from genotypes import genotype_to_dict, save_genotype
+from genotypes_nb201 import NB201_OPS, arch_string, max_nodes_of, num_edges
+from operations import Layers
+from utils import UserError
+
+
+class DartsSpace:
+    name = 'darts'
+    title = 'DARTS cell space'
+    cells = ('normal', 'reduce')
+    # NOTE (faithful to EvNAS): fitness with the supernet in train mode (BatchNorm over each fitness batch),
+    # on held-out images that carry the training augmentation (engine.evaluate_population).
+    fitness_train_mode = True
+    datasets = ('cifar10', 'cifar100', 'synthetic', 'folder')
+    # Flags of this space only (an explicit one with another space is an error).
+    flags = ('layers',)
+
+    def alpha_shapes(self, args) -> List[Tuple[int, int]]:
+        return darts_shapes(4)
+
+    def decode(self, alphas: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+        return decode(alphas)
+
+    def genotype(self, alphas: Sequence[torch.Tensor]):
+        return derive_genotype(alphas)
+
+    def record(self, alphas: Sequence[torch.Tensor]) -> Dict:
+        """An individual's fields of a generation record: its genotype and raw alphas."""
+        return {'genotype': genotype_to_dict(self.genotype(alphas)),
+                'alphas': {cell: a.tolist() for cell, a in zip(self.cells, alphas)}}
+
+    def describe(self, alphas: Sequence[torch.Tensor]) -> str:
+        return str(self.genotype(alphas))
+
+    def save_result(self, alphas: Sequence[torch.Tensor], path: str) -> None:
+        save_genotype(self.genotype(alphas), path)
+
+    def resolve_defaults(self, args) -> None:
+        args.crop_padding = 4 if args.crop_padding is None else args.crop_padding
+        args.cutout_length = 16 if args.cutout_length is None else args.cutout_length
+
+    def build_supernet(self, args, num_classes: int, impl: Layers) -> nn.Module:
+        from model_search import Network
+        return Network(args.init_channels, num_classes, args.layers, impl=impl)
+
+    def optimizer(self, parameters, args) -> torch.optim.Optimizer:
+        return torch.optim.SGD(parameters, args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay)
+
+    def train_augment(self, args) -> Augment:
+        return training_augment(args)
+
+    def search_data(self, args) -> SearchData:
+        """The first --train_portion of the training set trains the supernet, the rest measures fitness."""
+        # NOTE (faithful to EvNAS): the held-out half carries the training augmentation.
+        return held_out_split(args, valid_augment=self.train_augment(args))
+
+
+class NB201Space:
+    name = 'nb201'
+    title = 'NAS-Bench-201'
+    cells = ('cell',)
+    # NOTE (faithful to EvNAS): fitness in eval mode on images with the test transform (the original's
+    # validation() calls model.eval()), so only the BatchNorms that track statistics use running averages.
+    fitness_train_mode = False
+    datasets = data_nb201.DATASETS
+    flags = ('num_cells', 'max_nodes', 'track_running_stats', 'api_path')
+
+    def alpha_shapes(self, args) -> List[Tuple[int, int]]:
+        return [(num_edges(args.max_nodes), len(NB201_OPS))]
+
+    def decode(self, alphas: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+        """The one-hot of each edge's argmax.
+
+        NOTE (faithful to EvNAS): `none` is an operation like the others here and can win an edge (unlike
+        the DARTS space), and the supernet still applies softmax to the one-hot rows: the chosen op gets
+        e/(e+4) = 0.405 and the other four 1/(e+4) = 0.149 each.
+        """
+        (cell,) = alphas
+        return [torch.zeros_like(cell).scatter_(-1, cell.argmax(dim=-1, keepdim=True), 1.)]
+
+    def genotype(self, alphas: Sequence[torch.Tensor]) -> str:
+        """The benchmark's architecture string, from the argmax of the raw alphas (as the original's
+        genotype())."""
+        (cell,) = alphas
+        return arch_string([NB201_OPS[i] for i in cell.argmax(dim=-1).tolist()], max_nodes_of(cell.shape[0]))
+
+    def record(self, alphas: Sequence[torch.Tensor]) -> Dict:
+        return {'arch': self.genotype(alphas), 'alphas': {cell: a.tolist() for cell, a in zip(self.cells, alphas)}}
+
+    def describe(self, alphas: Sequence[torch.Tensor]) -> str:
+        return self.genotype(alphas)
+
+    def save_result(self, alphas: Sequence[torch.Tensor], path: str) -> None:
+        atomic_write_text(path, json.dumps({'space': self.name, 'arch': self.genotype(alphas)}, indent=1) + '\n')
+
+    def resolve_defaults(self, args) -> None:
+        # The original's crop padding: 4 for 32x32 images, 2 for ImageNet16's 16x16.
+        if args.crop_padding is None:
+            args.crop_padding = 2 if args.dataset == data_nb201.IMAGENET16 else 4
+        # NOTE (faithful to EvNAS): its --cutout has no effect in this space (it passes True as the length, a
+        # box of 2 * (True // 2) = 0 pixels). A real cutout is opt-in: --cutout_length N.
+        args.cutout_length = 0 if args.cutout_length is None else args.cutout_length
+
+    def build_supernet(self, args, num_classes: int, impl: Layers) -> nn.Module:
+        from model_search_nb201 import Network
+        return Network(args.init_channels, args.num_cells, num_classes, args.max_nodes, args.track_running_stats,
+                       impl=impl)
+
+    def optimizer(self, parameters, args) -> torch.optim.Optimizer:
+        # The original's NAS-Bench-201 config: SGD with Nesterov momentum.
+        return torch.optim.SGD(parameters, args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay,
+                               nesterov=True)
+
+    def train_augment(self, args) -> Augment:
+        return Augment(padding=args.crop_padding, flip=not args.no_flip, cutout_length=args.cutout_length)
+
+    def search_data(self, args) -> SearchData:
+        """The benchmark's splits of CIFAR-10, CIFAR-100 and ImageNet16-120 (data_nb201.py); a generated or
+        folder dataset is split by --train_portion, its fitness images with the test transform."""
+        if args.dataset in data_nb201.SPLITS:
+            return data_nb201.load_search_data(args.dataset, args.data)
+        return held_out_split(args, valid_augment=None)
+
+
+DARTS, NB201 = DartsSpace(), NB201Space()
+SPACES = {space.name: space for space in (DARTS, NB201)}
+
+
+def get_space(name: str):
+    try:
+        return SPACES[name]
+    except KeyError:
+        raise UserError(f"unknown search space '{name}' (known: {', '.join(SPACES)})") from None
+
+
+def held_out_split(args, valid_augment) -> SearchData:
+    """The first --train_portion of the training set trains the supernet, the rest measures fitness."""
+    train = load_dataset(args.dataset, args.data, train=True, synthetic_size=args.synthetic_size,
+                         image_size=args.image_size)
+    split = int(math.floor(args.train_portion * len(train)))
+    if split < 1 or split >= len(train):
+        raise UserError(f"--train_portion {args.train_portion} leaves no images on one side of the split "
+                        f"of {len(train)} training images")
+    indices = torch.arange(len(train))
+    return SearchData(train, indices[:split], train, indices[split:], valid_augment)

@@ -9,7 +9,7 @@ from an explicit torch.Generator.
 """
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -84,6 +84,10 @@ class Individual:
     fitness: float = math.nan   # top-1 accuracy (%) on the held-out images
     loss: float = math.nan
     top5: float = math.nan
+    # With a budget (budget.py): the cost of the architecture ({'params', 'macs'}) and how far over the budget
+    # it is (0: feasible). Without one every individual is feasible, and selection is by fitness alone.
+    cost: Optional[Dict[str, float]] = None
+    violation: float = 0.
 
     def to_state(self) -> Dict:
         return {'alphas': [a.clone() for a in self.alphas], 'fitness': self.fitness, 'loss': self.loss,
@@ -108,18 +112,22 @@ def init_population(pop_size: int, shapes: Sequence[Tuple[int, int]], generator:
     return [random_individual(shapes, generator) for _ in range(pop_size)]
 
 
-def _rank_key(individual: Individual) -> float:
-    # An individual whose evaluation gave NaN ranks below every measured one, so it is never an elite.
-    return -math.inf if math.isnan(individual.fitness) else individual.fitness
+def _rank_key(individual: Individual) -> Tuple[float, float]:
+    """Constraint domination (Deb, 2000): a feasible individual (violation 0) beats an infeasible one, two
+    infeasible ones compare by how far over budget they are, and equal violations (two feasible ones) by
+    fitness. An individual whose evaluation gave NaN ranks below every measured one of its violation."""
+    return -individual.violation, -math.inf if math.isnan(individual.fitness) else individual.fitness
 
 
 def sort_population(population: Sequence[Individual]) -> List[Individual]:
-    """Best first; a stable sort, so equal fitness keeps population order (as Python's sort in EvNAS)."""
+    """Best first; a stable sort, so equal keys keep population order (as Python's sort in EvNAS). Without a
+    budget every violation is 0, and this is EvNAS's ranking by fitness."""
     return sorted(population, key=_rank_key, reverse=True)
 
 
 def tournament_selection(population: Sequence[Individual], tsize: int, generator: torch.Generator) -> Individual:
-    """The fittest of `tsize` individuals drawn without replacement; ties go to the one drawn first."""
+    """The best (sort_population) of `tsize` individuals drawn without replacement; ties go to the one drawn
+    first."""
     drawn = torch.randperm(len(population), generator=generator)[:tsize].tolist()
     return sort_population([population[i] for i in drawn])[0]
 
@@ -148,8 +156,9 @@ def mutate(individual: Individual, mutate_rate: float, generator: torch.Generato
 
 def evolve(population: Sequence[Individual], num_elites: int, tsize: int, mutate_rate: float,
            generator: torch.Generator) -> List[Individual]:
-    """The next generation: the `num_elites` best pass unchanged; the rest are mutated crossover children of
-    two tournament winners. `population` need not be sorted."""
+    """The next generation: the `num_elites` best (with a budget: the best feasible, or least infeasible) pass
+    unchanged; the rest are mutated crossover children of two tournament winners. `population` need not be
+    sorted."""
     ranked = sort_population(population)
     elites = [Individual([a.clone() for a in ind.alphas]) for ind in ranked[:num_elites]]
     children = []

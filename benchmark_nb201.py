@@ -43,7 +43,16 @@ class Benchmark:
         try:
             api = NASBench201API(api_path, verbose=False)
         except Exception as e:  # a damaged or foreign file: whatever torch.load or the API raises
-            raise UserError(f"cannot read the NAS-Bench-201 file {api_path}: {reason(e)}") from None
+            if 'weights_only' not in str(e):
+                raise UserError(f"cannot read the NAS-Bench-201 file {api_path}: {reason(e)}") from None
+            # The API calls torch.load(path) as torch before 2.6 did, unpickling everything; since 2.6 torch.load
+            # admits only tensors and plain containers. The file is the one the user named, so it is read the way
+            # its API was written to read it, and handed over as a dict.
+            import torch
+            try:
+                api = NASBench201API(torch.load(api_path, map_location='cpu', weights_only=False), verbose=False)
+            except Exception as e:
+                raise UserError(f"cannot read the NAS-Bench-201 file {api_path}: {reason(e)}") from None
         return cls(api, dataset)
 
     def lookup(self, arch: str) -> Optional[Dict[str, float]]:

@@ -3,7 +3,8 @@
 MACs count convolutions and fully connected layers, the convention of DARTS-family papers ("multi-adds");
 BatchNorm, ReLU, pooling and additions are not counted. The count is measured, not estimated: forward hooks
 record every conv and linear layer the network actually runs on an input of the given size (in eval mode,
-so without the auxiliary head, as at test time).
+so without the auxiliary head, as at test time). network_cost builds the network on the meta device, where
+the forward pass computes shapes only, so a count takes a fraction of a second.
 """
 from typing import Dict, Tuple
 
@@ -51,13 +52,14 @@ def network_cost(genotype: Genotype, dataset: str = 'cifar10', num_classes: int 
                  layers: int = None, image_size: int = None) -> Dict[str, float]:
     """Parameters and MACs of the evaluation network built from `genotype` at the size it will be trained:
     C=36, 20 layers, 32x32 for CIFAR; C=48, 14 layers, 224x224 for ImageNet (unless given)."""
-    if dataset == 'imagenet':
-        model = NetworkImageNet(init_channels or 48, num_classes or 1000, layers or 14, False, genotype)
-        size = image_size or 224
-    else:
-        model = NetworkCIFAR(init_channels or 36, num_classes or (100 if dataset == 'cifar100' else 10),
-                             layers or 20, False, genotype)
-        size = image_size or 32
+    with torch.device('meta'):  # shapes only: no weights to initialise, no arithmetic (and no random draws)
+        if dataset == 'imagenet':
+            model = NetworkImageNet(init_channels or 48, num_classes or 1000, layers or 14, False, genotype)
+            size = image_size or 224
+        else:
+            model = NetworkCIFAR(init_channels or 36, num_classes or (100 if dataset == 'cifar100' else 10),
+                                 layers or 20, False, genotype)
+            size = image_size or 32
     return {'params': count_parameters(model), 'macs': count_macs(model, (1, 3, size, size)),
             'image_size': size}
 

@@ -32,14 +32,15 @@ SPLITS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'splits')
 IMAGENET16 = 'ImageNet16-120'
 DATASETS = ('cifar10', 'cifar100', IMAGENET16, SYNTHETIC, FOLDER)
 
-# NAS-Bench-201's normalisation (AutoDL's get_datasets), in 0-255 units.
+# NOTE (faithful to EvNAS): NAS-Bench-201's normalisation (AutoDL's get_datasets), in 0-255 units, not DARTS's.
 STATISTICS = {
     'cifar10': ((125.3, 123.0, 113.9), (63.0, 62.1, 66.7)),
     'cifar100': ((129.3, 124.1, 112.4), (68.2, 65.4, 70.4)),
     IMAGENET16: ((122.68, 116.66, 104.01), (63.22, 61.26, 65.09)),
 }
-# The split file of each dataset, the key of the images that train the supernet (None: all of them) and of
-# those that measure fitness, and whether the latter come from the training set.
+# NOTE (faithful to EvNAS): the benchmark's split files (splits/), as its search loaders read them. For each
+# dataset: the file, the key of the images that train the supernet (None: all of them) and of those that
+# measure fitness, and whether the latter come from the training set.
 SPLITS = {
     'cifar10': ('cifar-split.txt', 'train', 'valid', True),
     'cifar100': ('cifar100-test-split.txt', None, 'xvalid', False),

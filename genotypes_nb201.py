@@ -74,5 +74,7 @@ def load_arch(path: str) -> Optional[str]:
         return None
     if not (isinstance(data, dict) and 'arch' in data):
         return None
+    if not isinstance(data['arch'], str):
+        raise ArchError(f"{path}: 'arch' is not an architecture string")
     parse_arch(data['arch'])
     return data['arch']

@@ -5,13 +5,13 @@ block -> N cells at 4C -> BatchNorm + ReLU -> global average pool -> linear. Eve
 weighted sum over NB201_OPS with weights softmax(alphas) (one 6 x 5 matrix shared by all cells). The module
 names are AutoDL's, so the state_dict keys are the original's (tests/fixtures/nb201/state_dict_manifest.json).
 """
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from genotypes_nb201 import NB201_OPS, edge_names, num_edges
+from genotypes_nb201 import NB201_OPS, edge_names, max_nodes_of, num_edges
 from operations import PLAIN, Layers
 
 
@@ -47,16 +47,17 @@ class AvgPool(nn.Module):
         return self.op(x)
 
 
-def make_op(name: str, C: int, track_running_stats: bool, impl: Layers) -> nn.Module:
-    """One operation of a search cell (stride 1, C channels in and out, BatchNorms without affine parameters)."""
+def make_op(name: str, C: int, track_running_stats: bool, impl: Layers, affine: bool = False) -> nn.Module:
+    """One operation of a cell (stride 1, C channels in and out; a search cell's BatchNorms have no affine
+    parameters)."""
     if name == 'none':
         return Zero()
     if name == 'skip_connect':
         return nn.Identity()
     if name == 'nor_conv_1x1':
-        return ReLUConvBN(C, C, 1, 1, 0, False, track_running_stats, impl)
+        return ReLUConvBN(C, C, 1, 1, 0, affine, track_running_stats, impl)
     if name == 'nor_conv_3x3':
-        return ReLUConvBN(C, C, 3, 1, 1, False, track_running_stats, impl)
+        return ReLUConvBN(C, C, 3, 1, 1, affine, track_running_stats, impl)
     if name == 'avg_pool_3x3':
         return AvgPool(impl)
     raise ValueError(f"unknown NAS-Bench-201 operation '{name}'")
@@ -101,11 +102,30 @@ class SearchCell(nn.Module):
         return nodes[-1]
 
 
+class ArchCell(nn.Module):
+    """The cell of one architecture (the benchmark's InferCell): each edge its one operation, with affine
+    BatchNorms; an edge whose operation is `none` is no connection."""
+
+    def __init__(self, C: int, ops: Sequence[str], impl: Layers = PLAIN):
+        super().__init__()
+        self.max_nodes = max_nodes_of(len(ops))
+        self.edges = nn.ModuleDict({name: make_op(op, C, True, impl, affine=True)
+                                    for name, op in zip(edge_names(self.max_nodes), ops) if op != 'none'})
+
+    def forward(self, x):
+        nodes = [x]
+        for i in range(1, self.max_nodes):
+            inputs = [self.edges[f"{i}<-{j}"](nodes[j]) for j in range(i) if f"{i}<-{j}" in self.edges]
+            nodes.append(sum(inputs) if inputs else torch.zeros_like(x))
+        return nodes[-1]
+
+
 class Network(nn.Module):
 
     def __init__(self, C: int, N: int, num_classes: int, max_nodes: int = 4, track_running_stats: bool = False,
-                 impl: Layers = PLAIN):
-        """impl: the layer classes (operations.Layers; speed.layers(config) for a device's fast ones)."""
+                 impl: Layers = PLAIN, arch: Optional[Sequence[str]] = None):
+        """impl: the layer classes (operations.Layers; speed.layers(config) for a device's fast ones). With
+        `arch` (one operation per edge), the network of that architecture instead of the supernet (its cost)."""
         super().__init__()
         self._C, self._N, self.max_nodes = C, N, max_nodes
         self.stem = nn.Sequential(impl.Conv2d(3, C, kernel_size=3, padding=1, bias=False), impl.BatchNorm2d(C))
@@ -114,7 +134,8 @@ class Network(nn.Module):
         for stage, C_curr in enumerate((C, 2 * C, 4 * C)):
             if stage > 0:
                 self.cells.append(ResNetBasicblock(C_prev, C_curr, impl))
-            self.cells.extend(SearchCell(C_curr, max_nodes, track_running_stats, impl) for _ in range(N))
+            self.cells.extend(SearchCell(C_curr, max_nodes, track_running_stats, impl) if arch is None
+                              else ArchCell(C_curr, arch, impl) for _ in range(N))
             C_prev = C_curr
         self.lastact = nn.Sequential(impl.BatchNorm2d(C_prev), nn.ReLU(inplace=True))
         self.global_pooling = nn.AdaptiveAvgPool2d(1)

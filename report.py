@@ -23,6 +23,7 @@ import utils
 from checkpoint import atomic_write_text
 from cost import describe_cost, network_cost
 from genotypes import PRIMITIVES, genotype_from_dict, load_genotype
+from budget import pareto_front
 from genotypes_nb201 import NB201_OPS, load_arch, parse_arch
 from visualize import cell_text, draw, draw_nb201, nb201_cell_text
 
@@ -57,6 +58,28 @@ def operation_counts(record: Dict) -> Dict[str, Counter]:
         counts['normal'].update(op for op, _ in genotype.normal)
         counts['reduce'].update(op for op, _ in genotype.reduce)
     return counts
+
+
+def _point(individual: Dict) -> Dict[str, float]:
+    """An individual of a record as a point of the fitness-MACs plane (a NaN fitness: null in the record)."""
+    return {'fitness': float('nan') if individual['fitness'] is None else individual['fitness'],
+            'macs': individual['macs']}
+
+
+def _budget_lines(records: List[Dict], args: Dict) -> List[str]:
+    """The budget section: the limits, and the non-dominated front of the final population (fitness against
+    MACs), best fitness first."""
+    population = records[-1]['population']
+    limits = ', '.join(f"{args[k]:g} M {name}" for k, name in (('max_params', 'parameters'), ('max_macs', 'MACs'))
+                       if args.get(k) is not None)
+    front = sorted(pareto_front([_point(p) for p in population]), key=lambda i: -_point(population[i])['fitness'])
+    lines = ['', '## Budget', '', f"At most {limits} at the {args.get('budget_size', 'cifar')} size; "
+             f"{records[-1]['feasible']} of {len(population)} individuals of the last generation fit.", '',
+             'Non-dominated front of the last generation (no other individual is both fitter and cheaper):', '',
+             '| rank | fitness | parameters (M) | MACs (M) | feasible |', '| ---: | ---: | ---: | ---: | --- |']
+    lines += [f"| {population[i]['rank']} | {_pct(population[i]['fitness'])} | {population[i]['params'] / 1e6:.3f} | "
+              f"{population[i]['macs'] / 1e6:.1f} | {'yes' if population[i]['feasible'] else 'no'} |" for i in front]
+    return lines
 
 
 def _true_accuracy(record: Dict, key: str) -> Optional[float]:
@@ -97,7 +120,8 @@ def _plots(run_dir: str, records: List[Dict], ops: Dict[str, Counter]) -> List[s
     if any(_true_accuracy(r, 'test') is not None for r in records):
         fig, ax = plt.subplots(figsize=(6, 4))
         for key, style in (('test', '-o'), ('valid', '--')):
-            ax.plot(generations, [_true_accuracy(r, key) or float('nan') for r in records], style,
+            ax.plot(generations, [float('nan') if _true_accuracy(r, key) is None else _true_accuracy(r, key)
+                                  for r in records], style,
                     label=f"true {key} accuracy")
         ax.set_xlabel('generation')
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -105,6 +129,23 @@ def _plots(run_dir: str, records: List[Dict], ops: Dict[str, Counter]) -> List[s
         ax.legend()
         ax.grid(alpha=.3)
         written.append(_save(fig, os.path.join(run_dir, 'benchmark.png')))
+
+    population = records[-1]['population']
+    if population and 'macs' in population[0]:
+        front = set(pareto_front([_point(p) for p in population]))
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for feasible, marker, label in ((True, 'o', 'feasible'), (False, 'x', 'over budget')):
+            chosen = [p for p in population if p['feasible'] == feasible]
+            ax.scatter([p['macs'] / 1e6 for p in chosen], [_point(p)['fitness'] for p in chosen], marker=marker,
+                       label=label)
+        line = sorted((population[i] for i in front), key=lambda p: p['macs'])
+        ax.plot([p['macs'] / 1e6 for p in line], [p['fitness'] for p in line], '-', color='gray',
+                label='non-dominated front')
+        ax.set_xlabel('multiply-accumulates (M)')
+        ax.set_ylabel('fitness (top-1 %)')
+        ax.legend()
+        ax.grid(alpha=.3)
+        written.append(_save(fig, os.path.join(run_dir, 'pareto.png')))
 
     names = _op_names(ops)
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -171,6 +212,12 @@ def write_report(run_dir: str) -> Dict:
              f"{len(records)} of {args.get('epochs')} generations, population {args.get('pop_size')}, dataset "
              f"{args.get('dataset')}, {network}.", '',
              f"Best fitness of the last generation: **{_pct(last['best'])} %** (top-1 on the held-out images).", '']
+    if 'feasible' in last and last['population']:
+        chosen = last['population'][0]
+        lines += [f"The result, the best feasible individual (constraint domination): fitness {_pct(chosen['fitness'])} %, "
+                  f"{chosen['params'] / 1e6:.3f} M parameters, {chosen['macs'] / 1e6:.1f} M MACs"
+                  + ('' if chosen['feasible'] else ' — **no individual fits the budget**; this is the least infeasible')
+                  + '.', '']
     truth = last.get('benchmark')
     if truth:
         lines += [f"Its true accuracy in NAS-Bench-201 (200 epochs): **{truth['test']:.2f} %** test, "
@@ -178,13 +225,18 @@ def write_report(run_dir: str) -> Dict:
     if plots:
         lines += [f"![{os.path.splitext(os.path.basename(p))[0]}]({os.path.basename(p)})" for p in plots] + ['']
     with_truth = any('benchmark' in r for r in records)
+    budgeted = 'feasible' in last
     lines += ['## Per generation', '', '| generation | best | mean | worst | distinct genotypes |'
-              + (' true test | true valid |' if with_truth else ''),
-              '| ---: | ---: | ---: | ---: | ---: |' + (' ---: | ---: |' if with_truth else '')]
+              + (' feasible |' if budgeted else '') + (' true test | true valid |' if with_truth else ''),
+              '| ---: | ---: | ---: | ---: | ---: |' + (' ---: |' if budgeted else '')
+              + (' ---: | ---: |' if with_truth else '')]
     lines += [f"| {r['generation']} | {_pct(r['best'])} | {_pct(r['mean'])} | {_pct(r['worst'])} | "
               f"{r['distinct_genotypes']} / {len(r['population'])} |"
+              + (f" {r.get('feasible', 'n/a')} / {len(r['population'])} |" if budgeted else '')
               + (f" {_pct(_true_accuracy(r, 'test'))} | {_pct(_true_accuracy(r, 'valid'))} |" if with_truth else '')
               for r in records]
+    if budgeted:
+        lines += _budget_lines(records, args)
     cells = list(ops)
     lines += ['', '## Operations chosen in the final population', '',
               '| operation | ' + ' | '.join({'reduce': 'reduction', 'cell': 'edges'}.get(c, c) for c in cells) + ' |',

@@ -21,9 +21,10 @@ from architect_evolution import darts_shapes, decode, derive_genotype
 from checkpoint import atomic_write_text
 from data import Augment, SearchData, load_dataset, training_augment
 from genotypes import genotype_to_dict, save_genotype
-from genotypes_nb201 import NB201_OPS, arch_string, max_nodes_of, num_edges
+from cost import count_macs, network_cost
+from genotypes_nb201 import NB201_OPS, arch_string, max_nodes_of, num_edges, parse_arch
 from operations import Layers
-from utils import UserError
+from utils import UserError, count_parameters
 
 
 class DartsSpace:
@@ -65,6 +66,15 @@ class DartsSpace:
         from model_search import Network
         return Network(args.init_channels, num_classes, args.layers, impl=impl)
 
+    def cost_size(self, size: str) -> str:
+        return 'C=48, 14 layers, 224x224, 1000 classes' if size == 'imagenet' else 'C=36, 20 layers, 32x32'
+
+    def cost(self, alphas: Sequence[torch.Tensor], size: str, num_classes: int) -> Dict[str, float]:
+        """Parameters and MACs of the evaluation network of the genotype at `size` (budget.SIZES)."""
+        measured = (network_cost(self.genotype(alphas), 'imagenet') if size == 'imagenet'
+                    else network_cost(self.genotype(alphas), 'cifar10', num_classes=num_classes))
+        return {'params': measured['params'], 'macs': measured['macs']}
+
     def optimizer(self, parameters, args) -> torch.optim.Optimizer:
         return torch.optim.SGD(parameters, args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay)
 
@@ -101,8 +111,11 @@ class NB201Space:
         return [torch.zeros_like(cell).scatter_(-1, cell.argmax(dim=-1, keepdim=True), 1.)]
 
     def genotype(self, alphas: Sequence[torch.Tensor]) -> str:
-        """The benchmark's architecture string, from the argmax of the raw alphas (as the original's
-        genotype())."""
+        """The benchmark's architecture string.
+
+        NOTE (faithful to EvNAS): from the argmax of the raw alphas, as the original's genotype() (the same
+        edges as the decoded one-hot, ties aside).
+        """
         (cell,) = alphas
         return arch_string([NB201_OPS[i] for i in cell.argmax(dim=-1).tolist()], max_nodes_of(cell.shape[0]))
 
@@ -116,7 +129,7 @@ class NB201Space:
         atomic_write_text(path, json.dumps({'space': self.name, 'arch': self.genotype(alphas)}, indent=1) + '\n')
 
     def resolve_defaults(self, args) -> None:
-        # The original's crop padding: 4 for 32x32 images, 2 for ImageNet16's 16x16.
+        # NOTE (faithful to EvNAS): AutoDL's crop padding, 4 for 32x32 images and 2 for ImageNet16's 16x16.
         if args.crop_padding is None:
             args.crop_padding = 2 if args.dataset == data_nb201.IMAGENET16 else 4
         # NOTE (faithful to EvNAS): its --cutout has no effect in this space (it passes True as the length, a
@@ -128,8 +141,22 @@ class NB201Space:
         return Network(args.init_channels, args.num_cells, num_classes, args.max_nodes, args.track_running_stats,
                        impl=impl)
 
+    def cost_size(self, size: str) -> str:
+        return ("the benchmark's network, C=16, N=5, " +
+                ('16x16, 120 classes (ImageNet16-120)' if size == 'imagenet' else "32x32, the search's classes"))
+
+    def cost(self, alphas: Sequence[torch.Tensor], size: str, num_classes: int) -> Dict[str, float]:
+        """Parameters and MACs of the benchmark's network of the architecture (C=16, N=5, affine BatchNorms,
+        `none` edges left out) at `size`: CIFAR's 32x32, or ImageNet16-120's 16x16 and 120 classes."""
+        from model_search_nb201 import Network
+        image, classes = (16, 120) if size == 'imagenet' else (32, num_classes)
+        with torch.device('meta'):  # shapes only (cost.network_cost)
+            model = Network(16, 5, classes, arch=parse_arch(self.genotype(alphas)))
+        return {'params': count_parameters(model), 'macs': count_macs(model, (1, 3, image, image))}
+
     def optimizer(self, parameters, args) -> torch.optim.Optimizer:
-        # The original's NAS-Bench-201 config: SGD with Nesterov momentum.
+        # NOTE (faithful to EvNAS): its NAS-Bench-201 config trains the supernet with Nesterov momentum (the
+        # DARTS space's SGD does not).
         return torch.optim.SGD(parameters, args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay,
                                nesterov=True)
 

@@ -44,6 +44,8 @@ from architect_evolution import Individual, count_distinct, evolve, init_populat
 from benchmark_nb201 import METRICS as BENCHMARK_METRICS
 from benchmark_nb201 import WHERE as BENCHMARK_WHERE
 from benchmark_nb201 import Benchmark
+from budget import SIZES as BUDGET_SIZES
+from budget import Budget, is_feasible
 from checkpoint import (atomic_save, atomic_write_text, load_run_checkpoint, restore_run, resumed_args, rng_state,
                         save_args, save_dataset_info)
 from cost import describe_cost
@@ -121,6 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
                            help='measure fitness on a fixed random subset of this many held-out images, for a '
                                 'cheaper search (default: the whole held-out half, as the paper)')
 
+    budget = parser.add_argument_group('budget (constraint domination; default: none, as EvNAS)')
+    budget.add_argument('--max_params', type=float, default=None, metavar='M',
+                        help='at most M million parameters (auxiliary head excluded) at --budget_size')
+    budget.add_argument('--max_macs', type=float, default=None, metavar='M',
+                        help='at most M million multiply-accumulates per image at --budget_size')
+    budget.add_argument('--budget_size', choices=BUDGET_SIZES, default='cifar',
+                        help='the size the architecture is measured at: cifar (C=36, 20 layers, 32x32) or imagenet '
+                             '(C=48, 14 layers, 224x224); nb201: the benchmark\'s network at 32x32 or ImageNet16-120\'s '
+                             '16x16 (default: cifar)')
+
     fast = parser.add_argument_group('speed (see README, "Performance")')
     speed.add_paper_exact_argument(fast)
     fast.add_argument('--amp', action='store_true',
@@ -164,6 +176,9 @@ def _check_ranges(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser.error(f"--valid_size must be at least 1 (got {args.valid_size})")
     if args.max_nodes < 2:
         parser.error(f"--max_nodes must be at least 2 (got {args.max_nodes})")
+    for name in ('max_params', 'max_macs'):
+        if getattr(args, name) is not None and not getattr(args, name) > 0:
+            parser.error(f"--{name} must be positive (got {getattr(args, name)})")
 
 
 def _check_space(parser: argparse.ArgumentParser, args: argparse.Namespace, explicit: set) -> None:
@@ -176,13 +191,24 @@ def _check_space(parser: argparse.ArgumentParser, args: argparse.Namespace, expl
     foreign = sorted(f"--{name}" for s in SPACES.values() if s is not space for name in s.flags if name in explicit)
     if foreign:
         parser.error(f"{', '.join(foreign)} do(es) not apply to --space {space.name} ({space.title})")
-    if args.api_path is not None:
-        if args.dataset not in BENCHMARK_METRICS:
-            parser.error(f"NAS-Bench-201 has no accuracies for --dataset {args.dataset} (it has "
-                         f"{', '.join(BENCHMARK_METRICS)}); leave out --api_path")
-        if not os.path.isfile(args.api_path):
-            parser.error(f"--api_path {args.api_path} is not a file; {BENCHMARK_WHERE}")
     space.resolve_defaults(args)
+
+
+def _check_benchmark(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--api_path (which --resume may add, change, or drop with --api_path ''): a NAS-Bench-201 search of the
+    benchmark's cell on one of its datasets, and a file that is there."""
+    if args.api_path == '':
+        args.api_path = None
+    if args.api_path is None:
+        return
+    if args.space != 'nb201' or args.max_nodes != 4:
+        parser.error("--api_path looks architectures up in NAS-Bench-201: it needs --space nb201 with --max_nodes 4 "
+                     "(the benchmark's cell)")
+    if args.dataset not in BENCHMARK_METRICS:
+        parser.error(f"NAS-Bench-201 has no accuracies for --dataset {args.dataset} (it has "
+                     f"{', '.join(BENCHMARK_METRICS)}); leave out --api_path")
+    if not os.path.isfile(args.api_path):
+        parser.error(f"--api_path {args.api_path} is not a file; {BENCHMARK_WHERE}")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -196,6 +222,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         resolve_defaults(args)  # a run older than a flag used its default
     else:
         _check_space(parser, args, utils.explicit_options(parser, argv))
+    _check_benchmark(parser, args)
     _check_ranges(parser, args)
     return args
 
@@ -227,11 +254,12 @@ def search(args: argparse.Namespace, inputs: 'SearchInputs', run_dir: str, stop:
             train_stats = train_generation(run.model, decoded, run.train_loader, run.optimize, monitor,
                                            generation=generation, net=run.train_net, autocast=run.autocast)
             run.scheduler.step()
+            dist.broadcast_buffers(run.model)  # every rank measures fitness with rank 0's BatchNorm statistics
             trained = time.time()
             evaluate_population(run.model, run.population, decoded, run.valid_loader, seeds, monitor,
                                 generation=generation, rank=dist.rank, world_size=dist.world_size, net=run.eval_net,
                                 autocast=run.autocast, train_mode=space.fitness_train_mode)
-        ranked, order = rank_population(run.population)
+        ranked, order = rank_population(run.population, run.budget)
         summary = summarize(ranked, train_stats, generation, lr, space, train_seconds=trained - started,
                             fitness_seconds=time.time() - trained)
         if inputs.benchmark is not None:  # the true accuracies of the generation's best (NAS-Bench-201)
@@ -275,6 +303,7 @@ class SearchRun:
     ga_generator: torch.Generator
     data_generator: torch.Generator
     population: List[Individual]
+    budget: Optional[Budget] = None  # --max_params / --max_macs
     history: List[Dict] = field(default_factory=list)
     generations_done: int = 0
     elapsed_before: float = 0.
@@ -349,7 +378,8 @@ def set_up(args, data: SearchData, run_dir: str, dist: distributed.Distributed, 
         valid_loader=make_loader(args.loader, valid_data, args.valid_batch_size, device, valid_indices, shuffle=True,
                                  augment=data.valid_augment, generator=fitness_generator, **loader),
         ga_generator=ga_generator, data_generator=data_generator,
-        population=init_population(args.pop_size, space.alpha_shapes(args), ga_generator))
+        population=init_population(args.pop_size, space.alpha_shapes(args), ga_generator),
+        budget=Budget.of(args, space, data.train.num_classes))
     split = len(data.train_indices)
     logger.info(f"{args.dataset}: {split} images train the supernet, {len(valid_indices)} measure fitness "
                 f"({'training augmentation' if data.valid_augment is not None else 'test transform'}); "
@@ -363,6 +393,8 @@ def set_up(args, data: SearchData, run_dir: str, dist: distributed.Distributed, 
         logger.warning(f"a generation has {steps} training step(s) ({split} images, --batch_size "
                        f"{args.batch_size}) for {args.pop_size} individuals: {args.pop_size - steps} of them never "
                        f"train the supernet; use more images{smaller_batch} or --pop_size {steps} or less")
+    if run.budget is not None:
+        logger.info(f"budget: {run.budget.describe()}; selection by constraint domination")
     if args.resume:
         restore(run, load_run_checkpoint(run_dir, CHECKPOINT_FORMAT, args, RESUME_MAY_CHANGE), dist.rank)
         logger.info(f"resumed after generation {run.generations_done} of {args.epochs}")
@@ -416,8 +448,12 @@ def check_agreement(population: Sequence[Individual], dist: distributed.Distribu
 # ----------------------------------------------------------------------------------------------------------
 # Records
 
-def rank_population(population: Sequence[Individual]) -> Tuple[List[Individual], List[int]]:
-    """The population best first, and each ranked individual's position in the generation as trained."""
+def rank_population(population: Sequence[Individual], budget: Optional[Budget] = None
+                    ) -> Tuple[List[Individual], List[int]]:
+    """The population best first (with a budget, each individual's cost measured first: constraint
+    domination), and each ranked individual's position in the generation as trained."""
+    if budget is not None:
+        budget.assess(population)
     index_of = {id(ind): i for i, ind in enumerate(population)}
     ranked = sort_population(population)
     return ranked, [index_of[id(ind)] for ind in ranked]
@@ -437,6 +473,7 @@ def summarize(ranked: Sequence[Individual], train_stats: Sequence[Dict], generat
         'distinct_genotypes': count_distinct(ranked, space.genotype),
         'train_loss': sum(t['loss'] * t['samples'] for t in train_stats) / max(seen, 1),
         'train_top1': sum(t['top1'] * t['samples'] for t in train_stats) / max(seen, 1),
+        **({'feasible': sum(map(is_feasible, ranked))} if ranked and ranked[0].cost is not None else {}),
         **timings,
     }
 
@@ -455,6 +492,8 @@ def generation_record(ranked: Sequence[Individual], train_stats: Sequence[Dict],
             'train_loss': utils.json_number(train_stats[order[rank]]['loss']),
             'train_top1': utils.json_number(train_stats[order[rank]]['top1']),
             **space.record(ind.alphas),  # its genotype (DARTS) or arch string (NAS-Bench-201), and raw alphas
+            **({} if ind.cost is None else {'params': ind.cost['params'], 'macs': ind.cost['macs'],
+                                            'feasible': is_feasible(ind)}),
         } for rank, ind in enumerate(ranked)],
     }
 
@@ -475,7 +514,8 @@ class Records:
         remaining = self.timer.remaining(generation - self.first, self.epochs - self.first)
         self.logger.info(f"gen {generation:3d}/{self.epochs} | best {summary['best']:6.2f} | mean {summary['mean']:6.2f} "
                          f"| worst {summary['worst']:6.2f} | distinct {summary['distinct_genotypes']:3d}/{len(ranked)} "
-                         f"| train loss {summary['train_loss']:.4f} | elapsed {utils.format_duration(elapsed)} "
+                         + (f"| feasible {summary['feasible']:3d}/{len(ranked)} " if 'feasible' in summary else '')
+                         + f"| train loss {summary['train_loss']:.4f} | elapsed {utils.format_duration(elapsed)} "
                          f"| eta {utils.format_duration(remaining)}")
         if 'benchmark' in summary:
             truth = summary['benchmark']
@@ -491,6 +531,8 @@ class Records:
             for key in ('best', 'mean', 'worst'):
                 self.writer.add_scalar(f'fitness/{key}', summary[key], generation)
             self.writer.add_scalar('population/distinct_genotypes', summary['distinct_genotypes'], generation)
+            if 'feasible' in summary:
+                self.writer.add_scalar('population/feasible_share', summary['feasible'] / len(ranked), generation)
             for key in ('loss', 'top1'):
                 self.writer.add_scalar(f'train/{key}', summary[f'train_{key}'], generation)
             self.writer.add_scalar('train/lr', summary['lr'], generation)
@@ -504,6 +546,13 @@ class Records:
         if self.is_main:
             self.space.save_result(individual.alphas, self.genotype_path)
         self.logger.info(f"best architecture (fitness {individual.fitness:.2f}): {self.space.describe(individual.alphas)}")
+        if individual.cost is not None:
+            cost = f"{individual.cost['params'] / 1e6:.3f} M parameters, {individual.cost['macs'] / 1e6:.1f} M MACs"
+            if is_feasible(individual):
+                self.logger.info(f"it fits the budget: {cost}")
+            else:
+                self.logger.warning(f"no individual of the last generation fits the budget: genotype.json holds the "
+                                    f"least infeasible one ({cost}); loosen the budget or search longer")
 
     def finish(self, run: SearchRun) -> Dict:
         if self.writer is not None:

@@ -56,6 +56,19 @@ class TestSupernet:
         assert torch.allclose(weights.max(dim=1).values, torch.full((6,), chosen))
         assert torch.allclose(weights[1], torch.tensor([chosen, other, other, other, other]))
 
+    def test_the_network_gives_every_cell_the_softmax_of_its_alphas(self):
+        model = Network(4, 2, 10)
+        alphas = NB201.decode([torch.rand(6, 5)])
+        model.set_arch_parameters(alphas)
+        received = []
+        for cell in model.cells:
+            if isinstance(cell, SearchCell):
+                cell.register_forward_hook(lambda module, inputs, output: received.append(inputs[1]))
+        model(torch.randn(2, 3, 16, 16))
+        assert len(received) == 6
+        for weights in received:
+            assert torch.equal(weights, F.softmax(alphas[0], dim=-1))
+
     def test_network_runs_on_16_pixel_images_with_120_classes(self):
         model = Network(4, 1, 120, track_running_stats=True)
         model.set_arch_parameters(NB201.decode([torch.rand(6, 5)]))
@@ -267,9 +280,13 @@ def nb201_search(imagenet16, tmp_path_factory):
     return run_dir, result
 
 
-def _records(run_dir):
+def _records_of(run_dir, generations):
     return [without_timings(json.load(open(os.path.join(run_dir, 'generations', f'gen_{g:03d}.json'))))
-            for g in range(1, GENERATIONS + 1)]
+            for g in range(1, generations + 1)]
+
+
+def _records(run_dir):
+    return _records_of(run_dir, GENERATIONS)
 
 
 class TestSearch:
@@ -335,6 +352,39 @@ class TestSearch:
         assert call_main(train_search, argv + ['--run_dir', str(tmp_path / 'run')]) == 2
         assert message in capsys.readouterr().err
         assert not (tmp_path / 'run').exists()
+
+    def test_benchmark_flags_belong_to_the_benchmarks_cell(self, nb201_search, tmp_path, capsys):
+        argv = ['--space', 'nb201', '--dataset', 'ImageNet16-120', '--max_nodes', '5', '--api_path', __file__]
+        assert call_main(train_search, argv + ['--run_dir', tmp_path / 'run']) == 2
+        assert '--max_nodes 4' in capsys.readouterr().err
+        darts = tmp_path / 'darts'
+        from conftest import SEARCH_TINY
+        assert call_main(train_search, SEARCH_TINY + ['--epochs', '1', '--run_dir', darts]) == 0
+        assert call_main(train_search, ['--resume', darts, '--api_path', __file__]) == 2
+        assert 'needs --space nb201' in capsys.readouterr().err
+        assert train_search.parse_args(['--resume', nb201_search[0], '--api_path', '']).api_path is None
+
+    def test_the_per_image_loader(self, imagenet16, tmp_path):
+        argv = SEARCH + ['--data', imagenet16, '--epochs', '1', '--loader', 'torchvision', '--num_workers', '0']
+        assert call_main(train_search, argv + ['--run_dir', tmp_path]) == 0
+        record = _records_of(tmp_path, 1)[0]
+        assert len(record['population']) == 3 and all(0 <= p['fitness'] <= 100 for p in record['population'])
+
+    def test_report_over_several_runs_gives_mean_and_spread(self, nb201_search, tmp_path, capsys):
+        import shutil
+
+        import report
+        copy = tmp_path / 'copy'
+        shutil.copytree(nb201_search[0], copy)
+        path = copy / 'generations' / f'gen_{GENERATIONS:03d}.json'
+        record = json.load(open(path))
+        original = record['best']
+        record['best'] = original + 2.
+        json.dump(record, open(path, 'w'))
+        assert call_main(report, [nb201_search[0], copy]) == 0
+        out = capsys.readouterr().out
+        spread = math.sqrt(2.)  # the sample standard deviation of x and x + 2
+        assert f"fitness: {original + 1:.2f} +- {spread:.2f} (std over 2 runs" in out
 
     def test_cutout_has_no_effect_unless_a_length_is_given(self):
         faithful = train_search.parse_args(['--space', 'nb201', '--cutout'])

@@ -1,0 +1,299 @@
+"""Export a trained network for deployment: a torch.export program (.pt2) and, with onnx installed, ONNX.
+
+Examples:
+    # a train.py or train_imagenet.py run: everything comes from its directory
+    python export.py --dir eval-EXP
+    # published weights: the architecture, the weights and the sizes
+    python export.py --arch EvNASA --model_path EvNAS_A_cifar_weights.pt --out EvNAS-A-export
+    python export.py --arch EvNASA --model_path EvNAS_A_imagenet_model_best.pt.tar --network imagenet
+    # also time eager, exported and ONNX Runtime at batch 1 and 64
+    python export.py --dir eval-EXP --latency
+
+Writes OUT/ (default RUN_DIR/export/):
+  model.pt2    torch.export.save of the network in eval mode, logits only, batch dimension dynamic; load it with
+               torch.export.load(path).module() in any process, without this repository
+  model.onnx   the same as ONNX (opset 18, dynamic batch), when onnx and onnxscript are installed, checked with
+               onnxruntime when that is installed
+  export.json  what the network expects: input layout, image size, normalisation (mean/std), class names, and
+               its genotype, parameters and MACs, and the checks' results
+Every export is checked against the eager network on real images of the run's dataset (generated ones when
+the data is not there): the largest logit difference is printed and recorded, and over 1e-4 the export fails
+(exit status 2).
+"""
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn as nn
+
+import utils
+from checkpoint import atomic_write_text, load_weights_file, read_run_args, read_weights_file
+from cost import count_macs
+from data import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, IMAGENET_MEAN, IMAGENET_STD, normalize
+from genotypes import genotype_to_dict, resolve_genotype
+from model import NetworkCIFAR, NetworkImageNet
+
+TOLERANCE = 1e-4
+ONNX_OPSET = 18
+CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
+
+
+class Logits(nn.Module):
+    """An evaluation network's logits alone: its forward returns (logits, logits_aux), and in eval mode the
+    auxiliary logits are None, which neither torch.export's users nor ONNX want."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.network(images)[0]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = utils.ArgumentParser('export', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--dir', type=str, default=None, metavar='RUN_DIR',
+                        help='a train.py or train_imagenet.py run: its genotype, sizes, normalisation and weights')
+    parser.add_argument('--arch', type=str, default=None, help='published architecture name (without --dir)')
+    parser.add_argument('--genotype', type=str, default=None, help='genotype JSON file (without --dir)')
+    parser.add_argument('--model_path', type=str, default=None,
+                        help='weights (default with --dir: weights.pt of train.py, checkpoint.pth.tar of '
+                             'train_imagenet.py)')
+    parser.add_argument('--network', choices=('cifar', 'imagenet'), default=None,
+                        help='the network the weights are for (default: cifar; the run\'s with --dir)')
+    parser.add_argument('--dataset', choices=('cifar10', 'cifar100'), default='cifar10',
+                        help='cifar networks without --dir: the normalisation and class names (default: cifar10)')
+    parser.add_argument('--init_channels', type=int, default=None, help='default: 36 (cifar), 48 (imagenet)')
+    parser.add_argument('--layers', type=int, default=None, help='default: 20 (cifar), 14 (imagenet)')
+    parser.add_argument('--image_size', type=int, default=None, help='default: 32 (cifar), 224 (imagenet)')
+    parser.add_argument('--data', type=str, default=None,
+                        help='where the images of the parity check are (default: the run\'s --data)')
+    parser.add_argument('--out', type=str, default=None, help='output directory (default: RUN_DIR/export or ./export)')
+    parser.add_argument('--latency', action='store_true',
+                        help='time eager, exported and ONNX Runtime at batch 1 and 64 (median of repeats)')
+    parser.add_argument('--repeats', type=int, default=20, help='timed runs of --latency (default: 20)')
+    parser.add_argument('--device', type=str, default='cpu',
+                        help='where --latency runs eager and exported (default: cpu; ONNX Runtime runs on the CPU)')
+    args = parser.parse_args(argv)
+    if args.dir is None and args.model_path is None:
+        parser.error("nothing to export: give --dir RUN_DIR of a training run, or --arch/--genotype with --model_path")
+    if args.dir is not None and (args.arch or args.genotype):
+        parser.error("--dir names its architecture (its genotype.json); leave out --arch and --genotype")
+    utils.check_args(parser, args, at_least_one=('repeats',))
+    return args
+
+
+# ----------------------------------------------------------------------------------------------------------
+# What is exported
+
+def describe_network(args) -> Dict:
+    """The network to export and what it expects: from a run directory, or from the flags."""
+    if args.dir is not None:
+        return _from_run(args)
+    network = args.network or 'cifar'
+    genotype, name = resolve_genotype(args.arch or 'EvNASA', args.genotype)
+    imagenet = network == 'imagenet'
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if imagenet else \
+        (CIFAR100_MEAN, CIFAR100_STD) if args.dataset == 'cifar100' else (CIFAR10_MEAN, CIFAR10_STD)
+    return {'network': network, 'genotype': genotype, 'architecture': name, 'model_path': args.model_path,
+            'init_channels': args.init_channels or (48 if imagenet else 36),
+            'layers': args.layers or (14 if imagenet else 20), 'image_size': args.image_size or (224 if imagenet else 32),
+            'mean': mean, 'std': std, 'dataset': 'imagenet' if imagenet else args.dataset, 'data': args.data,
+            'classes': None if imagenet else _known_classes(args.dataset)}
+
+
+def _from_run(args) -> Dict:
+    program = utils.run_program(args.dir)
+    if program not in ('train', 'train_imagenet'):
+        saved = read_run_args(args.dir, 'train')  # the one-line error naming what the directory is
+        program = saved['program']
+    saved = read_run_args(args.dir, program)
+    genotype, _ = resolve_genotype(genotype_file=os.path.join(args.dir, 'genotype.json'))
+    imagenet = program == 'train_imagenet'
+    info = {}
+    info_path = os.path.join(args.dir, 'dataset.json')
+    if os.path.exists(info_path):
+        with open(info_path) as f:
+            info = json.load(f)
+    dataset = 'imagenet' if imagenet else saved.get('dataset', 'cifar10')
+    mean, std = ((IMAGENET_MEAN, IMAGENET_STD) if imagenet else
+                 (tuple(info['mean']), tuple(info['std'])) if 'mean' in info else
+                 (CIFAR100_MEAN, CIFAR100_STD) if dataset == 'cifar100' else (CIFAR10_MEAN, CIFAR10_STD))
+    data = args.data or saved.get('data')
+    return {'network': 'imagenet' if imagenet else 'cifar', 'genotype': genotype,
+            'architecture': os.path.join(args.dir, 'genotype.json'),
+            'model_path': args.model_path or os.path.join(args.dir, 'checkpoint.pth.tar' if imagenet else 'weights.pt'),
+            'init_channels': saved['init_channels'], 'layers': saved['layers'],
+            'image_size': saved.get('image_size') or info.get('image_size') or (224 if imagenet else 32),
+            'mean': mean, 'std': std, 'dataset': dataset, 'data': data, 'synthetic_size': saved.get('synthetic_size'),
+            'classes': info.get('classes') or _known_classes(dataset) or _folder_classes(data, dataset)}
+
+
+def _known_classes(dataset: str) -> Optional[List[str]]:
+    return list(CIFAR10_CLASSES) if dataset == 'cifar10' else None
+
+
+def _folder_classes(data: Optional[str], dataset: str) -> Optional[List[str]]:
+    """The class names of an image-folder dataset: its train/ subfolders in sorted order, as training read them."""
+    if dataset not in ('folder', 'imagenet') or not data or not os.path.isdir(os.path.join(data, 'train')):
+        return None
+    return sorted(e.name for e in os.scandir(os.path.join(data, 'train')) if e.is_dir())
+
+
+def build(spec: Dict) -> nn.Module:
+    """The eval-mode network with its weights (torch.nn layers only, so that the export holds standard ops)."""
+    weights = read_weights_file(spec['model_path'])
+    if 'classifier.weight' not in weights:
+        raise utils.UserError(f"{spec['model_path']} holds no classifier.weight: not an evaluation network's weights")
+    num_classes = weights['classifier.weight'].shape[0]
+    cls = NetworkImageNet if spec['network'] == 'imagenet' else NetworkCIFAR
+    model = cls(spec['init_channels'], num_classes, spec['layers'], False, spec['genotype'])
+    load_weights_file(model, weights, f"{spec['architecture']} ({spec['network']}, C={spec['init_channels']}, "
+                                      f"layers={spec['layers']}, classes={num_classes})")
+    model.drop_path_prob = 0.
+    return Logits(model).eval()
+
+
+def parity_inputs(spec: Dict, count: int = 64) -> Tuple[torch.Tensor, str]:
+    """Normalised images of the run's test set when it is there, else generated ones of the same size."""
+    from data import load_dataset, make_synthetic
+    size = spec['image_size']
+    images, source = None, None
+    if spec['network'] == 'cifar' and spec['dataset'] in ('cifar10', 'cifar100', 'synthetic', 'folder'):
+        try:
+            test = load_dataset(spec['dataset'], spec['data'] or '../data', train=False, download=False,
+                                synthetic_size=spec.get('synthetic_size') or 2000, image_size=size,
+                                stats=(spec['mean'], spec['std']))
+            images, source = test.images[:count], f"{spec['dataset']} test images"
+        except utils.UserError:
+            pass
+    if images is None:
+        images, source = make_synthetic(False, count, image_size=size).images, 'generated images'
+    return normalize(images, spec['mean'], spec['std']), f"{len(images)} {source}"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Exports and their checks
+
+def export_program(model: nn.Module, example: torch.Tensor, path: str):
+    batch = torch.export.Dim('batch', min=1, max=4096)
+    program = torch.export.export(model, (example,), dynamic_shapes={'images': {0: batch}})
+    torch.export.save(program, path)
+    return torch.export.load(path).module()
+
+
+def export_onnx(model: nn.Module, example: torch.Tensor, path: str) -> Dict:
+    """model.onnx, and its check with onnxruntime; {'skipped': why} where the packages are missing."""
+    if importlib.util.find_spec('onnx') is None or importlib.util.find_spec('onnxscript') is None:
+        return {'skipped': 'onnx and onnxscript are not installed (pip install onnx onnxscript onnxruntime)'}
+    batch = torch.export.Dim('batch', min=1, max=4096)
+    program = torch.onnx.export(model, (example,), dynamo=True, input_names=['images'], output_names=['logits'],
+                                dynamic_shapes={'images': {0: batch}}, opset_version=ONNX_OPSET)
+    program.save(path)
+    try:
+        import onnxruntime
+    except ImportError:
+        return {'file': path, 'unchecked': 'onnxruntime is not installed (pip install onnxruntime)'}
+    session = onnxruntime.InferenceSession(path, providers=['CPUExecutionProvider'])
+    return {'file': path, 'run': lambda x: torch.from_numpy(session.run(['logits'], {'images': x.numpy()})[0])}
+
+
+def check(name: str, run: Callable, reference: torch.Tensor, inputs: torch.Tensor, source: str, logger) -> Dict:
+    """The largest |logit difference| of an export against the eager network, at batch 1 and the whole batch."""
+    with torch.no_grad():
+        difference = max((run(inputs) - reference).abs().max().item(),
+                         (run(inputs[:1]) - reference[:1]).abs().max().item())
+    logger.info(f"{name}: max |logit difference| from the eager network {difference:.2e} on {source}")
+    if not difference <= TOLERANCE:
+        raise utils.UserError(f"{name} disagrees with the eager network: max |logit difference| {difference:.2e} > "
+                              f"{TOLERANCE:g} on {source}")
+    return {'max_abs_logit_difference': difference, 'inputs': source, 'tolerance': TOLERANCE}
+
+
+def latency(runs: Dict[str, Callable], image_size: int, repeats: int, device: torch.device) -> Dict:
+    """Milliseconds per image at batch 1 and 64, median of `repeats` after two warm-up runs."""
+    out = {}
+    for batch in (1, 64):
+        x = torch.randn(batch, 3, image_size, image_size)
+        for name, run in runs.items():
+            inputs = x if name == 'onnxruntime' else x.to(device)
+            times = []
+            with torch.no_grad():
+                for i in range(repeats + 2):
+                    start = time.perf_counter()
+                    run(inputs)
+                    if device.type == 'cuda' and name != 'onnxruntime':
+                        torch.cuda.synchronize(device)
+                    if i >= 2:
+                        times.append(time.perf_counter() - start)
+            out.setdefault(name, {})[f'batch_{batch}_ms_per_image'] = 1e3 * statistics.median(times) / batch
+    return out
+
+
+def main(args: argparse.Namespace) -> Dict:
+    logger = utils.setup_logger('export')
+    spec = describe_network(args)
+    model = build(spec)
+    out_dir = args.out or os.path.join(args.dir or '.', 'export')
+    os.makedirs(out_dir, exist_ok=True)
+    inputs, source = parity_inputs(spec)
+    with torch.no_grad():
+        reference = model(inputs)
+    size = spec['image_size']
+    logger.info(f"exporting {spec['architecture']} ({spec['network']} network, {reference.shape[1]} classes, "
+                f"{size}x{size} images) to {out_dir}")
+
+    pt2 = os.path.join(out_dir, 'model.pt2')
+    exported = export_program(model, inputs[:2], pt2)
+    checks = {'pt2': {'file': pt2, **check('model.pt2', exported, reference, inputs, source, logger)}}
+    runs = {'eager': model, 'exported': exported}
+    onnx_path = os.path.join(out_dir, 'model.onnx')
+    onnx_result = export_onnx(model, inputs[:2], onnx_path)
+    if 'run' in onnx_result:
+        run = onnx_result.pop('run')
+        onnx_result.update(check('model.onnx (onnxruntime)', run, reference, inputs, source, logger))
+        runs['onnxruntime'] = run
+    elif 'skipped' in onnx_result or 'unchecked' in onnx_result:
+        logger.info(f"model.onnx: {onnx_result.get('skipped') or onnx_result.get('unchecked')}")
+    checks['onnx'] = onnx_result
+
+    network = model.network
+    info = {
+        'architecture': spec['architecture'], 'genotype': genotype_to_dict(spec['genotype']),
+        'network': {'kind': spec['network'], 'init_channels': spec['init_channels'], 'layers': spec['layers']},
+        'num_classes': int(reference.shape[1]), 'classes': spec['classes'],
+        'input': {'shape': ['batch', 3, size, size], 'dtype': 'float32', 'layout': 'NCHW, RGB',
+                  'preprocessing': 'pixel / 255, then (x - mean) / std per channel', 'image_size': size,
+                  'mean': list(spec['mean']), 'std': list(spec['std'])},
+        'output': 'logits (batch, num_classes); softmax gives probabilities',
+        'params': utils.count_parameters(network), 'macs': count_macs(network, (1, 3, size, size)),
+        'weights': spec['model_path'], 'torch': torch.__version__, 'checks': checks,
+    }
+    if args.latency:
+        device = utils.resolve_device(args.device)
+        runs = {name: (run if name == 'onnxruntime' else _on(run, device)) for name, run in runs.items()}
+        info['latency'] = {'device': str(device), 'repeats': args.repeats,
+                           **latency(runs, size, args.repeats, device)}
+        for name, figures in info['latency'].items():
+            if isinstance(figures, dict):
+                logger.info(f"latency {name}: " + ', '.join(f"{k.replace('_ms_per_image', '')} {v:.3f} ms/image"
+                                                              for k, v in figures.items()))
+    atomic_write_text(os.path.join(out_dir, 'export.json'), json.dumps(info, indent=1) + '\n')
+    logger.info(f"wrote {pt2}" + (f", {onnx_path}" if 'file' in checks['onnx'] else '') +
+                f" and {os.path.join(out_dir, 'export.json')}")
+    return info
+
+
+def _on(run, device: torch.device):
+    """An eager network or exported module moved to `device` (exported programs move like modules)."""
+    return run.to(device) if isinstance(run, nn.Module) and device.type != 'cpu' else run
+
+
+if __name__ == '__main__':
+    sys.exit(utils.run_main(main, parse_args()))

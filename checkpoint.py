@@ -331,6 +331,8 @@ def save_dataset_info(run_dir: str, data, args) -> None:
     info = {'dataset': args.dataset, 'data': args.data, 'num_classes': data.num_classes,
             'image_size': int(data.images.shape[-1]), 'num_train': len(data), 'mean': list(data.mean),
             'std': list(data.std)}
+    if getattr(data, 'classes', None) is not None:
+        info['classes'] = list(data.classes)
     atomic_write_text(os.path.join(run_dir, 'dataset.json'), json.dumps(info, indent=1) + '\n')
 
 

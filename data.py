@@ -38,12 +38,14 @@ class ImageArray:
     num_classes: int
     mean: Tuple[float, ...]
     std: Tuple[float, ...]
+    classes: Optional[Tuple[str, ...]] = None  # class names, in label order, where the dataset has them
 
     def __len__(self) -> int:
         return self.labels.numel()
 
     def to(self, device) -> 'ImageArray':
-        return ImageArray(self.images.to(device), self.labels.to(device), self.num_classes, self.mean, self.std)
+        return ImageArray(self.images.to(device), self.labels.to(device), self.num_classes, self.mean, self.std,
+                          self.classes)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -102,7 +104,7 @@ def load_cifar(name: str, root: str, train: bool, download: bool = True) -> Imag
     images = torch.from_numpy(np.ascontiguousarray(data.data.transpose(0, 3, 1, 2)))
     labels = torch.tensor(data.targets, dtype=torch.int64)
     mean, std = (CIFAR10_MEAN, CIFAR10_STD) if name == 'cifar10' else (CIFAR100_MEAN, CIFAR100_STD)
-    return ImageArray(images, labels, 100 if name == 'cifar100' else 10, mean, std)
+    return ImageArray(images, labels, 100 if name == 'cifar100' else 10, mean, std, tuple(data.classes))
 
 
 def make_synthetic(train: bool, size: int, num_classes: int = 10, image_size: int = 32, seed: int = 0) -> ImageArray:
@@ -179,7 +181,7 @@ def load_folder(root: str, train: bool, image_size: int = 32, stats=None) -> Ima
         else:
             train_array = load_folder(root, True, image_size)
             stats = (train_array.mean, train_array.std)
-    return ImageArray(images, labels, len(classes), tuple(stats[0]), tuple(stats[1]))
+    return ImageArray(images, labels, len(classes), tuple(stats[0]), tuple(stats[1]), tuple(classes))
 
 
 def load_dataset(name: str, root: str, train: bool, synthetic_size: int = 2000, download: bool = True,

@@ -294,7 +294,8 @@ def compare_runs(summaries: List[Dict]) -> List[str]:
     """Mean and spread over several runs (the original's three seeds) of the last generation's best fitness and,
     where looked up, its true accuracies."""
     lines = []
-    columns = {'fitness': [s['records'][-1]['best'] for s in summaries]}
+    # The result's fitness: the best individual's, or with a budget the best feasible one's (rank 1 either way).
+    columns = {'fitness': [s['records'][-1]['population'][0]['fitness'] for s in summaries]}
     for key in ('test', 'valid'):
         values = [_true_accuracy(s['records'][-1], key) for s in summaries]
         if all(v is not None for v in values):

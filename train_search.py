@@ -176,6 +176,8 @@ def _check_ranges(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser.error(f"--valid_size must be at least 1 (got {args.valid_size})")
     if args.max_nodes < 2:
         parser.error(f"--max_nodes must be at least 2 (got {args.max_nodes})")
+    if args.budget_size != 'cifar' and args.max_params is None and args.max_macs is None:
+        parser.error("--budget_size sets where a budget is measured: give --max_params or --max_macs too")
     for name in ('max_params', 'max_macs'):
         if getattr(args, name) is not None and not getattr(args, name) > 0:
             parser.error(f"--{name} must be positive (got {getattr(args, name)})")
@@ -546,6 +548,9 @@ class Records:
         if self.is_main:
             self.space.save_result(individual.alphas, self.genotype_path)
         self.logger.info(f"best architecture (fitness {individual.fitness:.2f}): {self.space.describe(individual.alphas)}")
+        if math.isnan(individual.fitness):
+            self.logger.warning("the best-ranked individual's fitness could not be measured (non-finite loss): "
+                                "genotype.json holds an architecture without a measured fitness")
         if individual.cost is not None:
             cost = f"{individual.cost['params'] / 1e6:.3f} M parameters, {individual.cost['macs'] / 1e6:.1f} M MACs"
             if is_feasible(individual):

@@ -70,8 +70,13 @@ class TestConstraintDomination:
         reference = network_cost(DARTS.genotype(alphas), 'cifar10', num_classes=10)
         assert cost == {'params': reference['params'], 'macs': reference['macs']}
         assert budget.cost([a.clone() for a in alphas]) is cost
-        imagenet = Budget(NB201, None, 50., 'imagenet', 10).cost([torch.rand(6, 5)])
-        assert imagenet['macs'] < NB201.cost([torch.rand(6, 5)], 'cifar', 10)['macs'] * 4
+        nb201 = [torch.rand(6, 5)]
+        small, large = NB201.cost(nb201, 'imagenet', 10), NB201.cost(nb201, 'cifar', 10)
+        # 16x16 images: every feature map a quarter of 32x32's; 120 classes instead of 10 in the classifier
+        assert small['macs'] - 120 * 64 == pytest.approx((large['macs'] - 10 * 64) / 4)
+        assert small['params'] - large['params'] == 110 * 65
+        darts = Budget(DARTS, 3., None, 'imagenet', 10).cost(alphas)
+        assert darts['params'] == network_cost(DARTS.genotype(alphas), 'imagenet')['params']
 
 
 @pytest.fixture(scope='module')
@@ -143,6 +148,8 @@ class TestWithoutBudget:
         run_dir = tmp_path / 'run'
         assert call_main(train_search, reference['command'] + ['--run_dir', run_dir]) == 0
         records = _records(run_dir)
+        if not reference['recorded_with'].endswith(f"torch {torch.__version__}"):
+            pytest.skip(f"recorded with {reference['recorded_with']}: another torch may compute other last bits")
         if torch.backends.cpu.get_cpu_capability() != reference['cpu_capability']:
             # Other vector units sum in other orders: losses differ in the last bits, so only what the random
             # streams alone decide (the first population) can be compared bit for bit.

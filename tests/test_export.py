@@ -34,6 +34,7 @@ def test_writes_the_files_and_what_the_network_expects(exported):
     info = json.load(open(os.path.join(out, 'export.json')))
     dataset = json.load(open(os.path.join(run_dir, 'dataset.json')))
     assert info['input']['mean'] == dataset['mean'] and info['input']['std'] == dataset['std']
+    assert info['input']['resize'] == 'to 32x32' and info['checks']['pt2']['passed']
     assert info['input']['shape'] == ['batch', 3, 32, 32] and info['num_classes'] == 10
     assert info['genotype']['normal'][0] == ['sep_conv_3x3', 0]
     model = NetworkCIFAR(4, 10, 3, False, EvNASA)
@@ -92,7 +93,20 @@ def test_altered_exported_weights_fail_the_parity_check(tiny_training, tmp_path,
 
     monkeypatch.setattr(export, 'export_program', altered)
     assert call_main(export, ['--dir', tiny_training[0], '--out', tmp_path]) == 2
-    assert 'model.pt2 disagrees with the eager network' in capsys.readouterr().err
+    assert 'model.pt2 disagree(s) with the eager network' in capsys.readouterr().err
+    info = json.load(open(tmp_path / 'export.json'))
+    assert info['checks']['pt2']['passed'] is False and info['checks']['pt2']['max_abs_logit_difference'] > 1e-4
+    assert info['checks']['onnx']['passed'] is True  # the ONNX file was made from the eager network
+    assert not (tmp_path / 'model.pt2').exists() and (tmp_path / 'model.onnx').exists()
+
+
+def test_a_failing_onnx_exporter_leaves_the_pt2(tiny_training, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("unsupported operator (simulated by the test)")
+    monkeypatch.setattr(torch.onnx, 'export', broken)
+    assert call_main(export, ['--dir', tiny_training[0], '--out', tmp_path]) == 0
+    info = json.load(open(tmp_path / 'export.json'))
+    assert 'unsupported operator' in info['checks']['onnx']['failed'] and info['checks']['pt2']['passed']
 
 
 def test_published_style_weights_with_their_sizes(tmp_path):
@@ -110,7 +124,7 @@ def test_readme_example_classifies_an_image_without_this_repository(exported, tm
     from PIL import Image
     readme = open(os.path.join(ROOT, 'README.md')).read()
     example = re.search(r'<!-- export example -->\n```python\n(.*?)```', readme, re.S).group(1)
-    assert len(example.strip().splitlines()) <= 12
+    assert len(example.strip().splitlines()) <= 10
     os.symlink(exported[1], tmp_path / 'export')
     Image.new('RGB', (40, 30), (200, 30, 30)).save(tmp_path / 'cat.png')
     done = _isolated(example, tmp_path)
@@ -120,6 +134,8 @@ def test_readme_example_classifies_an_image_without_this_repository(exported, tm
 @pytest.mark.parametrize('argv, message', [
     ([], 'nothing to export'),
     (['--dir', 'RUN', '--arch', 'EvNASA'], 'leave out --arch'),
+    (['--dir', 'RUN', '--layers', '8'], 'leave out --layers'),
+    (['--model_path', 'w.pt', '--device', 'cuda'], 'give --latency too'),
 ])
 def test_refused(argv, message, capsys):
     assert call_main(export, argv) == 2
@@ -147,3 +163,4 @@ def test_an_imagenet_run_directory(tmp_path):
     assert info['num_classes'] == 7 and info['input']['shape'] == ['batch', 3, 64, 64]
     assert info['input']['mean'] == [0.485, 0.456, 0.406] and info['network']['kind'] == 'imagenet'
     assert info['checks']['pt2']['max_abs_logit_difference'] <= 1e-4 and info['classes'] is None
+    assert info['input']['resize'] == 'shorter side to 73, then the centre 64x64 crop'

@@ -174,3 +174,15 @@ class TestWithoutBudget:
             for individual in b['population']:
                 assert individual.pop('feasible') is True and individual.pop('params') > 0 and individual.pop('macs') > 0
             assert a == b
+
+
+def test_a_budgeted_run_killed_and_resumed_equals_the_uninterrupted_one(budgeted, tmp_path):
+    from conftest import run_script
+    run_dir, limit = budgeted
+    killed = str(tmp_path / 'run')
+    done = run_script('train_search.py', *TINY, '--epochs', '3', '--max_params', str(limit), '--run_dir', killed,
+                      env={'EVNAS_FAULT': 'kill@eval:2:1'})
+    assert done.returncode == -9, done.stderr
+    assert call_main(train_search, ['--resume', killed]) == 0
+    assert _records(killed) == _records(run_dir)
+    assert open(os.path.join(killed, 'genotype.json')).read() == open(os.path.join(run_dir, 'genotype.json')).read()

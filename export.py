@@ -109,7 +109,7 @@ def describe_network(args) -> Dict:
     if args.dir is not None:
         return _from_run(args)
     network = args.network or 'cifar'
-    genotype, name = resolve_genotype(args.arch or 'EvNASA', args.genotype)
+    genotype, name = resolve_genotype(args.arch or utils.DEFAULT_ARCH, args.genotype)
     imagenet = network == 'imagenet'
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if imagenet else \
         (CIFAR100_MEAN, CIFAR100_STD) if args.dataset == 'cifar100' else (CIFAR10_MEAN, CIFAR10_STD)
@@ -123,8 +123,7 @@ def describe_network(args) -> Dict:
 def _from_run(args) -> Dict:
     program = utils.run_program(args.dir)
     if program not in ('train', 'train_imagenet'):
-        saved = read_run_args(args.dir, 'train')  # the one-line error naming what the directory is
-        program = saved['program']
+        read_run_args(args.dir, 'train')  # raises the one-line error that says what the directory is
     saved = read_run_args(args.dir, program)
     genotype, _ = resolve_genotype(genotype_file=os.path.join(args.dir, 'genotype.json'))
     imagenet = program == 'train_imagenet'

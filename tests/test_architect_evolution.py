@@ -18,6 +18,11 @@ def _individual(fitness, seed):
     return ind
 
 
+def _filled(fill: float) -> ae.Individual:
+    """An individual every alpha of which is `fill`: its rows name their parent."""
+    return ae.Individual([torch.full(shape, fill) for shape in ae.darts_shapes(4)])
+
+
 class TestDecode:
     def test_two_edges_per_node_one_op_each_never_none(self):
         g = _gen(1)
@@ -165,3 +170,61 @@ class TestVariation:
         a = ae.evolve(population, 1, 3, 0.2, _gen(11))
         b = ae.evolve(population, 1, 3, 0.2, _gen(11))
         assert all(torch.equal(x, y) for p, q in zip(a, b) for x, y in zip(p.alphas, q.alphas))
+
+
+class TestDirection:
+    """Which parent a row comes from, and that selection keeps the better individuals: known answers from the
+    original's draws, with parents that can be told apart (a test symmetric in the parents cannot fail when
+    they are swapped)."""
+
+    def test_crossover_takes_a_row_from_the_first_parent_where_the_draw_is_at_least_a_half(self):
+        # The original (ga.py, crossover_chromosomes): `if np.random.rand() >= 0.5: row of chromosome1, else of
+        # chromosome2`, one draw per row, normal cell first. Here the draws are torch's, in the same order.
+        p1, p2 = _filled(fill=1.), _filled(fill=2.)
+        for seed in range(5):
+            child = ae.crossover(p1, p2, _gen(seed))
+            draws = _gen(seed)
+            for cell in child.alphas:
+                from_first = torch.rand(cell.shape[0], generator=draws) >= 0.5
+                assert 0 < from_first.sum() < cell.shape[0], 'both parents give rows (the test can tell them apart)'
+                assert torch.equal(cell[:, 0], torch.where(from_first, 1., 2.))
+
+    def test_evolve_against_the_originals_recipe(self):
+        """The next generation worked out step by step as the original does it (ga.py): the elites are the best,
+        then per child two tournaments (a draw of tsize without replacement, its best wins, ties to the one drawn
+        first) and a crossover of the first winner with the second, then every child is mutated."""
+        fitness = [31., 75., 12., 58., 90., 44., 67., 23.]
+        population = [_individual(f, seed) for seed, f in enumerate(fitness)]
+        num_elites, tsize, rate = 2, 3, 0.3
+        nxt = ae.evolve(population, num_elites, tsize, rate, _gen(12))
+
+        draws = _gen(12)
+        ranked = sorted(population, key=lambda ind: -ind.fitness)
+        assert [ind.fitness for ind in ranked[:num_elites]] == [90., 75.]
+
+        def tournament():
+            drawn = [ranked[i] for i in torch.randperm(len(ranked), generator=draws)[:tsize].tolist()]
+            return max(drawn, key=lambda ind: ind.fitness)  # max keeps the first of equal ones
+
+        children = []
+        for _ in range(len(population) - num_elites):
+            first, second = tournament(), tournament()
+            rows = [torch.where((torch.rand(a.shape[0], generator=draws) >= 0.5)[:, None], a, b)
+                    for a, b in zip(first.alphas, second.alphas)]
+            children.append(rows)
+        for rows in children:
+            for k, a in enumerate(rows):
+                hit = torch.rand(a.shape[0], generator=draws) < rate
+                rows[k] = torch.where(hit[:, None], torch.rand(a.shape, generator=draws), a)
+
+        expected = [ind.alphas for ind in ranked[:num_elites]] + children
+        assert len(nxt) == len(expected)
+        for got, want in zip(nxt, expected):
+            assert all(torch.equal(a, b) for a, b in zip(got.alphas, want))
+
+    def test_a_tournament_returns_its_best_and_never_a_worse_one(self):
+        population = [_individual(float(f), f) for f in (5, 1, 8, 3, 9, 2)]
+        for seed in range(30):
+            drawn = torch.randperm(6, generator=_gen(seed))[:3].tolist()
+            winner = ae.tournament_selection(population, 3, _gen(seed))
+            assert winner is max((population[i] for i in drawn), key=lambda ind: ind.fitness)

@@ -319,12 +319,19 @@ class TestSearch:
         from data import normalize
         x = normalize(search.valid.images[indices], search.valid.mean, search.valid.std)
         y = search.valid.labels[indices]
-        # With running statistics in every BatchNorm, eval mode makes the batch order irrelevant.
+        # With running statistics in every BatchNorm, eval mode makes the batch order irrelevant. Top-1 alone
+        # cannot tell the individuals of this tiny run apart (they all score alike); their losses differ.
+        losses = []
         for individual in result['population']:
             model.set_arch_parameters(NB201.decode(individual.alphas))
             with torch.no_grad():
-                top1 = 100. * (model(x).argmax(1) == y).float().mean().item()
+                logits = model(x)
+            top1 = 100. * (logits.argmax(1) == y).float().mean().item()
             assert top1 == pytest.approx(individual.fitness, abs=1e-6)
+            loss = F.cross_entropy(logits, y).item()
+            assert loss == pytest.approx(individual.loss, rel=1e-5)
+            losses.append(loss)
+        assert max(losses) - min(losses) > 1e-3 * max(losses), 'the individuals must differ for this test to tell'
 
     def test_killed_during_fitness_then_resumed_equals_uninterrupted_bit_for_bit(self, nb201_search, imagenet16,
                                                                                  tmp_path):

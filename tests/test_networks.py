@@ -7,6 +7,7 @@ import torch
 import genotypes
 import speed
 import utils
+from checkpoint import load_weights_file
 from conftest import FIXTURES, ROOT
 from model import AuxiliaryHeadImageNet, NetworkCIFAR, NetworkImageNet, drop_path
 from model_search import Network
@@ -56,6 +57,50 @@ class TestStateDictManifest:
             pytest.skip('no ../shared beside this checkout')
         with open(shared) as f:
             assert json.load(f) == manifest
+
+
+@pytest.fixture(scope='module')
+def eval_reference():
+    return torch.load(os.path.join(FIXTURES, 'eval_reference.pt'), weights_only=True)
+
+
+SETTINGS = {'paper_exact': speed.PAPER_EXACT, 'cpu_defaults': speed.default_config(torch.device('cpu'))}
+
+
+class TestAgainstTheOriginalCode:
+    """The original EvNAS NetworkCIFAR (EvNAS-A/B/C) and NetworkImageNet (EvNAS-B), at C=6 with 8 and 4 layers,
+    ran in eval mode on a fixed input with random weights: our networks, built as test_cifar.py and
+    test_imagenet.py build them, load those weights strictly and give the same logits. State_dict keys and
+    shapes alone cannot tell cells wired in another order, or their outputs concatenated in another order."""
+
+    @pytest.mark.parametrize('setting', SETTINGS)
+    @pytest.mark.parametrize('entry', ['cifar/EvNASA', 'cifar/EvNASB', 'cifar/EvNASC', 'imagenet/EvNASB'])
+    def test_logits_equal_the_originals(self, eval_reference, entry, setting):
+        reference = eval_reference[entry]
+        c = reference['config']
+        config = SETTINGS[setting]
+        network = NetworkImageNet if entry.startswith('imagenet') else NetworkCIFAR
+        model = network(c['C'], c['num_classes'], c['layers'], c['auxiliary'], genotypes.get_genotype(c['arch']),
+                        impl=speed.layers(config))
+        load_weights_file(model, reference['state_dict'], entry)
+        model.to(memory_format=config.memory_format).eval()
+        with torch.no_grad():
+            logits, _ = model(reference['x'].contiguous(memory_format=config.memory_format))
+        expected = reference['eval_logits']
+        assert (logits - expected).abs().max().item() < 1e-5
+        # The logits differ between the images and between the classes (a constant output would pass as well).
+        assert expected.std().item() > 1e-2
+
+    def test_the_reference_covers_every_published_cell(self, eval_reference):
+        assert {k for k in eval_reference if '/' in k} == {'cifar/EvNASA', 'cifar/EvNASB', 'cifar/EvNASC',
+                                                          'imagenet/EvNASB'}
+
+    def test_the_copy_in_the_repository_equals_the_shared_fixture(self):
+        shared = os.path.join(ROOT, '..', 'shared', 'fixtures', 'eval_reference.pt')
+        if not os.path.exists(shared):
+            pytest.skip('no ../shared beside this checkout')
+        with open(shared, 'rb') as a, open(os.path.join(FIXTURES, 'eval_reference.pt'), 'rb') as b:
+            assert a.read() == b.read()
 
 
 class TestParameterCounts:

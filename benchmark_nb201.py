@@ -55,6 +55,26 @@ class Benchmark:
                 raise UserError(f"cannot read the NAS-Bench-201 file {api_path}: {reason(e)}") from None
         return cls(api, dataset)
 
+    def _results(self, index: int):
+        try:
+            return self.api.query_meta_info_by_index(index, hp='200')
+        except TypeError:  # nas-bench-201 1.x: no hp argument, and the 200-epoch results by default
+            return self.api.query_meta_info_by_index(index)
+
+    def per_seed(self, arch: str) -> Optional[Dict]:
+        """{'index', 'accuracies': the 200-epoch test accuracy of each of the benchmark's seeds, 'metric'} of an
+        architecture string, or None when the benchmark does not hold it: the seeds' spread is the noise ceiling
+        of any ranking measured against the benchmark."""
+        index = self.api.query_index_by_arch(arch)
+        if index < 0:
+            return None
+        dataset, setname = self.metrics['test']
+        results = self._results(index)
+        seeds = results.get_dataset_seeds(dataset)
+        return {'index': int(index), 'metric': f"{setname} accuracy of {dataset} after 200 epochs",
+                'accuracies': [float(results.get_metrics(dataset, setname, is_random=seed)['accuracy'])
+                               for seed in seeds]}
+
     def lookup(self, arch: str) -> Optional[Dict[str, float]]:
         """{'index', 'test', 'valid'} of an architecture string (200 epochs, mean over the benchmark's seeds),
         or None when the benchmark does not hold it."""

@@ -242,10 +242,12 @@ def train_generation(supernet: nn.Module, decoded: Sequence[List[torch.Tensor]],
 def evaluate_population(supernet: nn.Module, population: Sequence, decoded: Sequence[List[torch.Tensor]], loader,
                         seeds: Sequence[int], monitor: Monitor, *, generation: int, rank: int = 0, world_size: int = 1,
                         net: Optional[nn.Module] = None, autocast: Callable = nullcontext,
-                        train_mode: bool = True) -> None:
+                        train_mode: bool = True, prepare: Optional[Callable[[nn.Module], None]] = None) -> None:
     """Set every individual's fitness, loss and top5: the top-1 accuracy (%) of its decoded architecture on
     the held-out images. A non-finite loss makes the fitness NaN, which ranks below every measured individual.
-    train_mode: BatchNorm as in training (the DARTS space) or in eval mode (NAS-Bench-201).
+    train_mode: BatchNorm as in training (the DARTS space) or in eval mode (NAS-Bench-201). prepare(supernet), when
+    given, runs after each individual's alphas are set and leaves the supernet in the mode to score in
+    (fitness.py's BatchNorm recalibration).
 
     Individual i draws its batch order and augmentation from seeds[i], so its fitness does not depend on which
     process measures it: with several ranks, rank r measures individuals r, r + N, ... and the results are then
@@ -263,6 +265,8 @@ def evaluate_population(supernet: nn.Module, population: Sequence, decoded: Sequ
     measured = torch.zeros(len(population), 3, dtype=torch.float64)
     for done, i in enumerate(mine, 1):
         supernet.set_arch_parameters(decoded[i])
+        if prepare is not None:
+            prepare(supernet)
         loader.generator.manual_seed(int(seeds[i]))
         tally = Tally(device)
         for x, y in with_faults(loader, 'eval', generation, step=i):

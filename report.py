@@ -82,6 +82,10 @@ def _budget_lines(records: List[Dict], args: Dict) -> List[str]:
     return lines
 
 
+def _tau(value: Optional[float]) -> str:
+    return 'n/a' if value is None else f"{value:.3f}"
+
+
 def _true_accuracy(record: Dict, key: str) -> Optional[float]:
     """The benchmark's accuracy of a generation's best (NAS-Bench-201 with --api_path), or None."""
     return (record.get('benchmark') or {}).get(key)
@@ -129,6 +133,18 @@ def _plots(run_dir: str, records: List[Dict], ops: Dict[str, Counter]) -> List[s
         ax.legend()
         ax.grid(alpha=.3)
         written.append(_save(fig, os.path.join(run_dir, 'benchmark.png')))
+
+    if any(r.get('benchmark_tau') is not None for r in records):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(generations, [float('nan') if r.get('benchmark_tau') is None else r['benchmark_tau'] for r in records],
+                '-o')
+        ax.axhline(0, color='grey', lw=.8)
+        ax.set_xlabel('generation')
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("Kendall tau: fitness vs NAS-Bench-201 test")
+        ax.set_ylim(-1, 1)
+        ax.grid(alpha=.3)
+        written.append(_save(fig, os.path.join(run_dir, 'benchmark_tau.png')))
 
     population = records[-1]['population']
     if population and 'macs' in population[0]:
@@ -179,7 +195,14 @@ def _save(fig, path: str) -> str:
 def train_command(run_dir: str, args: Dict) -> str:
     """The train.py command for a search's result, with the data flags the search ran with (its args.json)
     and the paper's training recipe (auxiliary tower, cutout)."""
-    words = ['python', 'train.py', '--dir', run_dir]
+    words = ['python', 'train.py', '--dir', run_dir] + search_data_flags(args)
+    return ' '.join(shlex.quote(w) for w in words + ['--auxiliary', '--cutout'])
+
+
+def search_data_flags(args: Dict) -> List[str]:
+    """train.py's flags for the images a search ran on (its args.json), where they differ from train.py's
+    defaults."""
+    words = []
     if args.get('dataset', 'cifar10') != 'cifar10':
         words += ['--dataset', args['dataset']]
     if args.get('dataset') != 'synthetic' and args.get('data', '../data') != '../data':
@@ -194,7 +217,7 @@ def train_command(run_dir: str, args: Dict) -> str:
         words += ['--crop_padding', str(args['crop_padding'])]
     if args.get('cutout_length', 16) != 16:
         words += ['--cutout_length', str(args['cutout_length'])]
-    return ' '.join(shlex.quote(w) for w in words + ['--auxiliary', '--cutout'])
+    return words
 
 
 def write_report(run_dir: str) -> Dict:
@@ -224,16 +247,21 @@ def write_report(run_dir: str) -> Dict:
                   f"{truth['valid']:.2f} % validation.", '']
     if plots:
         lines += [f"![{os.path.splitext(os.path.basename(p))[0]}]({os.path.basename(p)})" for p in plots] + ['']
+    if os.path.isfile(os.path.join(run_dir, 'trust', 'trust.md')):
+        lines += ["How far this search's ranking can be trusted: [trust/trust.md](trust/trust.md) (trust.py).", '']
     with_truth = any('benchmark' in r for r in records)
+    with_tau = any('benchmark_tau' in r for r in records)
     budgeted = 'feasible' in last
     lines += ['## Per generation', '', '| generation | best | mean | worst | distinct genotypes |'
-              + (' feasible |' if budgeted else '') + (' true test | true valid |' if with_truth else ''),
+              + (' feasible |' if budgeted else '') + (' true test | true valid |' if with_truth else '')
+              + (' tau with the benchmark |' if with_tau else ''),
               '| ---: | ---: | ---: | ---: | ---: |' + (' ---: |' if budgeted else '')
-              + (' ---: | ---: |' if with_truth else '')]
+              + (' ---: | ---: |' if with_truth else '') + (' ---: |' if with_tau else '')]
     lines += [f"| {r['generation']} | {_pct(r['best'])} | {_pct(r['mean'])} | {_pct(r['worst'])} | "
               f"{r['distinct_genotypes']} / {len(r['population'])} |"
               + (f" {r.get('feasible', 'n/a')} / {len(r['population'])} |" if budgeted else '')
               + (f" {_pct(_true_accuracy(r, 'test'))} | {_pct(_true_accuracy(r, 'valid'))} |" if with_truth else '')
+              + (f" {_tau(r.get('benchmark_tau'))} |" if with_tau else '')
               for r in records]
     if budgeted:
         lines += _budget_lines(records, args)

@@ -55,6 +55,16 @@ class DartsSpace:
     def describe(self, alphas: Sequence[torch.Tensor]) -> str:
         return str(self.genotype(alphas))
 
+    def key(self, alphas: Sequence[torch.Tensor]) -> str:
+        return self.genotype_key(self.genotype(alphas))
+
+    def genotype_key(self, genotype) -> str:
+        """The architecture, the same for every genotype that builds the same network: each node's two edges in
+        input order (decoding lists them by strength, which does not change the cell)."""
+        cells = [[sorted(map(tuple, edges[i:i + 2]), key=lambda e: (e[1], e[0])) for i in range(0, len(edges), 2)]
+                 for edges in (genotype.normal, genotype.reduce)]
+        return json.dumps([cells, list(genotype.normal_concat), list(genotype.reduce_concat)])
+
     def save_result(self, alphas: Sequence[torch.Tensor], path: str) -> None:
         save_genotype(self.genotype(alphas), path)
 
@@ -124,6 +134,14 @@ class NB201Space:
 
     def describe(self, alphas: Sequence[torch.Tensor]) -> str:
         return self.genotype(alphas)
+
+    def key(self, alphas: Sequence[torch.Tensor]) -> str:
+        return self.genotype_key(self.genotype(alphas))
+
+    def genotype_key(self, genotype: str) -> str:
+        """The architecture: its arch string, which names one operation per edge in a fixed edge order."""
+        ops = parse_arch(genotype)
+        return arch_string(ops, max_nodes_of(len(ops)))
 
     def save_result(self, alphas: Sequence[torch.Tensor], path: str) -> None:
         atomic_write_text(path, json.dumps({'space': self.name, 'arch': self.genotype(alphas)}, indent=1) + '\n')

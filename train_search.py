@@ -37,6 +37,7 @@ import torch
 import torch.nn as nn
 
 import distributed
+import rank_stats
 import report
 import speed
 import utils
@@ -50,7 +51,8 @@ from checkpoint import (atomic_save, atomic_write_text, load_run_checkpoint, res
                         save_args, save_dataset_info)
 from cost import describe_cost
 from data import SearchData, add_augment_arguments, make_loader
-from engine import Monitor, OptimizerStep, evaluate_population, train_generation
+from engine import Monitor, OptimizerStep, train_generation
+import fitness
 from faults import fault_point
 from search_space import SPACES, get_space
 
@@ -119,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     evolution.add_argument('--valid_batch_size', type=int, default=1024,
                            help='fitness batch size; with BatchNorm in train mode it changes the fitness values '
                                 '(default: 1024, as EvNAS)')
+    fitness.add_estimator_arguments(evolution)
     evolution.add_argument('--valid_size', type=int, default=None,
                            help='measure fitness on a fixed random subset of this many held-out images, for a '
                                 'cheaper search (default: the whole held-out half, as the paper)')
@@ -157,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_ranges(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     utils.check_args(parser, args,
                      at_least_one=('epochs', 'pop_size', 'tsize', 'batch_size', 'valid_batch_size', 'init_channels',
-                                   'layers', 'num_cells', 'report_freq', 'image_size'),
+                                   'layers', 'num_cells', 'report_freq', 'image_size', 'fitness_bn_batches'),
                      positive=('learning_rate', 'grad_clip'),
                      non_negative=('learning_rate_min', 'momentum', 'weight_decay', 'cutout_length', 'crop_padding',
                                    'num_workers'))
@@ -250,7 +253,7 @@ def search(args: argparse.Namespace, inputs: 'SearchInputs', run_dir: str, stop:
         lr = run.scheduler.get_last_lr()[0]
         # Decode each individual once per generation; the device copies are reused by every step.
         decoded = [[a.to(device) for a in space.decode(ind.alphas)] for ind in run.population]
-        seeds = torch.randint(0, 2 ** 62, (len(run.population),), generator=run.data_generator).tolist()
+        seeds = fitness.draw_seeds(run.measure.estimator, run.data_generator, len(run.population))
         with utils.note_on_stop(generation - 1, 'generation', run_dir, 'train_search.py', logger):
             started = time.time()
             train_stats = train_generation(run.model, decoded, run.train_loader, run.optimize, monitor,
@@ -258,16 +261,16 @@ def search(args: argparse.Namespace, inputs: 'SearchInputs', run_dir: str, stop:
             run.scheduler.step()
             dist.broadcast_buffers(run.model)  # every rank measures fitness with rank 0's BatchNorm statistics
             trained = time.time()
-            evaluate_population(run.model, run.population, decoded, run.valid_loader, seeds, monitor,
-                                generation=generation, rank=dist.rank, world_size=dist.world_size, net=run.eval_net,
-                                autocast=run.autocast, train_mode=space.fitness_train_mode)
+            run.measure(run.model, run.population, seeds, monitor, generation, decoded=decoded, rank=dist.rank,
+                        world_size=dist.world_size, net=run.eval_net, autocast=run.autocast)
         ranked, order = rank_population(run.population, run.budget)
         summary = summarize(ranked, train_stats, generation, lr, space, train_seconds=trained - started,
                             fitness_seconds=time.time() - trained)
         if inputs.benchmark is not None:  # the true accuracies of the generation's best (NAS-Bench-201)
             summary['benchmark'] = inputs.benchmark.lookup(space.genotype(ranked[0].alphas))
+            summary['benchmark_tau'] = population_tau(ranked, inputs.benchmark, space)
         run.history.append(summary)
-        records.write(generation, ranked, train_stats, summary, order, run.elapsed_before)
+        records.write(generation, ranked, train_stats, summary, order, seeds, run.elapsed_before)
         if generation == args.epochs:
             run.population = ranked
             records.best(ranked[0])
@@ -301,7 +304,7 @@ class SearchRun:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     autocast: Callable
     train_loader: object
-    valid_loader: object
+    measure: fitness.FitnessMeasure  # the fitness estimator, its loader and BatchNorm mode
     ga_generator: torch.Generator
     data_generator: torch.Generator
     population: List[Individual]
@@ -354,19 +357,12 @@ def set_up(args, data: SearchData, run_dir: str, dist: distributed.Distributed, 
     # One set of images trains the supernet, the other measures fitness (augmented as the space says), each
     # pass in a fresh random order (EvNAS's two SubsetRandomSamplers).
     train_data, valid_data = data.train, data.valid
-    valid_indices = data.valid_indices
-    if args.valid_size is not None and args.valid_size < len(valid_indices):
-        # One fixed subset for the whole run, so that fitness values of different generations compare.
-        chosen = torch.randperm(len(valid_indices), generator=utils.make_generator(args.seed + 2))[:args.valid_size]
-        valid_indices = valid_indices[chosen.sort().values]
     if args.loader == 'tensor':  # held once on the device; the loaders index into them
         on_device = train_data.to(device)
         valid_data = on_device if valid_data is train_data else valid_data.to(device)
         train_data = on_device
     ga_generator = utils.make_generator(args.seed)
     data_generator = utils.make_generator(args.seed + 1)
-    fitness_generator = utils.make_generator(args.seed + 3)  # reseeded for every individual, from data_generator
-    loader = dict(num_workers=args.num_workers, memory_format=config.memory_format)
     run = SearchRun(
         space=space, model=model, train_net=torch.compile(train_net) if args.compile else train_net,
         eval_net=torch.compile(model) if args.compile else model,
@@ -376,15 +372,16 @@ def set_up(args, data: SearchData, run_dir: str, dist: distributed.Distributed, 
         autocast=autocast,
         train_loader=make_loader(args.loader, train_data, args.batch_size, device, data.train_indices, shuffle=True,
                                  augment=space.train_augment(args), generator=data_generator, rank=dist.rank,
-                                 world_size=dist.world_size, **loader),
-        valid_loader=make_loader(args.loader, valid_data, args.valid_batch_size, device, valid_indices, shuffle=True,
-                                 augment=data.valid_augment, generator=fitness_generator, **loader),
+                                 world_size=dist.world_size, num_workers=args.num_workers,
+                                 memory_format=config.memory_format),
+        measure=fitness.FitnessMeasure(fitness.estimator_of(args), args, data, device, config, space,
+                                       valid_data=valid_data, train_data=train_data),
         ga_generator=ga_generator, data_generator=data_generator,
         population=init_population(args.pop_size, space.alpha_shapes(args), ga_generator),
         budget=Budget.of(args, space, data.train.num_classes))
     split = len(data.train_indices)
-    logger.info(f"{args.dataset}: {split} images train the supernet, {len(valid_indices)} measure fitness "
-                f"({'training augmentation' if data.valid_augment is not None else 'test transform'}); "
+    logger.info(f"{args.dataset}: {split} images train the supernet, {run.measure.loader.num_samples} measure fitness "
+                f"({'training augmentation' if run.measure.augmented else 'test transform'}); "
                 f"supernet {utils.count_parameters_in_MB(model):.3f} M parameters; speed: {config.describe()}, "
                 f"{precision}{', compiled' if args.compile else ''}")
     steps = len(run.train_loader)
@@ -480,9 +477,24 @@ def summarize(ranked: Sequence[Individual], train_stats: Sequence[Dict], generat
     }
 
 
+def population_tau(ranked: Sequence[Individual], benchmark: Benchmark, space) -> float:
+    """Kendall tau-b of the population's fitness against the benchmark's 200-epoch test accuracy (mean over its
+    seeds): how well the supernet ranks this generation (NaN where it cannot be told: fewer than two measured
+    individuals in the benchmark, or a constant side)."""
+    pairs = []
+    for individual in ranked:
+        truth = benchmark.lookup(space.genotype(individual.alphas))
+        if truth is not None and not math.isnan(individual.fitness):
+            pairs.append((individual.fitness, truth['test']))
+    if len(pairs) < 2:
+        return math.nan
+    return rank_stats.kendall_tau_b([f for f, _ in pairs], [t for _, t in pairs])
+
+
 def generation_record(ranked: Sequence[Individual], train_stats: Sequence[Dict], summary: Dict,
-                      order: Sequence[int], space) -> Dict:
-    """The human-readable record of one generation, best individual first."""
+                      order: Sequence[int], seeds: Sequence[int], space) -> Dict:
+    """The human-readable record of one generation, best individual first. Each individual's fitness seed (its
+    batch order and augmentation draws) lets trust.py measure its fitness again exactly."""
     return {
         **{k: utils.json_number(v) if isinstance(v, float) else v for k, v in summary.items()},
         'population': [{
@@ -491,6 +503,7 @@ def generation_record(ranked: Sequence[Individual], train_stats: Sequence[Dict],
             'fitness': utils.json_number(ind.fitness),
             'loss': utils.json_number(ind.loss),
             'top5': utils.json_number(ind.top5),
+            'fitness_seed': int(seeds[order[rank]]),
             'train_loss': utils.json_number(train_stats[order[rank]]['loss']),
             'train_top1': utils.json_number(train_stats[order[rank]]['top1']),
             **space.record(ind.alphas),  # its genotype (DARTS) or arch string (NAS-Bench-201), and raw alphas
@@ -511,7 +524,7 @@ class Records:
         self.timer = utils.Timer()
         self.genotype_path = os.path.join(run_dir, 'genotype.json')
 
-    def write(self, generation: int, ranked, train_stats, summary: Dict, order, elapsed_before: float) -> None:
+    def write(self, generation: int, ranked, train_stats, summary: Dict, order, seeds, elapsed_before: float) -> None:
         elapsed = elapsed_before + self.timer.elapsed()
         remaining = self.timer.remaining(generation - self.first, self.epochs - self.first)
         self.logger.info(f"gen {generation:3d}/{self.epochs} | best {summary['best']:6.2f} | mean {summary['mean']:6.2f} "
@@ -523,11 +536,12 @@ class Records:
             truth = summary['benchmark']
             self.logger.info(f"gen {generation:3d}/{self.epochs} | best {self.space.describe(ranked[0].alphas)}: "
                              + (f"NAS-Bench-201 #{truth['index']}, test {truth['test']:.2f}, valid {truth['valid']:.2f} "
-                                f"(200 epochs)" if truth else "not in the NAS-Bench-201 file"))
+                                f"(200 epochs)" if truth else "not in the NAS-Bench-201 file")
+                             + f" | population's Kendall tau with the benchmark {summary['benchmark_tau']:.3f}")
         if not self.is_main:
             return
         atomic_write_text(os.path.join(self.run_dir, 'generations', f'gen_{generation:03d}.json'),
-                          json.dumps(generation_record(ranked, train_stats, summary, order, self.space),
+                          json.dumps(generation_record(ranked, train_stats, summary, order, seeds, self.space),
                                      allow_nan=False) + '\n')
         if self.writer is not None:
             for key in ('best', 'mean', 'worst'):
@@ -541,6 +555,8 @@ class Records:
             for key in ('test', 'valid'):
                 if summary.get('benchmark'):
                     self.writer.add_scalar(f'benchmark/{key}_accuracy', summary['benchmark'][key], generation)
+            if 'benchmark_tau' in summary:
+                self.writer.add_scalar('benchmark/kendall_tau', summary['benchmark_tau'], generation)
             self.writer.flush()
 
     def best(self, individual: Individual) -> None:

@@ -1,0 +1,328 @@
+"""trust.py: the sample, the supernet side (the run's own fitness, again), the stand-alone reference (train.py's
+number), resuming after a kill, old runs, bad input, NAS-Bench-201's reference, and the opt-in fitness estimators
+in a search."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import fitness
+import train
+import train_search
+import trust
+from conftest import ROOT, call_main, run_script, without_timings
+from genotypes import Genotype
+from search_space import DARTS, NB201
+
+SEARCH = ['--dataset', 'synthetic', '--synthetic_size', '128', '--init_channels', '4', '--layers', '3', '--pop_size',
+          '4', '--tsize', '2', '--batch_size', '32', '--valid_batch_size', '64', '--device', 'cpu', '--epochs', '3']
+REFERENCE = ['--seeds', '2', '--epochs', '2', '--init_channels', '4', '--layers', '3', '--batch_size', '32',
+             '--device', 'cpu', '--iterations', '200']
+
+
+@pytest.fixture(scope='module')
+def search_run(tmp_path_factory):
+    run_dir = str(tmp_path_factory.mktemp('search') / 'run')
+    assert call_main(train_search, SEARCH + ['--run_dir', run_dir]) == 0
+    return run_dir
+
+
+@pytest.fixture(scope='module')
+def trusted(search_run, tmp_path_factory):
+    """trust.py over 4 architectures of the run, uninterrupted: (its copy of the run, trust.json)."""
+    run_dir = str(tmp_path_factory.mktemp('trusted') / 'run')
+    shutil.copytree(search_run, run_dir)
+    assert call_main(trust, ['--dir', run_dir, '--archs', '4', '--estimators', 'original,shared'] + REFERENCE) == 0
+    return run_dir, json.load(open(os.path.join(run_dir, 'trust', 'trust.json')))
+
+
+def _records(run_dir):
+    folder = os.path.join(run_dir, 'generations')
+    return [json.load(open(os.path.join(folder, name))) for name in sorted(os.listdir(folder))]
+
+
+def _table(result):
+    """trust.json without what no two runs share (training times)."""
+    return {**result, 'architectures': [{k: v for k, v in a.items() if k != 'train_seconds'}
+                                        for a in result['architectures']]}
+
+
+class TestSample:
+    def test_the_same_architecture_whatever_order_a_nodes_edges_are_listed_in(self):
+        edges = [('sep_conv_3x3', 0), ('skip_connect', 1)] * 4
+        genotype = Genotype(edges, [2, 3, 4, 5], edges, [2, 3, 4, 5])
+        reordered = [e for pair in zip(edges[1::2], edges[::2]) for e in pair]  # each node's two edges swapped
+        swapped = Genotype(reordered, [2, 3, 4, 5], edges, [2, 3, 4, 5])
+        other = Genotype([('sep_conv_5x5', 0), ('skip_connect', 1)] * 4, [2, 3, 4, 5], edges, [2, 3, 4, 5])
+        assert swapped.normal != genotype.normal
+        assert DARTS.genotype_key(swapped) == DARTS.genotype_key(genotype) != DARTS.genotype_key(other)
+        assert NB201.genotype_key(' |nor_conv_3x3~0|+|none~0|skip_connect~1|+|none~0|none~1|avg_pool_3x3~2|') == \
+            '|nor_conv_3x3~0|+|none~0|skip_connect~1|+|none~0|none~1|avg_pool_3x3~2|'
+
+    def test_distinct_architectures_are_counted_once_where_first_seen(self, search_run):
+        candidates = trust.distinct_architectures(_records(search_run), DARTS)
+        keys = {DARTS.key([torch.tensor(p['alphas'][c]) for c in DARTS.cells])
+                for record in _records(search_run) for p in record['population']}
+        assert len(candidates) == len(keys) == len({c.key for c in candidates})
+        assert sum(c.pick for c in candidates) == 1
+        assert [c.generation for c in candidates] == sorted(c.generation for c in candidates)
+
+    def test_stratified_and_seeded(self, search_run):
+        candidates = trust.distinct_architectures(_records(search_run), DARTS)
+        cells = {(c.generation, c.stratum) for c in candidates if not c.pick}
+        k = len(cells) + 1
+        sample = trust.choose(candidates, str(k), 5, DARTS)
+        assert sample[0].pick and len({c.key for c in sample}) == k
+        # one from every (generation, fitness-rank stratum) cell before any cell gives a second
+        assert {(c.generation, c.stratum) for c in sample[1:]} == cells
+        assert [c.key for c in trust.choose(candidates, str(k), 5, DARTS)] == [c.key for c in sample]
+        draws = {tuple(c.key for c in trust.choose(candidates, '3', seed, DARTS)) for seed in range(10)}
+        assert len(draws) > 1, 'the seed decides the sample'
+
+    def test_a_file_of_genotypes(self, search_run, tmp_path):
+        candidates = trust.distinct_architectures(_records(search_run), DARTS)
+        others = [c for c in candidates if not c.pick][:2]
+        path = tmp_path / 'archs.json'
+        path.write_text(json.dumps([DARTS.record(c.alphas)['genotype'] for c in others]))
+        chosen = trust.choose(candidates, str(path), 0, DARTS)
+        assert chosen[0].pick and [c.key for c in chosen[1:]] == [c.key for c in others]
+
+
+class TestSupernetSide:
+    def test_rescoring_the_last_generation_gives_its_recorded_fitness_exactly(self, search_run):
+        run_args = trust.search_run_args(search_run)
+        side = trust.SupernetSide(search_run, run_args, torch.device('cpu'))
+        last = _records(search_run)[-1]['population']
+        alphas = [[torch.tensor(p['alphas'][c]) for c in DARTS.cells] for p in last]
+        measured = side.score(fitness.estimator_of(run_args), alphas, [p['fitness_seed'] for p in last])
+        assert measured == [p['fitness'] for p in last]
+        # and another seed gives other values: the seed is what makes it exact
+        other = side.score(fitness.estimator_of(run_args), alphas, [p['fitness_seed'] + 1 for p in last])
+        assert other != measured
+
+
+class TestTrust:
+    def test_trust_json_holds_every_figure(self, trusted):
+        run_dir, result = trusted
+        assert result['archs'] == 4 and result['exact_fitness_check']['status'] == 'equal'
+        for arch in result['architectures']:
+            assert len(arch['fitness']['original']) == 2 and len(arch['reference']) == 2
+        agreement = result['agreement']['original']
+        for key in ('kendall_tau_b', 'spearman_rho', 'permutation_p', 'reliability_reference', 'noise_ceiling',
+                    'top_stratum', 'top_k_overlap', 'pick', 'seed_spread', 'test_sampling_error'):
+            assert key in agreement
+        text = open(os.path.join(run_dir, 'trust', 'trust.md')).read()
+        assert 'stand-alone reference at 2 epochs' in text and '**Warning:** only 4 architectures' in text
+        assert 'trust/trust.md' in open(os.path.join(run_dir, 'report.md')).read()
+
+    def test_estimators_are_compared_on_the_same_sample_and_pooled_over_runs(self, trusted, capsys):
+        run_dir, result = trusted
+        for arch in result['architectures']:
+            assert len(arch['fitness']['shared']) == 2
+        versus = result['versus_first']['shared']
+        assert versus['low'] <= versus['difference'] <= versus['high']
+        assert 'tau minus original' in open(os.path.join(run_dir, 'trust', 'trust.md')).read()
+        pooled = trust.main(trust.parse_args(['--pool', run_dir, run_dir, '--iterations', '200']))
+        assert pooled['estimators']['shared']['versus_first']['difference'] == pytest.approx(versus['difference'])
+        tau = result['agreement']['original']['kendall_tau_b']
+        assert pooled['estimators']['original']['kendall_tau_b'] == [tau, tau]
+        assert '| shared |' in capsys.readouterr().out
+
+    def test_a_reference_is_train_pys_last_epoch_top1_for_the_same_flags_and_seed(self, trusted, tmp_path):
+        run_dir, result = trusted
+        arch = result['architectures'][1]
+        genotype = tmp_path / 'genotype.json'
+        genotype.write_text(json.dumps(arch_genotype(run_dir, 1)))
+        done = train.main(train.parse_args(['--genotype', str(genotype), '--dataset', 'synthetic', '--synthetic_size',
+                                            '128', '--epochs', '2', '--init_channels', '4', '--layers', '3',
+                                            '--batch_size', '32', '--seed', '1', '--device', 'cpu',
+                                            '--run_dir', str(tmp_path / 'train')]))
+        assert arch['reference'][1] == done['history'][-1]['test_top1']
+
+    def test_killed_during_a_training_then_run_again_ends_with_the_same_table(self, trusted, search_run, tmp_path):
+        run_dir = str(tmp_path / 'run')
+        shutil.copytree(search_run, run_dir)
+        argv = ['--dir', run_dir, '--archs', '4', '--estimators', 'original,shared'] + REFERENCE
+        killed = run_script('trust.py', *argv, env={'EVNAS_FAULT': 'kill@train:2:1'})
+        assert killed.returncode == -9, killed.stderr[-2000:]
+        assert os.path.isfile(os.path.join(run_dir, 'trust', 'reference', 'arch000_seed0', 'checkpoint.pt'))
+        assert call_main(trust, argv) == 0
+        assert _table(json.load(open(os.path.join(run_dir, 'trust', 'trust.json')))) == \
+            {**_table(trusted[1]), 'run': os.path.abspath(run_dir)}
+
+    def test_a_run_recorded_before_fitness_seeds_still_works(self, search_run, tmp_path):
+        run_dir = tmp_path / 'old'
+        shutil.copytree(search_run, run_dir)
+        for path in (run_dir / 'generations').iterdir():
+            record = json.loads(path.read_text())
+            for individual in record['population']:
+                del individual['fitness_seed']
+            path.write_text(json.dumps(record))
+        assert call_main(trust, ['--dir', run_dir, '--archs', '3', '--no_reference', '--fitness_seeds', '1',
+                                 '--device', 'cpu']) == 0
+        result = json.load(open(run_dir / 'trust' / 'trust.json'))
+        assert result['exact_fitness_check']['status'].startswith('not possible') and result['agreement'] is None
+
+    @pytest.mark.parametrize('argv, message', [
+        (['--archs', '99'], 'the run saw only'),
+        (['--estimators', 'original,magic'], 'unknown estimator magic'),
+        (['--archs', 'missing.json'], '--archs missing.json'),
+    ])
+    def test_bad_input_is_one_line(self, search_run, argv, message, capsys):
+        assert call_main(trust, ['--dir', search_run, '--no_reference'] + argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and 'Traceback' not in err
+
+    def test_a_directory_that_is_not_a_search_run(self, tmp_path, capsys):
+        assert call_main(trust, ['--dir', tmp_path]) == 2
+        assert 'not a search run' in capsys.readouterr().err
+
+
+class TestTorchrun:
+    def test_two_processes_give_the_table_of_one(self, search_run, tmp_path):
+        argv = ['--archs', '3', '--seeds', '2', '--epochs', '1', '--fitness_seeds', '1', '--init_channels', '4',
+                '--layers', '3', '--batch_size', '32', '--device', 'cpu', '--iterations', '100']
+        one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
+        shutil.copytree(search_run, one)
+        shutil.copytree(search_run, two)
+        single = run_script('trust.py', '--dir', one, *argv, env={'OMP_NUM_THREADS': '1'})
+        assert single.returncode == 0, single.stderr[-2000:]
+        command = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+                   os.path.join(ROOT, 'trust.py'), '--dir', two, *argv]
+        double = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT,
+                                env=dict(os.environ, OMP_NUM_THREADS='1'))
+        assert double.returncode == 0, double.stderr[-2000:]
+        ours, theirs = (json.load(open(os.path.join(d, 'trust', 'trust.json'))) for d in (two, one))
+        assert _table(ours) == {**_table(theirs), 'run': os.path.abspath(two)}
+        log = open(os.path.join(two, 'trust', 'log.txt')).read()
+        assert 'over 2 processes' in log
+
+
+def arch_genotype(run_dir, k):
+    return json.load(open(os.path.join(run_dir, 'trust', 'reference', f'arch{k:03d}.json')))
+
+
+class TestEstimatorsInASearch:
+    @pytest.mark.parametrize('flags', [['--fitness_data', 'shared'], ['--fitness_bn', 'recalibrate'],
+                                       ['--fitness_augment', 'none']])
+    def test_killed_then_resumed_equals_uninterrupted(self, flags, tmp_path):
+        argv = SEARCH[:-1] + ['2'] + flags
+        whole, killed = str(tmp_path / 'whole'), str(tmp_path / 'killed')
+        assert call_main(train_search, argv + ['--run_dir', whole]) == 0
+        died = run_script('train_search.py', *argv, '--run_dir', killed, env={'EVNAS_FAULT': 'kill@eval:2:1'})
+        assert died.returncode == -9, died.stderr[-2000:]
+        assert call_main(train_search, ['--resume', killed]) == 0
+        assert [without_timings(r) for r in _records(killed)] == [without_timings(r) for r in _records(whole)]
+        if flags[0] == '--fitness_data':
+            for record in _records(whole):
+                assert len({p['fitness_seed'] for p in record['population']}) == 1
+
+    def test_the_default_draws_the_originals_seeds(self):
+        own = fitness.draw_seeds(fitness.ESTIMATORS['original'], torch.Generator().manual_seed(3), 4)
+        assert own == torch.randint(0, 2 ** 62, (4,), generator=torch.Generator().manual_seed(3)).tolist()
+        shared = fitness.draw_seeds(fitness.ESTIMATORS['shared'], torch.Generator().manual_seed(3), 4)
+        assert shared == [own[0]] * 4
+
+    def test_recalibration_sets_cumulative_statistics_and_restores_the_supernets(self):
+        model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
+        batches = [torch.randn(8, 3, 4, 4) + i for i in range(3)]
+        fitness.recalibrate_batchnorm(model, batches)
+        features = torch.cat([model[0](x) for x in batches])
+        bn = model[1]
+        assert not model.training and bn.momentum == 0.1
+        assert torch.allclose(bn.running_mean, features.mean((0, 2, 3)), atol=1e-5)
+        # the cumulative average of the per-batch unbiased variances
+        variances = torch.stack([model[0](x).var((0, 2, 3), unbiased=True) for x in batches]).mean(0)
+        assert torch.allclose(bn.running_var, variances, atol=1e-4)
+
+
+@pytest.fixture(scope='module')
+def nb201_run(tmp_path_factory):
+    """A tiny NAS-Bench-201 search on ImageNet16-120 in its real format, with a benchmark of every architecture."""
+    pytest.importorskip('nas_201_api', reason='the optional extra: pip install nas-bench-201')
+    from genotypes_nb201 import NB201_OPS, arch_string
+    from test_nb201 import SEARCH as NB201_SEARCH
+    from test_nb201 import write_benchmark, write_imagenet16
+    root = tmp_path_factory.mktemp('nb201')
+    write_imagenet16(root / 'data')
+    every = [arch_string([NB201_OPS[(k // 5 ** e) % 5] for e in range(6)]) for k in range(5 ** 6)]
+    write_benchmark(root / 'all.pth', every, datasets=('ImageNet16-120',))
+    run_dir = root / 'run'
+    assert call_main(train_search, NB201_SEARCH + ['--pop_size', '6', '--data', root / 'data', '--epochs', '2',
+                                                   '--run_dir', run_dir, '--api_path', root / 'all.pth']) == 0
+    return run_dir, root / 'all.pth', every
+
+
+class TestNB201:
+    """The benchmark as the reference, through the nas-bench-201 package's own classes on a file the test writes."""
+
+    def test_each_generation_records_its_populations_tau_with_the_benchmark(self, nb201_run):
+        run_dir, _, _ = nb201_run
+        # This tiny run scores every individual alike (chance on 120 classes), so its tau is undefined (null):
+        # the value itself is checked on a hand-made population below.
+        assert all('benchmark_tau' in record for record in _records(run_dir))
+        assert '| tau with the benchmark |' in open(run_dir / 'report.md').read()
+        assert "population's Kendall tau with the benchmark" in open(run_dir / 'log.txt').read()
+
+    def test_the_populations_tau_against_values_worked_out_by_hand(self, tmp_path):
+        from architect_evolution import Individual
+        from benchmark_nb201 import Benchmark
+        from genotypes_nb201 import NB201_OPS, arch_string
+        from test_nb201 import write_benchmark
+        archs = [arch_string([NB201_OPS[k]] * 6) for k in range(5)]
+        write_benchmark(tmp_path / 'b.pth', archs, datasets=('cifar10', 'cifar10-valid'))
+        benchmark = Benchmark.open(str(tmp_path / 'b.pth'), 'cifar10')
+        # The benchmark's accuracy rises with the index; one-hot rows decode to architecture k.
+        population = [Individual([torch.nn.functional.one_hot(torch.full((6,), k), 5).float()], fitness=f)
+                      for k, f in zip(range(4), (10., 30., 20., 40.))]
+        # pairs (0,1) (0,2) (0,3) (1,3) (2,3) concordant, (1,2) discordant: (5 - 1) / 6
+        assert train_search.population_tau(population, benchmark, NB201) == pytest.approx(4 / 6)
+        # architecture 4, the benchmark's best, with the best fitness: 4 more concordant pairs, (9 - 1) / 10
+        population.append(Individual([torch.nn.functional.one_hot(torch.full((6,), 4), 5).float()], fitness=50.))
+        assert train_search.population_tau(population, benchmark, NB201) == pytest.approx(8 / 10)
+
+    def test_trust_takes_the_benchmarks_accuracies_without_training(self, nb201_run):
+        from test_nb201 import accuracy_of
+        run_dir, api_path, every = nb201_run
+        assert call_main(trust, ['--dir', run_dir, '--archs', '3', '--api_path', api_path, '--fitness_seeds', '2',
+                                 '--device', 'cpu', '--iterations', '100']) == 0
+        result = json.load(open(run_dir / 'trust' / 'trust.json'))
+        assert result['reference']['kind'] == 'NAS-Bench-201'
+        assert result['reference']['metric'] == 'x-test accuracy of ImageNet16-120 after 200 epochs'
+        for arch in result['architectures']:
+            assert arch['reference'] == [accuracy_of(every.index(arch['describe']), 'ImageNet16-120', 'x-test', 200)]
+        assert not os.path.exists(run_dir / 'trust' / 'reference')
+        assert result['exact_fitness_check']['status'] == 'equal'
+
+    def test_a_nb201_run_needs_the_benchmark_or_no_reference(self, nb201_run, capsys):
+        assert call_main(trust, ['--dir', nb201_run[0], '--archs', '3', '--device', 'cpu']) == 2
+        assert '--api_path' in capsys.readouterr().err
+
+    @pytest.mark.parametrize('width, batch', [(4, 7), (8, 32)])
+    def test_recalibrated_eval_mode_fitness_with_the_cpu_defaults_equals_paper_exact(self, width, batch):
+        # The DARTS supernet runs in eval mode only under --fitness_bn recalibrate; the shape grid covers train mode.
+        import speed
+        import utils
+        from architect_evolution import darts_shapes, decode, random_individual
+        from model_search import Network
+        torch.manual_seed(0)
+        nets = {}
+        for name, config in (('exact', speed.PAPER_EXACT), ('fast', speed.default_config(torch.device('cpu')))):
+            torch.manual_seed(0)
+            net = Network(width, 10, 4, impl=speed.layers(config)).to(memory_format=config.memory_format)
+            net.set_arch_parameters(decode(random_individual(darts_shapes(4), utils.make_generator(1)).alphas))
+            nets[name] = (net, config.memory_format)
+        nets['fast'][0].load_state_dict(nets['exact'][0].state_dict())
+        batches = [torch.randn(batch, 3, 16, 16) for _ in range(3)]
+        x = torch.randn(batch, 3, 16, 16)
+        logits = {}
+        for name, (net, memory_format) in nets.items():
+            fitness.recalibrate_batchnorm(net, [b.contiguous(memory_format=memory_format) for b in batches])
+            with torch.no_grad():
+                logits[name] = net(x.contiguous(memory_format=memory_format))
+        assert (logits['fast'] - logits['exact']).abs().max().item() < 1e-4
+        assert logits['exact'].std().item() > 1e-3

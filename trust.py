@@ -1,0 +1,686 @@
+"""How far a search's ranking can be trusted: a stand-alone reference for a sample of the architectures one
+search run saw, and how well the supernet's fitness agrees with it.
+
+EvNAS keeps the architecture the shared-weight supernet ranks first. That choice is only as good as the
+agreement between the supernet's ranking and the ranking the architectures would get trained alone. This
+script measures it for one run:
+  1. sample K distinct architectures of the run (its pick, plus a sample stratified by generation and by
+     fitness rank within the generation, drawn with a recorded seed);
+  2. supernet side: score them again on the run's final supernet with the run's own fitness function (same
+     held-out images, BatchNorm mode, batch size and augmentation), --fitness_seeds times with different draws;
+  3. reference side: train each of them alone with train.py's recipe (--epochs, --init_channels, --layers,
+     --batch_size) for --seeds seeds, on the run's training data, and take train.py's last-epoch top-1 on the
+     test split, which the search never scored: a stand-alone reference at E epochs, not the paper's 600;
+     NAS-Bench-201 runs with --api_path take the benchmark's 200-epoch accuracy instead (no training);
+  4. the agreement (rank_stats.py): Kendall tau-b and Spearman rho with bootstrap intervals and a permutation
+     p-value, the noise ceiling, tau inside the top stratum, top-k overlap, the pick's regret.
+
+Examples:
+    # 20 architectures, 2 seeds of 10 epochs each, on the search's data
+    python trust.py --dir search-EXP --archs 20 --seeds 2 --epochs 10 --init_channels 8 --layers 5
+    # the supernet side only, with the opt-in fitness estimators beside the original's
+    python trust.py --dir search-EXP --estimators original,shared,recalibrate,no_augment --no_reference
+    # a NAS-Bench-201 run: the benchmark is the reference
+    python trust.py --dir search-nb201 --archs 50 --api_path NAS-Bench-201-v1_1-096897.pth
+
+Writes RUN_DIR/trust/trust.json (every architecture's fitness per estimator and draw, reference per seed,
+parameters, training time; the sample's seed), trust.md (the figures, with warnings where they cannot carry a
+conclusion) and trust.png (with matplotlib). Each stand-alone training is written when done: killed and run
+again, the same command continues where it stopped and ends with the same table.
+"""
+import argparse
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+import fitness
+import rank_stats
+import report
+import speed
+import train
+import train_search
+import utils
+from checkpoint import atomic_write_text, load_run_checkpoint
+from engine import Monitor
+from genotypes import GenotypeError, genotype_from_dict, save_genotype
+from search_space import get_space
+
+TOP_STRATA = 3       # fitness-rank strata within a generation: the best third, the middle one, the worst one
+MIN_ARCHS = 10       # below this no tau can be told from zero (two-sided p < 0.05 needs tau >= 0.51 at K = 10)
+LOW_CEILING = 0.5    # a noise ceiling of tau below this: the measurement cannot tell a good ranking from a poor one
+
+
+@dataclass
+class Candidate:
+    """A distinct architecture of the run, where it was first seen and how the search scored it there."""
+    key: str
+    describe: str
+    alphas: List[torch.Tensor]
+    generation: int
+    rank: int                     # 1 = best of its generation
+    stratum: int                  # 0 = the best third of its generation ... TOP_STRATA - 1 = the worst third
+    fitness: float                # as recorded
+    fitness_seed: Optional[int]   # None in runs recorded before the seeds were
+    pick: bool = False
+    scores: Dict[str, List[float]] = field(default_factory=dict)  # estimator -> fitness per draw
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = utils.ArgumentParser('trust', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument('--dir', type=str, metavar='SEARCH_RUN', help='a train_search.py run')
+    what.add_argument('--pool', type=str, nargs='+', metavar='SEARCH_RUN',
+                      help='runs trust.py measured already (with a reference): each estimator\'s tau in each, and its '
+                           'difference from the first estimator\'s pooled over the runs (paired bootstrap)')
+    sample = parser.add_argument_group('which architectures')
+    sample.add_argument('--archs', type=str, default='20', metavar='K|FILE',
+                        help='K distinct architectures: the run\'s pick and K-1 drawn stratified by generation and '
+                             'fitness rank; or a JSON file of genotypes (DARTS) or arch strings (NAS-Bench-201) '
+                             'the run saw (default: 20)')
+    sample.add_argument('--sample_seed', type=int, default=0, help='seed of the sample and of the fitness draws '
+                                                                  '(default: 0)')
+    scoring = parser.add_argument_group('supernet side')
+    scoring.add_argument('--fitness_seeds', type=int, default=2,
+                         help='score each architecture this many times with different batch orders and augmentation '
+                              'draws: the reliability of the supernet side (default: 2)')
+    scoring.add_argument('--estimators', type=str, default='original',
+                         help=f"comma-separated fitness estimators to score with ({', '.join(fitness.ESTIMATORS)}); "
+                              f"the first is the one the agreement figures lead with (default: original)")
+    reference = parser.add_argument_group('reference side (train.py\'s recipe)')
+    reference.add_argument('--seeds', type=int, default=2, help='stand-alone trainings per architecture (default: 2)')
+    reference.add_argument('--epochs', type=int, default=10, help='epochs of each training (default: 10)')
+    reference.add_argument('--init_channels', type=int, default=16, help='width of each network (default: 16)')
+    reference.add_argument('--layers', type=int, default=8, help='layers of each network (default: 8)')
+    reference.add_argument('--batch_size', type=int, default=96, help='batch size (default: 96)')
+    reference.add_argument('--auxiliary', action='store_true', help='train with the auxiliary tower')
+    reference.add_argument('--cutout', action='store_true', help='train with cutout')
+    reference.add_argument('--no_reference', action='store_true',
+                           help='the supernet side only (no training): the estimators\' agreement with each other')
+    reference.add_argument('--api_path', type=str, default=None, metavar='FILE',
+                           help='NAS-Bench-201 runs: the benchmark file, whose 200-epoch accuracies are the reference')
+    run = parser.add_argument_group('run')
+    utils.add_seed_and_device(run, 0)
+    run.add_argument('--iterations', type=int, default=2000, help='bootstrap and permutation draws (default: 2000)')
+    args = parser.parse_args(argv)
+    utils.check_args(parser, args, at_least_one=('fitness_seeds', 'seeds', 'epochs', 'init_channels', 'layers',
+                                                 'batch_size', 'iterations'))
+    args.estimators = [name.strip() for name in args.estimators.split(',') if name.strip()]
+    unknown = [name for name in args.estimators if name not in fitness.ESTIMATORS]
+    if unknown or not args.estimators:
+        parser.error(f"unknown estimator {', '.join(unknown) or '(none given)'} "
+                     f"(known: {', '.join(fitness.ESTIMATORS)})")
+    return args
+
+
+def main(args: argparse.Namespace) -> Dict:
+    if args.pool:
+        return pool(args.pool, args.iterations, args.sample_seed)
+    run_args = search_run_args(args.dir)
+    space = get_space(run_args.space)
+    records = report.read_records(args.dir)
+    candidates = distinct_architectures(records, space)
+    sample = choose(candidates, args.archs, args.sample_seed, space)
+    out_dir = os.path.join(args.dir, 'trust')
+    os.makedirs(out_dir, exist_ok=True)
+    logger = utils.setup_logger('trust', out_dir, enabled=process_share()[0] == 0)
+    logger.info(f"{len(sample)} of the {len(candidates)} distinct architectures of {args.dir} "
+                f"(sample seed {args.sample_seed})")
+    if len(sample) < MIN_ARCHS:
+        logger.warning(f"with {len(sample)} architectures {critical_tau_text(len(sample))}; use --archs 20 or more")
+
+    device = utils.resolve_device(args.device)
+    rank, world_size = process_share()
+    check = score_on_supernet(run_args, sample, args, device, logger) if rank == 0 else {}
+    references = reference_side(run_args, sample, args, out_dir, device, logger)
+    if rank != 0:  # under torchrun the others only train their share; rank 0 writes the figures
+        utils.close_logger(logger)
+        return {}
+    result = summarize(args, run_args, sample, references, check)
+    atomic_write_text(os.path.join(out_dir, 'trust.json'), json.dumps(result, indent=1, allow_nan=False) + '\n')
+    write_markdown(out_dir, result)
+    plot(out_dir, result)
+    report.write_report(args.dir)
+    logger.info(f"wrote {os.path.join(out_dir, 'trust.md')}")
+    utils.close_logger(logger)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The run and its architectures
+
+def search_run_args(run_dir: str) -> argparse.Namespace:
+    """The run's resolved flags, as --resume reads them (flags newer than the run at their defaults)."""
+    try:
+        return train_search.parse_args(['--resume', run_dir])
+    except SystemExit:
+        raise utils.UserError(f"{run_dir} is not a search run with a completed generation (train_search.py "
+                              f"--run_dir {run_dir} makes one)") from None
+
+
+def distinct_architectures(records: Sequence[Dict], space) -> List[Candidate]:
+    """Every distinct architecture of the run, where it was first seen; the run's pick (the best of the last
+    generation) marked."""
+    seen: Dict[str, Candidate] = {}
+    for record in records:
+        size = len(record['population'])
+        for entry in record['population']:
+            alphas = [torch.tensor(entry['alphas'][cell], dtype=torch.float32) for cell in space.cells]
+            key = space.key(alphas)
+            if key not in seen:
+                fitness_value = math.nan if entry['fitness'] is None else float(entry['fitness'])
+                seen[key] = Candidate(key, space.describe(alphas), alphas, record['generation'], entry['rank'],
+                                      min((entry['rank'] - 1) * TOP_STRATA // size, TOP_STRATA - 1), fitness_value,
+                                      entry.get('fitness_seed'))
+    pick = records[-1]['population'][0]
+    seen[space.key([torch.tensor(pick['alphas'][cell]) for cell in space.cells])].pick = True
+    return list(seen.values())
+
+
+def choose(candidates: List[Candidate], archs: str, seed: int, space) -> List[Candidate]:
+    """The pick and K-1 others, drawn stratified: the (generation, fitness-rank stratum) cells in a random order,
+    one architecture from each in turn, so that every generation and every part of the ranking is represented
+    as far as K allows. Or the architectures of a file."""
+    if not archs.isdigit():
+        return _from_file(candidates, archs, space)
+    k = int(archs)
+    if k < 2:
+        raise utils.UserError(f"--archs {k}: a rank agreement needs at least 2 architectures (20 or more to mean much)")
+    if k > len(candidates):
+        raise utils.UserError(f"--archs {k}: the run saw only {len(candidates)} distinct architectures")
+    generator = utils.make_generator(seed)
+    cells: Dict[tuple, List[Candidate]] = {}
+    for candidate in candidates:
+        if not candidate.pick:
+            cells.setdefault((candidate.generation, candidate.stratum), []).append(candidate)
+    queues = [[members[i] for i in torch.randperm(len(members), generator=generator).tolist()]
+              for _, members in sorted(cells.items())]
+    order = torch.randperm(len(queues), generator=generator).tolist()
+    chosen = [c for c in candidates if c.pick]
+    while len(chosen) < k:
+        for i in order:
+            if queues[i] and len(chosen) < k:
+                chosen.append(queues[i].pop())
+    return chosen
+
+
+def _from_file(candidates: List[Candidate], path: str, space) -> List[Candidate]:
+    """The architectures of a JSON list (genotype dicts in the DARTS space, arch strings in NAS-Bench-201), each
+    one the run saw; the run's pick is always among them."""
+    try:
+        with open(path) as f:
+            wanted = json.load(f)
+        if not isinstance(wanted, list):
+            raise ValueError('expected a JSON list')
+        keys = [space.genotype_key(genotype_from_dict(item) if isinstance(item, dict) else item) for item in wanted]
+    except (OSError, ValueError, TypeError, KeyError, GenotypeError) as e:
+        raise utils.UserError(f"--archs {path}: {utils.reason(e)} (a JSON list of genotypes or arch strings)") from None
+    by_key = {c.key: c for c in candidates}
+    missing = [item for item, key in zip(wanted, keys) if key not in by_key]
+    if missing:
+        raise utils.UserError(f"--archs {path}: {missing[0]} is not an architecture this run saw")
+    chosen = [c for c in candidates if c.pick] + [by_key[key] for key in dict.fromkeys(keys) if not by_key[key].pick]
+    if len(chosen) < 2:
+        raise utils.UserError(f"--archs {path}: a rank agreement needs at least 2 architectures")
+    return chosen
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Supernet side
+
+class SupernetSide:
+    """The run's final supernet with the run's fitness function (its held-out images, BatchNorm mode, batch
+    size and augmentation), and any estimator of fitness.py on the same weights."""
+
+    def __init__(self, run_dir: str, run_args, device):
+        self.run_args, self.device = run_args, device
+        self.space = get_space(run_args.space)
+        self.data = self.space.search_data(run_args)
+        self.config = speed.config_for(device, run_args.paper_exact)
+        speed.configure_process(self.config)
+        self.supernet = self.space.build_supernet(run_args, self.data.train.num_classes, speed.layers(self.config))
+        self.supernet.to(device, memory_format=self.config.memory_format)
+        state = load_run_checkpoint(run_dir, train_search.CHECKPOINT_FORMAT, run_args, train_search.RESUME_MAY_CHANGE)
+        if state['generation'] != len(report.read_records(run_dir)):
+            raise utils.UserError(f"{run_dir}: its checkpoint and its records disagree on the generations done")
+        self.weights, self.generation = state['model'], state['generation']
+
+    def score(self, estimator: fitness.Estimator, alphas: Sequence[Sequence[torch.Tensor]],
+              seeds: Sequence[int]) -> List[float]:
+        """The fitness of each architecture (its raw alphas), measured with its seed."""
+        self.supernet.load_state_dict(self.weights)
+        measure = fitness.FitnessMeasure(estimator, self.run_args, self.data, self.device, self.config, self.space)
+        individuals = [fitness.scored(a) for a in alphas]
+        measure(self.supernet, individuals, seeds, Monitor(), self.generation)
+        return [ind.fitness for ind in individuals]
+
+
+def score_on_supernet(run_args, sample: List[Candidate], args, device, logger) -> Dict:
+    """Each architecture's fitness on the run's final supernet, per estimator and draw; first, the pick again
+    with its recorded seed, which must give its recorded fitness (the supernet side is the run's own fitness)."""
+    side = SupernetSide(args.dir, run_args, device)
+    pick = next(c for c in sample if c.pick)
+    check = {'recorded': pick.fitness, 'seed': pick.fitness_seed}
+    if pick.fitness_seed is None:
+        check['status'] = 'not possible: the run was recorded before fitness seeds were (it still works)'
+    else:
+        check['measured'] = side.score(fitness.estimator_of(run_args), [pick.alphas], [pick.fitness_seed])[0]
+        check['status'] = 'equal' if check['measured'] == pick.fitness else 'different'
+        logger.info(f"the pick again with its recorded seed: fitness {check['measured']:.4f} "
+                    f"(recorded {pick.fitness:.4f}): {check['status']}")
+        if check['status'] != 'equal':
+            logger.warning("the supernet side differs from the run's own fitness (another device, torch version or "
+                           "speed setting?); its figures below are still a fitness, but not the run's exactly")
+    for name in args.estimators:
+        estimator = fitness.ESTIMATORS[name]
+        for draw in range(args.fitness_seeds):
+            seeds = fitness.draw_seeds(estimator, draw_generator(args.sample_seed, draw), len(sample))
+            scores = side.score(estimator, [c.alphas for c in sample], seeds)
+            for candidate, score in zip(sample, scores):
+                candidate.scores.setdefault(name, []).append(score)
+            logger.info(f"supernet side | {name} | draw {draw + 1}/{args.fitness_seeds} | "
+                        f"mean fitness {sum(scores) / len(scores):6.2f}")
+    return check
+
+
+def draw_generator(sample_seed: int, draw: int) -> torch.Generator:
+    """The generator of the fitness seeds of one draw: the same for every estimator, so that draw d of two
+    estimators differs only in what the estimators do."""
+    return utils.make_generator(1009 * sample_seed + draw + 1)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reference side
+
+def reference_side(run_args, sample: List[Candidate], args, out_dir: str, device, logger) -> Optional[Dict]:
+    """{'kind', 'metric', 'per_seed': [K][S] accuracies, 'params', 'seconds', 'test_images'}, or None with
+    --no_reference."""
+    if args.no_reference:
+        return None
+    if run_args.space == 'nb201':
+        return benchmark_reference(run_args, sample, args)
+    return trained_reference(run_args, sample, args, out_dir, device, logger)
+
+
+def trained_reference(run_args, sample: List[Candidate], args, out_dir: str, device, logger) -> Dict:
+    """Every (architecture, seed) trained alone; under torchrun, rank r trains jobs r, r + N, ... each in its
+    own single process, and rank 0 waits for all of them (every job's result is the same wherever it ran, with
+    the same threads per process)."""
+    space = get_space(run_args.space)
+    seeds = list(range(args.seeds))
+    jobs = [(k, s) for k in range(len(sample)) for s in seeds]
+    rank, world_size = process_share()
+    logger.info(f"reference side: {len(sample)} architectures x {len(seeds)} seeds x {args.epochs} epochs = "
+                f"{len(jobs)} stand-alone trainings (C={args.init_channels}, {args.layers} layers, batch "
+                f"{args.batch_size})" + (f" over {world_size} processes" if world_size > 1 else ''))
+    timer = utils.Timer()
+    mine = jobs[rank::world_size]
+    for done, (k, s) in enumerate(mine, 1):
+        result = _train_one(run_args, space, sample[k], k, s, args, out_dir, device)
+        logger.info(f"reference {done:3d}/{len(mine)} | architecture {k + 1} seed {s} | test top1 "
+                    f"{result['top1']:6.2f} | {result['seconds']:.0f} s | eta "
+                    f"{utils.format_duration(timer.remaining(done, len(mine)))}")
+    results = {job: _wait_for(_result_path(out_dir, *job)) for job in jobs}
+    return {'kind': 'stand-alone', 'metric': f"train.py's last-epoch test top-1 after {args.epochs} epochs",
+            'seeds': seeds, 'per_seed': [[results[k, s]['top1'] for s in seeds] for k in range(len(sample))],
+            'params': [results[k, 0]['params'] for k in range(len(sample))],
+            'seconds': [[results[k, s]['seconds'] for s in seeds] for k in range(len(sample))],
+            'test_images': results[jobs[0]]['test_images']}
+
+
+def process_share() -> tuple:
+    """(rank, world size) under torchrun, (0, 1) otherwise."""
+    return int(os.environ.get('RANK', '0')), int(os.environ.get('WORLD_SIZE', '1'))
+
+
+@contextlib.contextmanager
+def one_process():
+    """train.py run inside a torchrun rank as a single process of its own: the variables through which it would
+    join the group hidden while it runs."""
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k in TORCHRUN_VARIABLES or k.startswith('TORCHELASTIC')}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
+TORCHRUN_VARIABLES = {'RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'LOCAL_WORLD_SIZE', 'GROUP_RANK', 'GROUP_WORLD_SIZE',
+                      'ROLE_RANK', 'ROLE_WORLD_SIZE', 'ROLE_NAME', 'MASTER_ADDR', 'MASTER_PORT'}
+
+
+def _result_path(out_dir: str, k: int, seed: int) -> str:
+    return os.path.join(out_dir, 'reference', f"arch{k:03d}_seed{seed}.json")
+
+
+def _wait_for(path: str, poll_s: float = 2.) -> Dict:
+    """A job's result, once the process that trains it has written it (torchrun ends every rank if one fails)."""
+    while not os.path.isfile(path):
+        time.sleep(poll_s)
+    with open(path) as f:
+        return json.load(f)
+
+
+def _train_one(run_args, space, candidate: Candidate, k: int, seed: int, args, out_dir: str, device) -> Dict:
+    """One stand-alone training with train.py, resumed where a killed one stopped; its result is kept in
+    trust/reference/ once done, and read from there afterwards."""
+    name = f"arch{k:03d}_seed{seed}"
+    result_path = _result_path(out_dir, k, seed)
+    if os.path.isfile(result_path):
+        with open(result_path) as f:
+            return json.load(f)
+    run_dir = os.path.join(out_dir, 'reference', name)
+    os.makedirs(os.path.dirname(result_path), exist_ok=True)
+    if os.path.isfile(os.path.join(run_dir, 'checkpoint.pt')):
+        argv = ['--resume', run_dir, '--device', str(device)]
+    else:
+        genotype_path = os.path.join(out_dir, 'reference', f"arch{k:03d}.json")
+        save_genotype(space.genotype(candidate.alphas), genotype_path)
+        argv = (['--genotype', genotype_path, '--epochs', args.epochs, '--init_channels', args.init_channels,
+                 '--layers', args.layers, '--batch_size', args.batch_size, '--seed', seed, '--device', str(device),
+                 '--report_freq', 10 ** 6, '--run_dir', run_dir]
+                + (['--auxiliary'] if args.auxiliary else []) + (['--cutout'] if args.cutout else [])
+                + report.search_data_flags(vars(run_args)))
+        if run_args.dataset != 'synthetic':
+            argv += ['--data', run_args.data]
+    started = time.time()
+    with open(os.devnull, 'w') as sink, contextlib.redirect_stdout(sink), one_process():  # its log.txt keeps it all
+        trained = train.main(train.parse_args([str(a) for a in argv]))
+    with open(os.path.join(run_dir, 'summary.json')) as f:
+        summary = json.load(f)
+    with open(os.path.join(run_dir, 'dataset.json')) as f:
+        num_train = json.load(f)['num_train']
+    result = {'key': candidate.key, 'seed': seed, 'top1': trained['history'][-1]['test_top1'],
+              'params': summary['params_mb'], 'seconds': time.time() - started,
+              'test_images': _test_images(run_dir, num_train)}
+    atomic_write_text(result_path, json.dumps(result, indent=1) + '\n')
+    return result
+
+
+def _test_images(run_dir: str, num_train: int) -> Optional[int]:
+    """How many test images the reference was measured on (its log's line 'N training images, M test images')."""
+    with open(os.path.join(run_dir, 'log.txt')) as f:
+        for line in f:
+            if ' test images' in line and 'training images' in line:
+                return int(line.split(' test images')[0].split()[-1])
+    return None
+
+
+def benchmark_reference(run_args, sample: List[Candidate], args) -> Dict:
+    from benchmark_nb201 import Benchmark
+    if args.api_path is None:
+        raise utils.UserError("a NAS-Bench-201 run's reference is the benchmark: give --api_path FILE, or "
+                              "--no_reference for the supernet side alone")
+    benchmark = Benchmark.open(args.api_path, run_args.dataset)
+    per_seed, metric = [], None
+    for candidate in sample:
+        found = benchmark.per_seed(candidate.describe)
+        if found is None:
+            raise utils.UserError(f"{candidate.describe} is not in the NAS-Bench-201 file {args.api_path}")
+        per_seed.append(found['accuracies'])
+        metric = found['metric']
+    width = min(len(row) for row in per_seed)
+    return {'kind': 'NAS-Bench-201', 'metric': metric, 'seeds': list(range(width)),
+            'per_seed': [row[:width] for row in per_seed], 'params': [math.nan] * len(sample),
+            'seconds': [[0.] * width for _ in sample], 'test_images': None}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The figures
+
+def summarize(args, run_args, sample: List[Candidate], references: Optional[Dict], check: Dict) -> Dict:
+    estimators = args.estimators
+    architectures = [{
+        'describe': c.describe, 'key': c.key, 'pick': c.pick, 'generation': c.generation, 'rank': c.rank,
+        'stratum': c.stratum, 'recorded_fitness': utils.json_number(c.fitness), 'fitness_seed': c.fitness_seed,
+        'fitness': {name: [utils.json_number(v) for v in c.scores[name]] for name in estimators},
+        **({} if references is None else {
+            'reference': [utils.json_number(v) for v in references['per_seed'][k]],
+            'params_mb': utils.json_number(references['params'][k]),
+            'train_seconds': [utils.json_number(v) for v in references['seconds'][k]]}),
+    } for k, c in enumerate(sample)]
+    result = {'run': os.path.abspath(args.dir), 'space': run_args.space, 'sample_seed': args.sample_seed,
+              'archs': len(sample), 'fitness_seeds': args.fitness_seeds, 'estimators': estimators,
+              'exact_fitness_check': {k: utils.json_number(v) if isinstance(v, float) else v for k, v in check.items()},
+              'reference': None if references is None else {k: references[k] for k in ('kind', 'metric', 'seeds')},
+              'training': None if references is None or references['kind'] != 'stand-alone' else {
+                  'epochs': args.epochs, 'init_channels': args.init_channels, 'layers': args.layers,
+                  'batch_size': args.batch_size, 'auxiliary': args.auxiliary, 'cutout': args.cutout},
+              'architectures': architectures}
+    if references is not None:
+        reference = torch.tensor(references['per_seed'], dtype=torch.float64).numpy()
+        result['agreement'] = {name: agreement(sample, name, reference, args, references['test_images'])
+                               for name in estimators}
+        result['test_images'] = references['test_images']
+    else:
+        result['agreement'] = None
+    if len(estimators) > 1:
+        first = _fitness_matrix(sample, estimators[0])
+        result['between_estimators'] = {
+            name: utils.json_number(rank_stats.kendall_tau_b(first.mean(1), _fitness_matrix(sample, name).mean(1)))
+            for name in estimators[1:]}
+        if references is not None:  # is an estimator's tau higher than the first's on the same sample?
+            result['versus_first'] = {
+                name: _json_numbers(rank_stats.paired_bootstrap_difference(
+                    _fitness_matrix(sample, name), first, reference, rank_stats.kendall_tau_b, args.iterations,
+                    args.sample_seed))
+                for name in estimators[1:]}
+    return result
+
+
+def _fitness_matrix(sample: List[Candidate], name: str):
+    return torch.tensor([c.scores[name] for c in sample], dtype=torch.float64).numpy()
+
+
+def agreement(sample: List[Candidate], name: str, reference, args, test_images: Optional[int]) -> Dict:
+    """The figures of one estimator's fitness against the reference (K x S)."""
+    scores = _fitness_matrix(sample, name)
+    fit, ref = scores.mean(1), reference.mean(1)
+    k = len(sample)
+    pick = next(i for i, c in enumerate(sample) if c.pick)
+    reliability_ref = rank_stats.reliability(reference) if reference.shape[1] > 1 else math.nan
+    reliability_fit = rank_stats.reliability(scores) if scores.shape[1] > 1 else math.nan
+    top = [i for i, c in enumerate(sample) if c.stratum == 0]
+    top_k = max(1, k // 5)
+    seed_spread = float(reference.std(1, ddof=1).mean()) if reference.shape[1] > 1 else math.nan
+    figures = {
+        'kendall_tau_b': rank_stats.kendall_tau_b(fit, ref),
+        'kendall_tau_b_interval': rank_stats.bootstrap_interval(scores, reference, rank_stats.kendall_tau_b,
+                                                                args.iterations, args.sample_seed),
+        'spearman_rho': rank_stats.spearman_rho(fit, ref),
+        'spearman_rho_interval': rank_stats.bootstrap_interval(scores, reference, rank_stats.spearman_rho,
+                                                               args.iterations, args.sample_seed),
+        'permutation_p': rank_stats.permutation_pvalue(fit, ref, args.iterations, args.sample_seed),
+        'critical_tau': rank_stats.kendall_critical_tau(k),
+        'reliability_reference': reliability_ref,
+        'reliability_supernet': reliability_fit,
+        'noise_ceiling': rank_stats.noise_ceiling(reliability_ref, reliability_fit),
+        'top_stratum': {'archs': len(top), 'kendall_tau_b': rank_stats.kendall_tau_b(fit[top], ref[top])
+                        if len(top) > 1 else math.nan},
+        'top_k_overlap': {'k': top_k, **rank_stats.top_k_overlap(fit, ref, top_k)},
+        'pick': rank_stats.regret(pick, reference),
+        'seed_spread': seed_spread,
+        'test_sampling_error': (rank_stats.binomial_standard_error(float(ref.mean()), test_images)
+                                if test_images else math.nan),
+    }
+    return _json_numbers(figures)
+
+
+def _json_numbers(value):
+    if isinstance(value, float):
+        return utils.json_number(value)
+    if isinstance(value, dict):
+        return {k: _json_numbers(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_numbers(v) for v in value]
+    if hasattr(value, 'item'):
+        return _json_numbers(value.item())
+    return value
+
+
+def pool(run_dirs: Sequence[str], iterations: int, seed: int) -> Dict:
+    """Several runs' trust.json: per estimator, tau-b in every run, their mean, and the difference from the first
+    estimator's pooled over the runs (rank_stats.pooled_paired_difference); printed as a table."""
+    results = []
+    for run_dir in run_dirs:
+        path = os.path.join(run_dir, 'trust', 'trust.json')
+        try:
+            with open(path) as f:
+                results.append(json.load(f))
+        except (OSError, ValueError) as e:
+            raise utils.UserError(f"cannot read {path} ({utils.reason(e)}): run trust.py --dir {run_dir} "
+                                  f"first") from None
+        if results[-1]['agreement'] is None:
+            raise utils.UserError(f"{path} has no reference (it was measured with --no_reference)")
+    estimators = [name for name in results[0]['estimators'] if all(name in r['estimators'] for r in results)]
+    first = estimators[0]
+
+    def matrices(result, name):
+        archs = result['architectures']
+        return _matrix([a['fitness'][name] for a in archs]), _matrix([a['reference'] for a in archs])
+
+    pooled = {}
+    for name in estimators:
+        taus = [r['agreement'][name]['kendall_tau_b'] for r in results]
+        pooled[name] = {'kendall_tau_b': taus, 'mean': float(sum(t for t in taus if t is not None) / len(taus))}
+        if name != first:
+            pooled[name]['versus_first'] = rank_stats.pooled_paired_difference(
+                [(matrices(r, name)[0], *matrices(r, first)) for r in results], rank_stats.kendall_tau_b, iterations,
+                seed)
+    lines = [f"{len(results)} runs: " + ', '.join(run_dirs), '',
+             '| estimator | tau-b per run | mean | difference from ' + first + ' (pooled, 95 % interval) |',
+             '| --- | --- | --- | --- |']
+    for name, p in pooled.items():
+        versus = p.get('versus_first')
+        lines.append(f"| {name} | {', '.join(_f(t) for t in p['kendall_tau_b'])} | {_f(p['mean'])} | "
+                     + (f"{_f(versus['difference'])} [{_f(versus['low'])}, {_f(versus['high'])}]" if versus else '')
+                     + ' |')
+    picks = [r['agreement'][first]['pick'] for r in results]
+    lines += ['', "The picks' regret (unbiased, points): " + ', '.join(_f(p['regret']) for p in picks)
+              + "; percentile in their samples: " + ', '.join(_f(p['percentile'], 0) for p in picks)]
+    print('\n'.join(lines))
+    return {'runs': list(run_dirs), 'estimators': pooled, 'picks': picks}
+
+
+def _matrix(rows):
+    """A JSON table (null: not measured) as a float64 array with NaN."""
+    return torch.tensor([[math.nan if v is None else v for v in row] for row in rows], dtype=torch.float64).numpy()
+
+
+def critical_tau_text(k: int) -> str:
+    critical = rank_stats.kendall_critical_tau(k)
+    if math.isnan(critical):
+        return 'no Kendall tau can differ from zero at p < 0.05'
+    return f"a Kendall tau must reach {critical:.2f} to differ from zero at p < 0.05"
+
+
+def _f(value, digits: int = 2) -> str:
+    return 'n/a' if value is None else f"{value:.{digits}f}"
+
+
+def write_markdown(out_dir: str, result: Dict) -> None:
+    lines = [f"# How far this search can be trusted: {os.path.basename(result['run'])}", '',
+             f"{result['archs']} distinct architectures of the run (the pick and a sample stratified by generation and "
+             f"fitness rank, seed {result['sample_seed']}), each scored {result['fitness_seeds']} times on the run's "
+             f"final supernet.", '']
+    check = result['exact_fitness_check']
+    lines += [f"The pick scored again with its recorded seed: {check['status']}"
+              + (f" ({_f(check.get('measured'), 4)} against the recorded {_f(check['recorded'], 4)})."
+                 if 'measured' in check else '.'), '']
+    reference = result['reference']
+    if reference is None:
+        lines += ['No reference was measured (--no_reference): only the estimators\' agreement with each other.', '']
+    else:
+        training = result['training']
+        what = (f"a stand-alone reference at {training['epochs']} epochs (C={training['init_channels']}, "
+                f"{training['layers']} layers, batch {training['batch_size']}; {reference['metric']})"
+                if training else f"NAS-Bench-201's {reference['metric']}")
+        lines += [f"Reference: {what}, {len(reference['seeds'])} seed(s).", '',
+                  '| estimator | tau-b [95 % interval] | rho [95 % interval] | p (permutation) | noise ceiling tau '
+                  '| tau in the top stratum | top-k overlap (chance) | pick regret | pick percentile |',
+                  '| --- | --- | --- | --- | --- | --- | --- | --- | --- |']
+        for name, a in result['agreement'].items():
+            low, high = a['kendall_tau_b_interval']
+            rlow, rhigh = a['spearman_rho_interval']
+            lines.append(f"| {name} | {_f(a['kendall_tau_b'])} [{_f(low)}, {_f(high)}] | {_f(a['spearman_rho'])} "
+                         f"[{_f(rlow)}, {_f(rhigh)}] | {_f(a['permutation_p'], 3)} | {_f(a['noise_ceiling']['tau'])} "
+                         f"| {_f(a['top_stratum']['kendall_tau_b'])} ({a['top_stratum']['archs']} archs) "
+                         f"| {a['top_k_overlap']['overlap']} of {a['top_k_overlap']['k']} "
+                         f"({_f(a['top_k_overlap']['chance'])}) | {_f(a['pick']['regret'])} "
+                         f"| {_f(a['pick']['percentile'], 0)} |")
+        first = next(iter(result['agreement'].values()))
+        lines += ['', f"- With {result['archs']} architectures {critical_tau_text(result['archs'])}.",
+                  f"- Reliability of the reference across seeds: {_f(first['reliability_reference'])}; of the supernet "
+                  f"across fitness draws: {_f(first['reliability_supernet'])}. The noise ceiling is the largest "
+                  f"agreement these two could show if the supernet ranked perfectly.",
+                  f"- The reference's spread between seeds: {_f(first['seed_spread'])} points on average; the test "
+                  f"set's own sampling error: {_f(first['test_sampling_error'])} points"
+                  + (f" ({result['test_images']} images)." if result.get('test_images') else '.'),
+                  "- The pick's regret: the best architecture chosen on seeds 1..N-1 minus the pick, both measured "
+                  "on seed N (unbiased; n/a with one seed). Its percentile: the share of the sample below it.",
+                  "- Tau over the whole sample is wider than what the GA decides among (a converged last generation "
+                  "leaves little to rank); the top stratum (each generation's best third) is closer to that.", '']
+        warnings = []
+        if result['archs'] < MIN_ARCHS:
+            warnings.append(f"only {result['archs']} architectures: no tau at this size can be told from zero")
+        ceiling = first['noise_ceiling']['tau']
+        if ceiling is None or ceiling < LOW_CEILING:
+            warnings.append(f"the noise ceiling is {_f(ceiling)}: the reference (or the fitness) is mostly noise at "
+                            f"this size; train longer (--epochs), with more seeds (--seeds), or sample wider")
+        lines += [f"**Warning:** {w}." for w in warnings] + ([''] if warnings else [])
+    if result.get('versus_first'):
+        lines += [f"Each estimator's tau minus {result['estimators'][0]}'s on the same sample (paired two-level "
+                  f"bootstrap, 95 % interval):", '',
+                  '| estimator | difference in tau-b | interval | share of resamples <= 0 |',
+                  '| --- | --- | --- | --- |']
+        lines += [f"| {name} | {_f(d['difference'])} | [{_f(d['low'])}, {_f(d['high'])}] | {_f(d['p_below_zero'])} |"
+                  for name, d in result['versus_first'].items()] + ['']
+    if result.get('between_estimators'):
+        lines += ['Kendall tau-b of each estimator\'s fitness with the first\'s (' + result['estimators'][0] + '): '
+                  + ', '.join(f"{name} {_f(v)}" for name, v in result['between_estimators'].items()) + '.', '']
+    lines += ['![fitness against the reference](trust.png)', ''] if os.path.exists(os.path.join(out_dir, 'trust.png')) \
+        else []
+    atomic_write_text(os.path.join(out_dir, 'trust.md'), '\n'.join(lines))
+
+
+def plot(out_dir: str, result: Dict) -> Optional[str]:
+    """trust.png: each architecture's fitness (mean over draws) against its reference (mean and range over
+    seeds), the pick marked; nothing without matplotlib or a reference."""
+    if result['reference'] is None:
+        return None
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    name = result['estimators'][0]
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    for arch in result['architectures']:
+        fit = [v for v in arch['fitness'][name] if v is not None]
+        ref = [v for v in arch['reference'] if v is not None]
+        if not fit or not ref:
+            continue
+        x, y = sum(fit) / len(fit), sum(ref) / len(ref)
+        ax.errorbar(x, y, yerr=[[y - min(ref)], [max(ref) - y]], fmt='*' if arch['pick'] else 'o',
+                    color='C3' if arch['pick'] else 'C0', markersize=12 if arch['pick'] else 5, capsize=2)
+    ax.set_xlabel(f"supernet fitness ({name}, %)")
+    ax.set_ylabel(f"reference ({result['reference']['kind']}, %)")
+    tau = result['agreement'][name]['kendall_tau_b']
+    ax.set_title(f"Kendall tau-b {_f(tau)}; the pick is the star")
+    fig.tight_layout()
+    path = os.path.join(out_dir, 'trust.png')
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    # trust.md names the plot only when it exists
+    write_markdown(out_dir, result)
+    return path
+
+
+if __name__ == '__main__':
+    sys.exit(utils.run_main(main, parse_args()))

@@ -76,6 +76,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='run every measurement in this process (default: each in a fresh process, so that '
                              'peak memory, allocator state and process-wide settings such as reuse_freed_memory of '
                              'one never leak into the next)')
+    utils.add_cudnn_argument(parser)
     parser.add_argument('--one', nargs=2, metavar=('BENCHMARK', 'VARIANT'), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0:
@@ -392,6 +393,7 @@ def _in_child(args, name: str, label: str) -> Dict:
                '--repeats', str(args.repeats), '--one', name, label]
     command += ['--quick'] * args.quick + ['--amp'] * args.amp + ['--compile'] * args.compile + ['--ablate'] * args.ablate
     command += ['--threads', str(args.threads)] if args.threads else []
+    command += ['--cudnn_benchmark'] * args.cudnn_benchmark
     done = subprocess.run(command, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith('RESULT ')]
     if done.returncode != 0 or not lines:
@@ -471,8 +473,8 @@ def main(args: argparse.Namespace) -> Dict:
     device = utils.resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if device.type == 'cuda':
-        torch.backends.cudnn.benchmark = True
+    # As a default search runs (cuDNN's deterministic kernels), unless --cudnn_benchmark measures the faster ones.
+    utils.configure_cudnn(device, args.cudnn_benchmark)
     sizes = _sizes(args.quick, device)
     variants = _variants(args, device)
     names = [n.strip() for n in args.only.split(',') if n.strip()]

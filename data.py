@@ -8,7 +8,7 @@ keeps available (`--loader torchvision`). ImageNet goes through torchvision's Im
 import os
 import socket
 from dataclasses import dataclass
-from typing import Dict, Iterator, Optional, Sequence, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
 import torch
@@ -243,12 +243,14 @@ def training_augment(args) -> Augment:
                    cutout_length=args.cutout_length if args.cutout else 0)
 
 
-def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float],
-              memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+def normalize(images: torch.Tensor, mean, std, memory_format: torch.memory_format = torch.contiguous_format
+              ) -> torch.Tensor:
     """uint8 (B, C, H, W) -> (x / 255 - mean) / std in float32 and `memory_format`: ToTensor + Normalize up to
-    float rounding, in two passes (the multiply also converts type and layout)."""
-    std_t = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    float rounding, in two passes (the multiply also converts type and layout). mean and std: sequences, or
+    float32 tensors already on the images' device (a loader's, made once: a list copied to a GPU for every batch
+    would make the host wait each time)."""
+    std_t = torch.as_tensor(std, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
+    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=images.device).view(1, -1, 1, 1)
     out = torch.empty(images.shape, dtype=torch.float32, device=images.device, memory_format=memory_format)
     torch.mul(images, 1. / (255. * std_t), out=out)
     return out.sub_(mean_t / std_t)
@@ -359,7 +361,7 @@ class TensorLoader:
             raise ValueError("shuffling or augmenting needs a generator")
         if batch_size < world_size:
             raise ValueError(f"a batch of {batch_size} cannot be split over {world_size} processes")
-        self._padded_images = self._augmenter = None
+        self._padded_images = self._augmenter = self._stats = None
 
     def __len__(self) -> int:
         full, rest = divmod(len(self.indices), self.batch_size)
@@ -369,6 +371,14 @@ class TensorLoader:
     @property
     def num_samples(self) -> int:
         return min(len(self) * self.batch_size, len(self.indices))
+
+    def _statistics(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The normalisation's mean and std as tensors on the images' device, made on first use and kept."""
+        if self._stats is None:
+            device = self.array.images.device
+            self._stats = (torch.tensor(self.array.mean, dtype=torch.float32, device=device),
+                           torch.tensor(self.array.std, dtype=torch.float32, device=device))
+        return self._stats
 
     def _augmentation(self) -> Tuple[torch.Tensor, BatchAugmenter]:
         """This loader's images zero-padded on their device, and its augmenter (built on first use, kept)."""
@@ -395,7 +405,7 @@ class TensorLoader:
                 params = params and {k: v[mine] for k, v in params.items()}
             idx = self.indices[batch].to(device, non_blocking=True)
             if params is None:
-                x = normalize(self.array.images[idx], self.array.mean, self.array.std, self.memory_format)
+                x = normalize(self.array.images[idx], *self._statistics(), self.memory_format)
             else:
                 padded, augmenter = self._augmentation()
                 x = augmenter(padded.index_select(0, batch.to(device, non_blocking=True)), params)

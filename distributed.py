@@ -6,6 +6,7 @@
 
 Without torchrun (no WORLD_SIZE in the environment) everything here is a no-op for one process.
 """
+import copy
 import os
 import time
 from contextlib import nullcontext
@@ -61,10 +62,18 @@ class Distributed:
         return out
 
     def broadcast_buffers(self, model: torch.nn.Module) -> None:
-        """Give every rank rank 0's buffers (BatchNorm running statistics)."""
-        if self.enabled:
-            for buffer in model.buffers():
-                dist.broadcast(buffer, src=0)
+        """Give every rank rank 0's buffers (BatchNorm running statistics): one broadcast per dtype of all of
+        them flattened, instead of one per tensor (a supernet has thousands)."""
+        if not self.enabled:
+            return
+        groups = {}
+        for buffer in model.buffers():
+            groups.setdefault((buffer.dtype, buffer.device), []).append(buffer)
+        for buffers in groups.values():
+            flat = torch.cat([b.reshape(-1) for b in buffers]).to(self.device)
+            dist.broadcast(flat, src=0)
+            for buffer, value in zip(buffers, flat.split([b.numel() for b in buffers])):
+                buffer.copy_(value.view_as(buffer))
 
     def barrier(self) -> None:
         if self.enabled:
@@ -140,8 +149,31 @@ def wrap(model: torch.nn.Module, dist: Distributed, device: torch.device, sync_b
     if sync_bn:
         if device.type != 'cuda':
             raise UserError("--sync_bn needs CUDA devices (PyTorch's SyncBatchNorm has no CPU implementation)")
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == 'cuda' else None)
+        model = sync_batchnorm_copy(model)
+    # Training-mode BatchNorm normalises with batch statistics, so nothing needs rank 0's buffers before every
+    # forward (DDP's default re-broadcasts them all each step); the runs broadcast them once per generation or
+    # epoch instead (Distributed.broadcast_buffers), before anything reads them.
+    device_ids = [device.index] if device.type == 'cuda' else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+
+
+def sync_batchnorm_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """`model` with a SyncBatchNorm in place of every BatchNorm, sharing all of its parameter and buffer tensors,
+    for the training steps of --sync_bn; `model` itself is left unconverted. The search's fitness calls `model`:
+    there the ranks score different individuals, so train-mode statistics must stay each rank's own, and
+    collectives inside it would stop matching when the population does not divide among the ranks."""
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(_same_tensors_new_tree(model))
+
+
+def _same_tensors_new_tree(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy of the module tree whose modules are new objects and whose parameters and buffers are the
+    original tensors (what convert_sync_batchnorm rewrites is the copy's tree, not the original's)."""
+    clone = copy.copy(module)
+    clone._parameters = dict(module._parameters)
+    clone._buffers = dict(module._buffers)
+    clone._modules = {name: None if child is None else _same_tensors_new_tree(child)
+                      for name, child in module._modules.items()}
+    return clone
 
 
 def shared_run_dir(args, dist: Distributed, prefix: str, program: str, checkpoint_name: str) -> str:

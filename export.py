@@ -200,10 +200,11 @@ def parity_inputs(spec: Dict, count: int = 64) -> Tuple[torch.Tensor, str]:
 # Exports and their checks
 
 def export_program(model: nn.Module, example: torch.Tensor, path: str):
+    """model.pt2 with a dynamic batch; returns the program as read back from the file (what a user loads)."""
     batch = torch.export.Dim('batch', min=1, max=4096)
     program = torch.export.export(model, (example,), dynamic_shapes={'images': {0: batch}})
     torch.export.save(program, path)
-    return torch.export.load(path).module()
+    return torch.export.load(path)
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor, path: str) -> Dict:
@@ -270,9 +271,9 @@ def main(args: argparse.Namespace) -> Dict:
                 f"{size}x{size} images) to {out_dir}")
 
     pt2 = os.path.join(out_dir, 'model.pt2')
-    exported = export_program(model, inputs[:2], pt2)
-    checks = {'pt2': {'file': pt2, **check('model.pt2', exported, reference, inputs, source, logger)}}
-    runs = {'eager': model, 'exported': exported}
+    program = export_program(model, inputs[:2], pt2)
+    checks = {'pt2': {'file': pt2, **check('model.pt2', program.module(), reference, inputs, source, logger)}}
+    runs = {'eager': model, 'exported': program}
     onnx_path = os.path.join(out_dir, 'model.onnx')
     onnx_result = export_onnx(model, inputs[:2], onnx_path)
     if 'run' in onnx_result:
@@ -320,7 +321,12 @@ def main(args: argparse.Namespace) -> Dict:
 
 
 def _on(run, device: torch.device):
-    """An eager network or exported module moved to `device` (exported programs move like modules)."""
+    """What runs on `device`: an eager network moved there, or the module of an exported program moved by
+    torch.export's own pass (a program's constants and buffers are part of its graph; `.to()` on its module is not
+    how PyTorch moves it). ONNX Runtime sessions stay as they are."""
+    if isinstance(run, torch.export.ExportedProgram):
+        from torch.export.passes import move_to_device_pass  # torch 2.3 and later; export.py needs 2.5
+        return (move_to_device_pass(run, device) if device.type != 'cpu' else run).module()
     return run.to(device) if isinstance(run, nn.Module) and device.type != 'cpu' else run
 
 

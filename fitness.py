@@ -15,10 +15,13 @@ The original EvNAS estimator is the default of every script. The others are opt-
   blocks and the last one (the cells' then always normalise with the batch's own).
 - `no_augment` (`--fitness_augment none`): DARTS space, the held-out images without augmentation (BatchNorm
   still in train mode); NAS-Bench-201 never augments fitness images, so nothing changes there.
+- `bf16` (`--fitness_dtype bf16`): the fitness forward under bfloat16 autocast (float16 on GPUs without
+  bfloat16), for speed where fitness dominates a generation; the training steps keep their precision (--amp).
 
 The flags combine (e.g. shared draws and recalibrated statistics). `recalibrate` puts back the BatchNorm
 statistics it replaced once the population is scored, so that supernet training continues as it would have.
 """
+import functools
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence
 
@@ -31,6 +34,7 @@ from engine import evaluate_population
 from utils import make_generator
 
 DATA_CHOICES, BN_CHOICES, AUGMENT_CHOICES = ('own', 'shared'), ('original', 'recalibrate'), ('original', 'none')
+DTYPE_CHOICES = ('float32', 'bf16')
 RECALIBRATION_BATCHES = 10
 
 
@@ -40,10 +44,19 @@ class Estimator:
     bn: str = 'original'       # original | recalibrate
     augment: str = 'original'  # original | none
     recalibration_batches: int = RECALIBRATION_BATCHES
+    dtype: str = 'float32'     # float32 (or --amp's, as the training steps) | bf16
+
+    def describe(self) -> str:
+        changes = [text for changed, text in ((self.data == 'shared', 'shared draws'),
+                                              (self.bn == 'recalibrate', f'BatchNorm recalibrated on '
+                                                                         f'{self.recalibration_batches} batches'),
+                                              (self.augment == 'none', 'no augmentation'),
+                                              (self.dtype == 'bf16', 'bf16')) if changed]
+        return ', '.join(changes) if changes else "the original's"
 
 
 ESTIMATORS = {'original': Estimator(), 'shared': Estimator(data='shared'), 'recalibrate': Estimator(bn='recalibrate'),
-              'no_augment': Estimator(augment='none')}
+              'no_augment': Estimator(augment='none'), 'bf16': Estimator(dtype='bf16')}
 
 
 def add_estimator_arguments(group) -> None:
@@ -57,6 +70,9 @@ def add_estimator_arguments(group) -> None:
                             '--fitness_bn_batches training batches, then eval mode (default: original)')
     group.add_argument('--fitness_bn_batches', type=int, default=RECALIBRATION_BATCHES,
                        help=f"training batches of --fitness_bn recalibrate (default: {RECALIBRATION_BATCHES})")
+    group.add_argument('--fitness_dtype', choices=DTYPE_CHOICES, default='float32',
+                       help='float32: fitness in the precision of the training steps (EvNAS: float32; --amp: its); '
+                            'bf16: fitness under bfloat16 autocast (float16 on GPUs without it) (default: float32)')
     group.add_argument('--fitness_augment', choices=AUGMENT_CHOICES, default='original',
                        help='original: darts fitness images carry the training augmentation (EvNAS); none: no '
                             'augmentation (nb201 never augments them) (default: original)')
@@ -66,7 +82,8 @@ def estimator_of(args) -> Estimator:
     """The estimator of a search's flags (runs recorded before the flags existed: the original)."""
     return Estimator(getattr(args, 'fitness_data', 'own'), getattr(args, 'fitness_bn', 'original'),
                      getattr(args, 'fitness_augment', 'original'),
-                     getattr(args, 'fitness_bn_batches', RECALIBRATION_BATCHES))
+                     getattr(args, 'fitness_bn_batches', RECALIBRATION_BATCHES),
+                     getattr(args, 'fitness_dtype', 'float32'))
 
 
 def draw_seeds(estimator: Estimator, generator: torch.Generator, n: int) -> List[int]:
@@ -83,6 +100,13 @@ def draw_seeds(estimator: Estimator, generator: torch.Generator, n: int) -> List
 def scored(alphas: Sequence[torch.Tensor]) -> Individual:
     """An individual to be scored (its fitness NaN until measured)."""
     return Individual([a.clone() for a in alphas])
+
+
+def low_precision(device: torch.device) -> Callable:
+    """bfloat16 autocast on `device`, or float16 on a GPU without bfloat16 (the fitness forward needs no
+    gradient scaler: nothing flows back)."""
+    dtype = torch.float16 if device.type == 'cuda' and not torch.cuda.is_bf16_supported() else torch.bfloat16
+    return functools.partial(torch.autocast, device.type, dtype=dtype)
 
 
 @torch.no_grad()
@@ -152,6 +176,8 @@ class FitnessMeasure:
         if self.batches:
             saved = {k: v.clone() for k, v in supernet.state_dict().items() if 'running' in k or 'num_batches' in k}
             prepare = lambda model: recalibrate_batchnorm(model, self.batches, net)  # noqa: E731
+        if self.estimator.dtype == 'bf16':
+            autocast = low_precision(next(supernet.parameters()).device)
         kwargs = {} if autocast is None else {'autocast': autocast}
         try:
             evaluate_population(supernet, population, decoded, self.loader, seeds, monitor, generation=generation,

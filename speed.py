@@ -19,6 +19,9 @@ training step or fitness pass (README, "Performance"). The CUDA defaults are not
 | box_filter_avg_pool | stride-1 3x3 avg pools without autograd, 16 x 16 up: a conv          | on  | off  |
 | reuse_freed_memory  | glibc malloc keeps freed memory for reuse (process-wide, see below)  | on  | off  |
 
+On CUDA, the paper-exact setting also turns TF32 off (convolutions and matmuls in IEEE float32, as the
+original's PyTorch 1.5 computed them); the defaults keep PyTorch's TF32 convolutions (set_tf32_convolutions).
+
 reuse_freed_memory is a setting of the process, not of a network: the scripts call
 `configure_process(config)` once. glibc hands every block above its mmap threshold (at most 32 MB) back to
 the kernel when it is freed, so the next batch's activations of that size arrive as fresh pages that the
@@ -140,6 +143,36 @@ def keep_freed_memory() -> bool:
 
 
 def configure_process(config: SpeedConfig) -> None:
-    """The process-wide part of a setting (reuse_freed_memory); a script calls it once, before building."""
+    """The process-wide part of a setting (reuse_freed_memory, float32_policy); a script calls it once, before
+    building."""
     if config.reuse_freed_memory:
         keep_freed_memory()
+    set_tf32_convolutions(config != PAPER_EXACT)
+
+
+def set_tf32_convolutions(enabled: bool) -> None:
+    """float32 on CUDA GPUs with TF32 (Ampere and later): cuDNN's convolutions in TF32 when `enabled` (PyTorch's
+    default, kept by the fast defaults), else in IEEE float32, and matmuls in IEEE float32 then too.
+
+    NOTE (faithful to EvNAS): the original ran PyTorch 1.5, before TF32 existed, so --paper_exact computes
+    convolutions in full float32. cudnn.deterministic leaves TF32 on, so it must be turned off explicitly.
+    Through the API the installed torch has (fp32_precision from 2.9, allow_tf32 before), never both: mixing
+    them is an error in recent versions. Nothing changes on a CPU.
+    """
+    conv = getattr(torch.backends.cudnn, 'conv', None)
+    if conv is not None and hasattr(conv, 'fp32_precision'):
+        conv.fp32_precision = 'tf32' if enabled else 'ieee'
+        if not enabled:
+            torch.backends.cuda.matmul.fp32_precision = 'ieee'
+    else:
+        torch.backends.cudnn.allow_tf32 = enabled
+        if not enabled:
+            torch.backends.cuda.matmul.allow_tf32 = False
+
+
+def float32_policy(config: SpeedConfig, device: torch.device) -> str:
+    """What float32 means on `device` under `config`, for the log: TF32 or IEEE convolutions on CUDA."""
+    if device.type != 'cuda':
+        return 'float32'
+    return ('float32 (TF32 convolutions, PyTorch\'s default on Ampere and later)' if config != PAPER_EXACT
+            else 'float32 (IEEE: TF32 off, as the original\'s PyTorch 1.5)')

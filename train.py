@@ -164,6 +164,7 @@ def train(args: argparse.Namespace, data: Tuple[ImageArray, ImageArray], run_dir
                                 weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, float(args.epochs))
     autocast, scaler, precision = utils.mixed_precision(device, args.amp)
+    precision = speed.float32_policy(config, device) if precision == 'fp32' else precision
     data_generator = utils.make_generator(args.seed + 1)
     augment = training_augment(args)
     train_loader = make_loader(args.loader, train_data, args.batch_size, device, shuffle=True, augment=augment,

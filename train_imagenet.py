@@ -174,6 +174,7 @@ def train(args, data: tuple, run_dir: str, dist: distributed.Distributed, device
     optimizer = torch.optim.SGD(model.parameters(), args.learning_rate, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
     autocast, scaler, precision = utils.mixed_precision(device, args.amp)
+    precision = speed.float32_policy(config, device) if precision == 'fp32' else precision
 
     start_epoch, history, best_top1 = 0, [], -math.inf
     if args.resume:

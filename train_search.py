@@ -37,6 +37,7 @@ import torch
 import torch.nn as nn
 
 import distributed
+import fitness
 import rank_stats
 import report
 import speed
@@ -52,7 +53,6 @@ from checkpoint import (atomic_save, atomic_write_text, load_run_checkpoint, res
 from cost import describe_cost
 from data import SearchData, add_augment_arguments, make_loader
 from engine import Monitor, OptimizerStep, train_generation
-import fitness
 from faults import fault_point
 from search_space import SPACES, get_space
 
@@ -352,6 +352,7 @@ def set_up(args, data: SearchData, run_dir: str, dist: distributed.Distributed, 
         logger.warning("--compile on a CPU: compiling can take tens of minutes before the first step, "
                        "for a small gain; leave it off for CPU searches")
     autocast, scaler, precision = utils.mixed_precision(device, args.amp)
+    precision = speed.float32_policy(config, device) if precision == 'fp32' else precision
     optimizer = space.optimizer(model.parameters(), args)
 
     # One set of images trains the supernet, the other measures fitness (augmented as the space says), each
@@ -381,7 +382,8 @@ def set_up(args, data: SearchData, run_dir: str, dist: distributed.Distributed, 
         budget=Budget.of(args, space, data.train.num_classes))
     split = len(data.train_indices)
     logger.info(f"{args.dataset}: {split} images train the supernet, {run.measure.loader.num_samples} measure fitness "
-                f"({'training augmentation' if run.measure.augmented else 'test transform'}); "
+                f"({'training augmentation' if run.measure.augmented else 'test transform'}; fitness estimator: "
+                f"{run.measure.estimator.describe()}); "
                 f"supernet {utils.count_parameters_in_MB(model):.3f} M parameters; speed: {config.describe()}, "
                 f"{precision}{', compiled' if args.compile else ''}")
     steps = len(run.train_loader)

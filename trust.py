@@ -30,6 +30,7 @@ again, the same command continues where it stopped and ends with the same table.
 """
 import argparse
 import contextlib
+import io
 import json
 import math
 import os
@@ -94,7 +95,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                          help=f"comma-separated fitness estimators to score with ({', '.join(fitness.ESTIMATORS)}); "
                               f"the first is the one the agreement figures lead with (default: original)")
     reference = parser.add_argument_group('reference side (train.py\'s recipe)')
-    reference.add_argument('--seeds', type=int, default=2, help='stand-alone trainings per architecture (default: 2)')
+    reference.add_argument('--seeds', type=int, default=2,
+                           help='stand-alone trainings per architecture, with train.py --seed SEED, SEED+1, ... '
+                                '(--seed, default 0) (default: 2)')
     reference.add_argument('--epochs', type=int, default=10, help='epochs of each training (default: 10)')
     reference.add_argument('--init_channels', type=int, default=16, help='width of each network (default: 16)')
     reference.add_argument('--layers', type=int, default=8, help='layers of each network (default: 8)')
@@ -137,15 +140,15 @@ def main(args: argparse.Namespace) -> Dict:
 
     device = utils.resolve_device(args.device)
     rank, world_size = process_share()
-    check = score_on_supernet(run_args, sample, args, device, logger) if rank == 0 else {}
+    check = score_on_supernet(run_args, sample, records[-1]['population'][0], args, device, logger) if rank == 0 else {}
     references = reference_side(run_args, sample, args, out_dir, device, logger)
     if rank != 0:  # under torchrun the others only train their share; rank 0 writes the figures
         utils.close_logger(logger)
         return {}
     result = summarize(args, run_args, sample, references, check)
     atomic_write_text(os.path.join(out_dir, 'trust.json'), json.dumps(result, indent=1, allow_nan=False) + '\n')
+    plot(out_dir, result)  # first: trust.md shows it where it exists
     write_markdown(out_dir, result)
-    plot(out_dir, result)
     report.write_report(args.dir)
     logger.info(f"wrote {os.path.join(out_dir, 'trust.md')}")
     utils.close_logger(logger)
@@ -157,11 +160,15 @@ def main(args: argparse.Namespace) -> Dict:
 
 def search_run_args(run_dir: str) -> argparse.Namespace:
     """The run's resolved flags, as --resume reads them (flags newer than the run at their defaults)."""
+    said = io.StringIO()
     try:
-        return train_search.parse_args(['--resume', run_dir])
+        with contextlib.redirect_stderr(said):
+            return train_search.parse_args(['--resume', run_dir])
     except SystemExit:
-        raise utils.UserError(f"{run_dir} is not a search run with a completed generation (train_search.py "
-                              f"--run_dir {run_dir} makes one)") from None
+        why = said.getvalue().strip().splitlines()[-1:] or ['']
+        why = why[0].removeprefix('error: ').removeprefix(f"--resume {run_dir}").lstrip(': ').split(' (see: ')[0]
+        raise utils.UserError((f"{run_dir} {why}" if why.startswith('is ') else f"{run_dir}: {why}")
+                              + " (trust.py needs a train_search.py run with a completed generation)") from None
 
 
 def distinct_architectures(records: Sequence[Dict], space) -> List[Candidate]:
@@ -261,19 +268,21 @@ class SupernetSide:
         return [ind.fitness for ind in individuals]
 
 
-def score_on_supernet(run_args, sample: List[Candidate], args, device, logger) -> Dict:
-    """Each architecture's fitness on the run's final supernet, per estimator and draw; first, the pick again
-    with its recorded seed, which must give its recorded fitness (the supernet side is the run's own fitness)."""
+def score_on_supernet(run_args, sample: List[Candidate], best: Dict, args, device, logger) -> Dict:
+    """Each architecture's fitness on the run's final supernet, per estimator and draw; first, the last
+    generation's best (`best`, its record) again with its recorded seed, which must give its recorded fitness:
+    the supernet side is the run's own fitness function."""
     side = SupernetSide(args.dir, run_args, device)
-    pick = next(c for c in sample if c.pick)
-    check = {'recorded': pick.fitness, 'seed': pick.fitness_seed}
-    if pick.fitness_seed is None:
+    recorded = math.nan if best['fitness'] is None else best['fitness']
+    check = {'recorded': recorded, 'seed': best.get('fitness_seed')}
+    if check['seed'] is None:
         check['status'] = 'not possible: the run was recorded before fitness seeds were (it still works)'
     else:
-        check['measured'] = side.score(fitness.estimator_of(run_args), [pick.alphas], [pick.fitness_seed])[0]
-        check['status'] = 'equal' if check['measured'] == pick.fitness else 'different'
+        alphas = [torch.tensor(best['alphas'][cell], dtype=torch.float32) for cell in side.space.cells]
+        check['measured'] = side.score(fitness.estimator_of(run_args), [alphas], [check['seed']])[0]
+        check['status'] = 'equal' if check['measured'] == recorded else 'different'
         logger.info(f"the pick again with its recorded seed: fitness {check['measured']:.4f} "
-                    f"(recorded {pick.fitness:.4f}): {check['status']}")
+                    f"(recorded {recorded:.4f}): {check['status']}")
         if check['status'] != 'equal':
             logger.warning("the supernet side differs from the run's own fitness (another device, torch version or "
                            "speed setting?); its figures below are still a fitness, but not the run's exactly")
@@ -313,7 +322,7 @@ def trained_reference(run_args, sample: List[Candidate], args, out_dir: str, dev
     own single process, and rank 0 waits for all of them (every job's result is the same wherever it ran, with
     the same threads per process)."""
     space = get_space(run_args.space)
-    seeds = list(range(args.seeds))
+    seeds = [args.seed + i for i in range(args.seeds)]  # train.py --seed of each stand-alone training
     jobs = [(k, s) for k in range(len(sample)) for s in seeds]
     rank, world_size = process_share()
     logger.info(f"reference side: {len(sample)} architectures x {len(seeds)} seeds x {args.epochs} epochs = "
@@ -329,7 +338,7 @@ def trained_reference(run_args, sample: List[Candidate], args, out_dir: str, dev
     results = {job: _wait_for(_result_path(out_dir, *job)) for job in jobs}
     return {'kind': 'stand-alone', 'metric': f"train.py's last-epoch test top-1 after {args.epochs} epochs",
             'seeds': seeds, 'per_seed': [[results[k, s]['top1'] for s in seeds] for k in range(len(sample))],
-            'params': [results[k, 0]['params'] for k in range(len(sample))],
+            'params': [results[k, seeds[0]]['params'] for k in range(len(sample))],
             'seconds': [[results[k, s]['seconds'] for s in seeds] for k in range(len(sample))],
             'test_images': results[jobs[0]]['test_images']}
 
@@ -386,8 +395,6 @@ def _train_one(run_args, space, candidate: Candidate, k: int, seed: int, args, o
                  '--report_freq', 10 ** 6, '--run_dir', run_dir]
                 + (['--auxiliary'] if args.auxiliary else []) + (['--cutout'] if args.cutout else [])
                 + report.search_data_flags(vars(run_args)))
-        if run_args.dataset != 'synthetic':
-            argv += ['--data', run_args.data]
     started = time.time()
     with open(os.devnull, 'w') as sink, contextlib.redirect_stdout(sink), one_process():  # its log.txt keeps it all
         trained = train.main(train.parse_args([str(a) for a in argv]))
@@ -677,8 +684,6 @@ def plot(out_dir: str, result: Dict) -> Optional[str]:
     path = os.path.join(out_dir, 'trust.png')
     fig.savefig(path, dpi=120)
     plt.close(fig)
-    # trust.md names the plot only when it exists
-    write_markdown(out_dir, result)
     return path
 
 

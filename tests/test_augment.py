@@ -106,3 +106,17 @@ def test_generated_dataset_is_deterministic_and_learnable_shaped():
     assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
     assert a.images.shape == (64, 3, 32, 32) and a.images.dtype == torch.uint8
     assert not torch.equal(make_synthetic(False, 64).images, a.images)
+
+
+def test_the_unaugmented_loader_makes_its_normalisation_tensors_once(monkeypatch):
+    # On a GPU, a mean or std list copied to the device for every batch makes the host wait each time.
+    import data
+    array = make_synthetic(True, 40, image_size=8)
+    loader = TensorLoader(array, 8)
+    expected = [data.normalize(array.images[i:i + 8], array.mean, array.std) for i in range(0, 40, 8)]
+    made = []
+    real = torch.tensor
+    monkeypatch.setattr(torch, 'tensor', lambda *a, **k: made.append(a) or real(*a, **k))
+    batches = [x for x, _ in loader] + [x for x, _ in loader]
+    assert len(made) == 2, 'mean and std, once for every batch of every pass'
+    assert all(torch.equal(x, y) for x, y in zip(batches, expected * 2))

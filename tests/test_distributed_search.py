@@ -83,3 +83,49 @@ class TestElasticRestart:
         done = torchrun(*ARGS, '--run_dir', run_dir, env={'EVNAS_FAULT': 'kill@train:1:0', 'EVNAS_FAULT_RANK': '1'})
         assert done.returncode != 0
         assert 'train_search.py FAILED' in done.stderr and 'Signal 9 (SIGKILL)' in done.stderr
+
+
+class TestSyncBatchNorm:
+    def test_training_gets_sync_batchnorms_and_fitness_keeps_the_model_without_them(self, monkeypatch):
+        # --sync_bn: the module the training step calls synchronises BatchNorm statistics; the supernet the search
+        # keeps (and calls for fitness, where ranks score different individuals) holds no SyncBatchNorm, and both
+        # share every tensor. DDP itself needs a process group; here it is replaced by the module it wraps.
+        import torch
+        import distributed
+        import speed
+        from architect_evolution import darts_shapes, decode, random_individual
+        from model_search import Network
+        monkeypatch.setattr(torch.nn.parallel, 'DistributedDataParallel', lambda module, **kwargs: module)
+        model = Network(4, 10, 3, impl=speed.layers(speed.PAPER_EXACT))
+        trained = distributed.wrap(model, distributed.Distributed(rank=0, world_size=2), torch.device('cuda', 0), True)
+        is_sync = lambda m: isinstance(m, torch.nn.SyncBatchNorm)  # noqa: E731
+        assert any(map(is_sync, trained.modules())) and not any(map(is_sync, model.modules()))
+        assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == \
+            sum(map(is_sync, trained.modules()))
+        ours, theirs = dict(model.named_parameters()), dict(trained.named_parameters())
+        assert ours.keys() == theirs.keys() and all(ours[k] is theirs[k] for k in ours)
+        assert all(a is b for a, b in zip(model.buffers(), trained.buffers()))
+        alphas = decode(random_individual(darts_shapes(4), torch.Generator().manual_seed(0)).alphas)
+        model.set_arch_parameters(alphas)
+        assert torch.equal(trained.alphas_normal, alphas[0]), 'the copy runs the alphas the search sets'
+        assert model.state_dict().keys() == trained.state_dict().keys()
+
+
+def test_a_population_that_does_not_divide_among_the_ranks_gets_the_fitness_of_one_process(tmp_path):
+    # 3 individuals over 2 ranks (rank 0 scores two, rank 1 one): every fitness as one process measures it with the
+    # same weights and seed. trust.py scores the last generation again in one process, from the records' seeds.
+    run_dir = str(tmp_path / 'run')
+    done = torchrun(*SEARCH_TINY, '--epochs', '1', '--pop_size', '3', '--run_dir', run_dir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    code = ('import sys, json, torch; sys.path.insert(0, sys.argv[1]); import trust, fitness, report\n'
+            'run_args = trust.search_run_args(sys.argv[2])\n'
+            'side = trust.SupernetSide(sys.argv[2], run_args, torch.device("cpu"))\n'
+            'last = report.read_records(sys.argv[2])[-1]["population"]\n'
+            'alphas = [[torch.tensor(p["alphas"][c]) for c in side.space.cells] for p in last]\n'
+            'print(json.dumps([side.score(fitness.estimator_of(run_args), alphas, [p["fitness_seed"] for p in last]),\n'
+            '                  [p["fitness"] for p in last]]))')
+    one = subprocess.run([sys.executable, '-c', code, ROOT, run_dir], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert one.returncode == 0, one.stderr[-3000:]
+    measured, recorded = json.loads(one.stdout.strip().splitlines()[-1])
+    assert measured == recorded and len(recorded) == 3

@@ -86,7 +86,7 @@ def test_altered_exported_weights_fail_the_parity_check(tiny_training, tmp_path,
     def altered(model, example, path):
         program = real(model, example, path)
         with torch.no_grad():
-            for name, tensor in program.state_dict().items():
+            for name, tensor in program.state_dict.items():
                 if name.endswith('classifier.bias'):
                     tensor.add_(0.01)
         return program
@@ -164,3 +164,14 @@ def test_an_imagenet_run_directory(tmp_path):
     assert info['input']['mean'] == [0.485, 0.456, 0.406] and info['network']['kind'] == 'imagenet'
     assert info['checks']['pt2']['max_abs_logit_difference'] <= 1e-4 and info['classes'] is None
     assert info['input']['resize'] == 'shorter side to 73, then the centre 64x64 crop'
+
+
+def test_an_exported_program_moves_by_torch_exports_own_pass(tiny_training, tmp_path, monkeypatch):
+    # export.py --latency --device cuda: the program goes through torch.export.passes.move_to_device_pass, not
+    # through .to() on its module. Shown with the meta device, which every build of torch has.
+    model = export.build(export.describe_network(export.parse_args(['--dir', tiny_training[0]])))
+    program = export.export_program(model, torch.randn(2, 3, 32, 32), str(tmp_path / 'model.pt2'))
+    moved = export._on(program, torch.device('meta'))
+    assert {p.device.type for p in moved.parameters()} == {'meta'}
+    assert {b.device.type for b in moved.buffers()} == {'meta'}
+    assert export._on(model, torch.device('cpu')) is model

@@ -299,7 +299,7 @@ class TestSearch:
         assert json.load(open(os.path.join(run_dir, 'genotype.json'))) == \
             {'space': 'nb201', 'arch': last['population'][0]['arch']}
         log = open(os.path.join(run_dir, 'log.txt')).read()
-        assert 'ImageNet16-120: ' in log and ' measure fitness (test transform)' in log
+        assert 'ImageNet16-120: ' in log and ' measure fitness (test transform; fitness estimator: the original' in log
         assert '256 measure fitness' in log and 'no --api_path' in log and 'NAS-Bench-201-v1_0' in log
         text = open(os.path.join(run_dir, 'report.md')).read()
         assert last['population'][0]['arch'] in text and '| avg_pool_3x3 |' in text and 'node 3 =' in text

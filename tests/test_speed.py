@@ -238,3 +238,31 @@ def test_building_a_network_leaves_the_process_settings_alone():
             'print("ok")')
     done = subprocess.run([sys.executable, '-c', code, ROOT], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == 'ok', done.stderr
+
+
+_TF32_SCRIPT = r'''
+import sys, warnings
+sys.path.insert(0, sys.argv[1])
+warnings.simplefilter('error')  # mixing the old and the new precision API warns (or raises) in recent torch
+import torch, speed
+def state():
+    conv = getattr(torch.backends.cudnn, 'conv', None)
+    if conv is not None and hasattr(conv, 'fp32_precision'):
+        return conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision
+    return ('tf32' if torch.backends.cudnn.allow_tf32 else 'ieee'), ('tf32' if torch.backends.cuda.matmul.allow_tf32 else 'ieee')
+speed.configure_process(speed.PAPER_EXACT)
+exact = state()
+speed.configure_process(speed.default_config(torch.device('cuda')))
+print(*exact, *state())
+'''
+
+
+def test_paper_exact_turns_tf32_off_and_the_defaults_keep_pytorchs():
+    # In a fresh process: the precision flags are process-wide. They are flags only, so a CPU shows them.
+    done = subprocess.run([sys.executable, '-c', _TF32_SCRIPT, ROOT], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    exact_conv, exact_matmul, fast_conv, fast_matmul = done.stdout.split()
+    assert (exact_conv, exact_matmul) == ('ieee', 'ieee')
+    assert fast_conv == 'tf32'
+    assert speed.float32_policy(speed.PAPER_EXACT, torch.device('cuda')).startswith('float32 (IEEE')
+    assert speed.float32_policy(speed.PAPER_EXACT, torch.device('cpu')) == 'float32'

@@ -157,6 +157,10 @@ class TestTrust:
     def test_a_run_recorded_before_fitness_seeds_still_works(self, search_run, tmp_path):
         run_dir = tmp_path / 'old'
         shutil.copytree(search_run, run_dir)
+        args = json.loads((run_dir / 'args.json').read_text())
+        for flag in ('fitness_data', 'fitness_bn', 'fitness_bn_batches', 'fitness_augment', 'fitness_dtype'):
+            del args[flag]
+        (run_dir / 'args.json').write_text(json.dumps(args))
         for path in (run_dir / 'generations').iterdir():
             record = json.loads(path.read_text())
             for individual in record['population']:
@@ -179,7 +183,18 @@ class TestTrust:
 
     def test_a_directory_that_is_not_a_search_run(self, tmp_path, capsys):
         assert call_main(trust, ['--dir', tmp_path]) == 2
-        assert 'not a search run' in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert 'is not a train_search.py run directory' in err and len(err.strip().splitlines()) == 1
+
+    def test_a_search_without_a_completed_generation(self, search_run, tmp_path, capsys):
+        run_dir = tmp_path / 'started'
+        shutil.copytree(search_run, run_dir)
+        shutil.rmtree(run_dir / 'generations')
+        (run_dir / 'checkpoint.pt').unlink()
+        assert call_main(trust, ['--dir', run_dir]) == 2
+        err = capsys.readouterr().err
+        assert 'stopped before its first generation' in err and 'needs a train_search.py run' in err
+        assert len(err.strip().splitlines()) == 1
 
 
 class TestTorchrun:
@@ -208,7 +223,7 @@ def arch_genotype(run_dir, k):
 
 class TestEstimatorsInASearch:
     @pytest.mark.parametrize('flags', [['--fitness_data', 'shared'], ['--fitness_bn', 'recalibrate'],
-                                       ['--fitness_augment', 'none']])
+                                       ['--fitness_augment', 'none'], ['--fitness_dtype', 'bf16']])
     def test_killed_then_resumed_equals_uninterrupted(self, flags, tmp_path):
         argv = SEARCH[:-1] + ['2'] + flags
         whole, killed = str(tmp_path / 'whole'), str(tmp_path / 'killed')

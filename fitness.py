@@ -21,8 +21,7 @@ The original EvNAS estimator is the default of every script. The others are opt-
 The flags combine (e.g. shared draws and recalibrated statistics). `recalibrate` puts back the BatchNorm
 statistics it replaced once the population is scored, so that supernet training continues as it would have.
 """
-import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, List, Optional, Sequence
 
 import torch
@@ -31,7 +30,7 @@ import torch.nn as nn
 from architect_evolution import Individual
 from data import make_loader
 from engine import evaluate_population
-from utils import make_generator
+from utils import make_generator, mixed_precision
 
 DATA_CHOICES, BN_CHOICES, AUGMENT_CHOICES = ('own', 'shared'), ('original', 'recalibrate'), ('original', 'none')
 DTYPE_CHOICES = ('float32', 'bf16')
@@ -102,13 +101,6 @@ def scored(alphas: Sequence[torch.Tensor]) -> Individual:
     return Individual([a.clone() for a in alphas])
 
 
-def low_precision(device: torch.device) -> Callable:
-    """bfloat16 autocast on `device`, or float16 on a GPU without bfloat16 (the fitness forward needs no
-    gradient scaler: nothing flows back)."""
-    dtype = torch.float16 if device.type == 'cuda' and not torch.cuda.is_bf16_supported() else torch.bfloat16
-    return functools.partial(torch.autocast, device.type, dtype=dtype)
-
-
 @torch.no_grad()
 def recalibrate_batchnorm(model: nn.Module, batches: Sequence[torch.Tensor], net: Optional[nn.Module] = None) -> None:
     """Recompute the running statistics of every BatchNorm that tracks them as the cumulative average over
@@ -149,13 +141,13 @@ class FitnessMeasure:
     def __init__(self, estimator: Estimator, args, data, device, config, space, valid_data=None, train_data=None):
         self.estimator, self.space = estimator, space
         if estimator.augment == 'none' and data.valid_augment is not None:
-            data = type(data)(data.train, data.train_indices, data.valid, data.valid_indices, None)
+            data = replace(data, valid_augment=None)
         self.augmented = data.valid_augment is not None
         self.loader = fitness_loader(args, data, data.valid if valid_data is None else valid_data, device, config)
         self.train_mode = space.fitness_train_mode and estimator.bn == 'original'
         self.batches: List[torch.Tensor] = []
         if estimator.bn == 'recalibrate':
-            generator = torch.Generator().manual_seed(args.seed + 4)
+            generator = make_generator(args.seed + 4)
             loader = make_loader(args.loader, data.train if train_data is None else train_data, args.batch_size,
                                  device, data.train_indices, shuffle=True, augment=space.train_augment(args),
                                  generator=generator, num_workers=args.num_workers, memory_format=config.memory_format)
@@ -177,7 +169,8 @@ class FitnessMeasure:
             saved = {k: v.clone() for k, v in supernet.state_dict().items() if 'running' in k or 'num_batches' in k}
             prepare = lambda model: recalibrate_batchnorm(model, self.batches, net)  # noqa: E731
         if self.estimator.dtype == 'bf16':
-            autocast = low_precision(next(supernet.parameters()).device)
+            # --amp's autocast: bf16, or fp16 on GPUs without it (no scaler needed: nothing flows back)
+            autocast = mixed_precision(next(supernet.parameters()).device, True)[0]
         kwargs = {} if autocast is None else {'autocast': autocast}
         try:
             evaluate_population(supernet, population, decoded, self.loader, seeds, monitor, generation=generation,

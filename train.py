@@ -229,7 +229,8 @@ def train(args: argparse.Namespace, data: Tuple[ImageArray, ImageArray], run_dir
         summary = {'architecture': arch_name, 'epochs': last['epoch'],
                    'best_epoch': best['epoch'], 'best_test_top1': best['test_top1'],
                    'best_test_error': 100. - best['test_top1'], 'last_test_top1': last['test_top1'],
-                   'last_test_error': 100. - last['test_top1'], 'params_mb': utils.count_parameters_in_MB(model)}
+                   'last_test_error': 100. - last['test_top1'], 'params_mb': utils.count_parameters_in_MB(model),
+                   'test_images': len(test_data)}
         if dist.is_main:
             save_summary(run_dir, summary)
         logger.info(f"done | best test error {summary['best_test_error']:.2f} % (epoch {best['epoch']}) "

@@ -397,25 +397,11 @@ def _train_one(run_args, space, candidate: Candidate, k: int, seed: int, args, o
                 + report.search_data_flags(vars(run_args)))
     started = time.time()
     with open(os.devnull, 'w') as sink, contextlib.redirect_stdout(sink), one_process():  # its log.txt keeps it all
-        trained = train.main(train.parse_args([str(a) for a in argv]))
-    with open(os.path.join(run_dir, 'summary.json')) as f:
-        summary = json.load(f)
-    with open(os.path.join(run_dir, 'dataset.json')) as f:
-        num_train = json.load(f)['num_train']
-    result = {'key': candidate.key, 'seed': seed, 'top1': trained['history'][-1]['test_top1'],
-              'params': summary['params_mb'], 'seconds': time.time() - started,
-              'test_images': _test_images(run_dir, num_train)}
+        summary = train.main(train.parse_args([str(a) for a in argv]))['summary']
+    result = {'key': candidate.key, 'seed': seed, 'top1': summary['last_test_top1'], 'params': summary['params_mb'],
+              'seconds': time.time() - started, 'test_images': summary['test_images']}
     atomic_write_text(result_path, json.dumps(result, indent=1) + '\n')
     return result
-
-
-def _test_images(run_dir: str, num_train: int) -> Optional[int]:
-    """How many test images the reference was measured on (its log's line 'N training images, M test images')."""
-    with open(os.path.join(run_dir, 'log.txt')) as f:
-        for line in f:
-            if ' test images' in line and 'training images' in line:
-                return int(line.split(' test images')[0].split()[-1])
-    return None
 
 
 def benchmark_reference(run_args, sample: List[Candidate], args) -> Dict:

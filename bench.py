@@ -149,7 +149,7 @@ def _build(network: Callable, variant: Dict, device) -> Tuple[nn.Module, nn.Modu
     config = variant['config']
     speed.configure_process(config)
     model = network(speed.layers(config)).to(device, memory_format=config.memory_format)
-    return model, torch.compile(model) if variant['compile'] else model
+    return model, speed.compiled(model) if variant['compile'] else model
 
 
 def _autocast(variant: Dict, device):

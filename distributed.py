@@ -7,6 +7,7 @@
 Without torchrun (no WORLD_SIZE in the environment) everything here is a no-op for one process.
 """
 import copy
+import inspect
 import os
 import time
 from contextlib import nullcontext
@@ -137,7 +138,11 @@ def run(args, prefix: str, program: str, prepare: Callable, body: Callable,
         inputs = prepare(device)
         run_dir = shared_run_dir(args, dist, prefix, program, checkpoint_name)
         with (RunLock(run_dir) if dist.is_main else nullcontext()), StopSignals(not dist.enabled) as stop:
-            return body(inputs, run_dir, dist, device, stop)
+            result = body(inputs, run_dir, dist, device, stop)
+        # The ranks leave together: a gloo process that tore its group down while rank 0 was still writing the
+        # run's last files aborted now and then ("terminate called without an active exception").
+        dist.barrier()
+        return result
     finally:
         dist.close()
 
@@ -153,8 +158,12 @@ def wrap(model: torch.nn.Module, dist: Distributed, device: torch.device, sync_b
     # Training-mode BatchNorm normalises with batch statistics, so nothing needs rank 0's buffers before every
     # forward (DDP's default re-broadcasts them all each step); the runs broadcast them once per generation or
     # epoch instead (Distributed.broadcast_buffers), before anything reads them.
-    device_ids = [device.index] if device.type == 'cuda' else None
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+    # torch 2.13 renamed the switch (forward_sync_buffers; buffers are then still broadcast once when DDP is built,
+    # which changes nothing here, every rank holding the same ones) and deprecated the old name.
+    ddp = torch.nn.parallel.DistributedDataParallel
+    no_sync = ({'forward_sync_buffers': False} if 'forward_sync_buffers' in inspect.signature(ddp).parameters
+               else {'broadcast_buffers': False})
+    return ddp(model, device_ids=[device.index] if device.type == 'cuda' else None, **no_sync)
 
 
 def sync_batchnorm_copy(model: torch.nn.Module) -> torch.nn.Module:

@@ -1,8 +1,9 @@
 """What a person with a GPU runs first: does this project compute correctly on this device, and how fast?
 
     python gpu_check.py --quick                 # at most a few minutes on one H100-class GPU
-    python gpu_check.py --full                  # adds each speed setting switched off alone, two real generations
-                                                # of a paper-size search on generated data, and the quick start
+    python gpu_check.py --full                  # adds each speed setting switched off alone, the compiled fitness
+                                                # network, two real generations of a paper-size search on
+                                                # generated data, and the quick start
     python gpu_check.py --small --device cpu    # tiny sizes, seconds: what the tests run, so it cannot rot unseen
 
 It reports (gpu_check.json and gpu_check.md in --out, default gpu_check/):
@@ -85,6 +86,7 @@ def main(args: argparse.Namespace) -> Dict:
     report['speed'] = timing(device, sizes)
     if args.full:
         report['ablation'] = ablation(device, sizes)
+        report['compiled_fitness'] = compiled_fitness(device, sizes)
         report['generations'] = real_generations(device)
         report['quick_start'] = quick_start(device)
     report['seconds'] = time.time() - started
@@ -338,6 +340,29 @@ def ablation(device: torch.device, sizes: Dict) -> Dict:
     return {name: timing(device, sizes, config) for name, config in variants.items()}
 
 
+def compiled_fitness(device: torch.device, sizes: Dict, backend: str = 'inductor') -> Dict:
+    """A fitness batch through speed.compiled (what --compile_fitness runs) against the eager fast defaults on
+    the same weights: the first call's seconds (compiling), then seconds per batch, and the logits' largest
+    difference. A search compiles a second graph for the short last batch, as long again."""
+    config = speed.default_config(device)
+    speed.configure_process(config)
+    torch.manual_seed(0)
+    model, _, forward = _step_and_forward(device, sizes, config)
+    x = _batch(sizes, sizes['fitness_batch'], device, seed=1)[0].contiguous(memory_format=config.memory_format)
+    net = speed.compiled(model, backend)
+    with torch.no_grad():
+        started = time.perf_counter()
+        logits = net(x)
+        bench._sync(device)
+        compile_s = time.perf_counter() - started
+        difference = (logits - model(x)).abs().max().item()
+    eager_s = bench.median_seconds(forward, device, warmup=1, repeats=sizes['fitness_passes'])
+    compiled_s = bench.median_seconds(torch.no_grad()(lambda: net(x)), device, warmup=1,
+                                      repeats=sizes['fitness_passes'])
+    return {'backend': backend, 'first_call_seconds': compile_s, 'eager_seconds_per_batch': eager_s,
+            'compiled_seconds_per_batch': compiled_s, 'speedup': eager_s / compiled_s, 'max_logit_difference': difference}
+
+
 def real_generations(device: torch.device) -> Dict:
     """Two generations of the paper's search on generated images (50,000, split in halves), timed by the search."""
     import train_search
@@ -414,6 +439,12 @@ def markdown(report: Dict) -> str:
                   '| --- | --- | --- | --- |']
         lines += [f"| {name} | {v['training_images_per_sec']:.0f} | {v['fitness_images_per_sec']:.0f} | "
                   f"{v['projected_search_hours']:.2f} |" for name, v in report['ablation'].items()]
+    if 'compiled_fitness' in report:
+        c = report['compiled_fitness']
+        lines += ['', f"A fitness batch compiled (`--compile_fitness`, {c['backend']}): first call "
+                      f"{c['first_call_seconds']:.1f} s, then {c['compiled_seconds_per_batch'] * 1e3:.1f} ms against "
+                      f"{c['eager_seconds_per_batch'] * 1e3:.1f} ms eager ({c['speedup']:.2f}x); logits within "
+                      f"{c['max_logit_difference']:.1e}."]
     if 'generations' in report:
         lines += ['', '## Two real generations (generated data, paper sizes)', '',
                   '| generation | training s | fitness s |', '| --- | --- | --- |']

@@ -182,7 +182,7 @@ def train(args: argparse.Namespace, data: Tuple[ImageArray, ImageArray], run_dir
 
     net = distributed.wrap(model, dist, device, args.sync_bn)
     if args.compile:
-        net = torch.compile(net)
+        net = speed.compiled(net)
     optimize = OptimizerStep(optimizer, args.grad_clip, scaler)
     monitor = Monitor(logger, args.report_freq, stop, dist.all_reduce if dist.enabled else None)
     logger.info(f"speed: {config.describe()}{', compiled' if args.compile else ''}; precision {precision}; "

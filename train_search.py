@@ -141,7 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     fast.add_argument('--amp', action='store_true',
                       help='bf16 autocast (fp16 with a gradient scaler on GPUs without bf16); changes numerics')
     fast.add_argument('--compile', action='store_true',
-                      help='torch.compile the supernet once; every individual reuses the graph')
+                      help='torch.compile the supernet for training and fitness; every individual reuses the graphs')
+    fast.add_argument('--compile_fitness', action='store_true',
+                      help='torch.compile only the network fitness calls (no gradients: it compiles much sooner '
+                           'than the training step), leaving the training step uncompiled')
     fast.add_argument('--sync_bn', action='store_true',
                       help='with torchrun on GPUs, BatchNorm statistics of a training step over the global batch')
 
@@ -346,7 +349,7 @@ def set_up(args, data: SearchData, run_dir: str, dist: distributed.Distributed, 
     # With several processes each step still trains one individual on a global batch of --batch_size
     # images: every rank takes its share of the batch, and DistributedDataParallel averages the gradients.
     train_net = distributed.wrap(model, dist, device, args.sync_bn)
-    if args.compile and device.type == 'cpu':
+    if (args.compile or args.compile_fitness) and device.type == 'cpu':
         # Measured on a 2-core CPU (README, "Performance"): compiling a C=8, 5-layer supernet's fitness forward
         # took 638 s for a 5 % faster forward, and its training step did not compile within 30 minutes.
         logger.warning("--compile on a CPU: compiling can take tens of minutes before the first step, "
@@ -365,8 +368,8 @@ def set_up(args, data: SearchData, run_dir: str, dist: distributed.Distributed, 
     ga_generator = utils.make_generator(args.seed)
     data_generator = utils.make_generator(args.seed + 1)
     run = SearchRun(
-        space=space, model=model, train_net=torch.compile(train_net) if args.compile else train_net,
-        eval_net=torch.compile(model) if args.compile else model,
+        space=space, model=model, train_net=speed.compiled(train_net) if args.compile else train_net,
+        eval_net=speed.compiled(model) if args.compile or args.compile_fitness else model,
         optimize=OptimizerStep(optimizer, args.grad_clip, scaler),
         scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, float(args.epochs),
                                                              eta_min=args.learning_rate_min),
@@ -385,7 +388,7 @@ def set_up(args, data: SearchData, run_dir: str, dist: distributed.Distributed, 
                 f"({'training augmentation' if run.measure.augmented else 'test transform'}; fitness estimator: "
                 f"{run.measure.estimator.describe()}); "
                 f"supernet {utils.count_parameters_in_MB(model):.3f} M parameters; speed: {config.describe()}, "
-                f"{precision}{', compiled' if args.compile else ''}")
+                f"{precision}{', compiled' if args.compile else ', fitness compiled' if args.compile_fitness else ''}")
     steps = len(run.train_loader)
     if steps < args.pop_size:
         # Step i of a generation trains individual i mod pop_size, so the last ones would share the weights

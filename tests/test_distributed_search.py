@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+import train_search
 from conftest import ROOT, SEARCH_TINY, run_script, without_timings
 
 ARGS = SEARCH_TINY + ['--epochs', '2', '--pop_size', '4', '--tsize', '2']
@@ -111,21 +112,65 @@ class TestSyncBatchNorm:
         assert model.state_dict().keys() == trained.state_dict().keys()
 
 
-def test_a_population_that_does_not_divide_among_the_ranks_gets_the_fitness_of_one_process(tmp_path):
-    # 3 individuals over 2 ranks (rank 0 scores two, rank 1 one): every fitness as one process measures it with the
-    # same weights and seed. trust.py scores the last generation again in one process, from the records' seeds.
-    run_dir = str(tmp_path / 'run')
-    done = torchrun(*SEARCH_TINY, '--epochs', '1', '--pop_size', '3', '--run_dir', run_dir)
+RESCORE = '''
+import sys, json, torch
+sys.path.insert(0, sys.argv[1])
+import trust, fitness, report, train_search
+from architect_evolution import Individual
+from budget import Budget
+run_args = trust.search_run_args(sys.argv[2])
+side = trust.SupernetSide(sys.argv[2], run_args, torch.device("cpu"))
+records = report.read_records(sys.argv[2])
+last = records[-1]["population"]
+alphas = [[torch.tensor(p["alphas"][c]) for c in side.space.cells] for p in last]
+measured = side.score(fitness.estimator_of(run_args), alphas, [p["fitness_seed"] for p in last])
+budget = Budget.of(run_args, side.space, side.data.train.num_classes)
+orders = []
+for record in records:  # each generation ranked again from its fitness, in the order it was trained
+    population = sorted(record["population"], key=lambda p: p["index"])
+    individuals = [Individual([torch.tensor(p["alphas"][c]) for c in side.space.cells], fitness=p["fitness"])
+                   for p in population]
+    orders.append(train_search.rank_population(individuals, budget)[1])
+print(json.dumps({"measured": measured, "recorded": [p["fitness"] for p in last], "orders": orders}))
+'''
+
+
+def in_one_process(run_dir):
+    """The last generation scored again in one process with the run's final weights and recorded fitness seeds
+    (trust.py's SupernetSide), and every generation's ranking worked out again from its records."""
+    done = subprocess.run([sys.executable, '-c', RESCORE, ROOT, run_dir], capture_output=True, text=True,
+                          timeout=300, env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert done.returncode == 0, done.stderr[-3000:]
-    code = ('import sys, json, torch; sys.path.insert(0, sys.argv[1]); import trust, fitness, report\n'
-            'run_args = trust.search_run_args(sys.argv[2])\n'
-            'side = trust.SupernetSide(sys.argv[2], run_args, torch.device("cpu"))\n'
-            'last = report.read_records(sys.argv[2])[-1]["population"]\n'
-            'alphas = [[torch.tensor(p["alphas"][c]) for c in side.space.cells] for p in last]\n'
-            'print(json.dumps([side.score(fitness.estimator_of(run_args), alphas, [p["fitness_seed"] for p in last]),\n'
-            '                  [p["fitness"] for p in last]]))')
-    one = subprocess.run([sys.executable, '-c', code, ROOT, run_dir], capture_output=True, text=True, timeout=300,
-                         env=dict(os.environ, OMP_NUM_THREADS='1'))
-    assert one.returncode == 0, one.stderr[-3000:]
-    measured, recorded = json.loads(one.stdout.strip().splitlines()[-1])
-    assert measured == recorded and len(recorded) == 3
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+NB201_TINY = ['--space', 'nb201', '--dataset', 'synthetic', '--synthetic_size', '128', '--init_channels', '4',
+              '--num_cells', '1', '--tsize', '2', '--batch_size', '32', '--valid_batch_size', '64', '--device', 'cpu',
+              '--report_freq', '1']
+
+
+@pytest.mark.parametrize('argv', [
+    # 3 individuals over 2 ranks: rank 0 scores two, rank 1 one
+    pytest.param(SEARCH_TINY + ['--epochs', '1', '--pop_size', '3'], id='darts-uneven'),
+    # NAS-Bench-201: eval-mode fitness on rank 0's running statistics, 5 individuals over 2 ranks
+    pytest.param(NB201_TINY + ['--epochs', '2', '--pop_size', '5', '--track_running_stats'], id='nb201'),
+    # a budget: ranked by constraint domination from costs each rank measures (about half fit at 3M parameters)
+    pytest.param(SEARCH_TINY + ['--epochs', '2', '--pop_size', '4', '--max_params', '3'], id='darts-budget'),
+])
+def test_two_processes_record_what_one_process_measures_and_ranks(argv, tmp_path):
+    # Every fitness of the last generation is what one process measures with the same weights and seeds, and every
+    # generation is ranked as one process ranks it; the elites open the next generation.
+    run_dir = str(tmp_path / 'run')
+    done = torchrun(*argv, '--run_dir', run_dir)
+    assert done.returncode == 0, done.stderr[-3000:]
+    one = in_one_process(run_dir)
+    assert one['measured'] == one['recorded'] and len(one['recorded']) == train_search.parse_args(argv).pop_size
+    recorded = records(run_dir)
+    for record, order in zip(recorded, one['orders']):
+        assert [p['index'] for p in record['population']] == order
+    for before, after in zip(recorded, recorded[1:]):
+        assert after['population'][[p['index'] for p in after['population']].index(0)]['alphas'] == \
+            before['population'][0]['alphas'], 'the elite is the best of the generation before'
+    if '--max_params' in argv:
+        assert all('feasible' in p and p['feasible'] == (p['params'] <= 3e6) for r in recorded for p in r['population'])
+        assert 0 < recorded[0]['feasible'] < 4, 'the budget splits the first generation'

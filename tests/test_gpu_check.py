@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import torch
 
 import gpu_check
 from conftest import call_main
@@ -37,3 +38,11 @@ def test_a_check_past_its_tolerance_exits_1(tmp_path, monkeypatch, capsys):
         call_main(gpu_check, ['--small', '--device', 'cpu', '--out', tmp_path])
     assert stopped.value.code == 1
     assert 'agreement outside its tolerance (fast: logits' in capsys.readouterr().err
+
+
+def test_the_compiled_fitness_network_computes_the_eager_logits():
+    # --full's compiled fitness row, traced by Dynamo without inductor's code generation (minutes on a CPU).
+    result = gpu_check.compiled_fitness(torch.device('cpu'), gpu_check.SMALL, backend='eager')
+    assert result['max_logit_difference'] < 1e-5
+    assert result['first_call_seconds'] > result['compiled_seconds_per_batch'] > 0, 'the first call traces'
+    assert result['speedup'] == pytest.approx(result['eager_seconds_per_batch'] / result['compiled_seconds_per_batch'])

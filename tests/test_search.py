@@ -166,13 +166,39 @@ class TestCompileOnCpu:
         # Compiling a supernet on CPU takes many minutes (README): torch.compile is replaced by a recorder
         # that returns the module unchanged, so the test checks the wiring and the warning, not inductor.
         compiled = []
-        monkeypatch.setattr(torch, 'compile', lambda module: compiled.append(module) or module)
+        monkeypatch.setattr(torch, 'compile', lambda module, **options: compiled.append((module, options)) or module)
         run_dir = str(tmp_path / 'run')
         assert call_main(train_search, TINY + ['--epochs', '1', '--compile', '--run_dir', run_dir]) == 0
         out = capsys.readouterr().out
         assert '--compile on a CPU' in out and 'compiled' in out
         assert len(compiled) == 2, 'the fitness network and the training network are both compiled'
+        assert all(options == {'dynamic': False} for _, options in compiled)
         assert os.path.exists(os.path.join(run_dir, 'genotype.json'))
+
+    def test_fitness_alone_compiles_to_one_graph_per_batch_shape_and_measures_the_same(self, tmp_path, monkeypatch,
+                                                                                      capsys):
+        # Dynamo traces the real supernet (its graphs then run eagerly, without inductor's minutes of code
+        # generation): 64 held-out images in batches of 48 and 16 give two graphs, which all three individuals
+        # reuse, and the same fitness as the uncompiled network.
+        from torch._dynamo.testing import CompileCounter
+        argv = TINY + ['--epochs', '1', '--valid_batch_size', '48']
+        assert call_main(train_search, argv + ['--run_dir', str(tmp_path / 'eager')]) == 0
+        counter, compiled, real_compile = CompileCounter(), [], torch.compile
+        torch._dynamo.reset()
+        monkeypatch.setattr(torch, 'compile', lambda module, **options: compiled.append(module) or
+                            real_compile(module, backend=counter, **options))
+        capsys.readouterr()
+        assert call_main(train_search, argv + ['--compile_fitness', '--run_dir', str(tmp_path / 'compiled')]) == 0
+        torch._dynamo.reset()
+        out = capsys.readouterr().out
+        assert '--compile on a CPU' in out and 'fitness compiled' in out
+        assert len(compiled) == 1 and type(compiled[0]).__name__ == 'Network', 'only the fitness network'
+        assert counter.frame_count == 2, 'one graph for the full batches, one for the short last batch'
+        ours, theirs = ([without_timings(json.load(open(tmp_path / run / 'generations' / 'gen_001.json')))
+                         for run in ('compiled', 'eager')])
+        assert [p['fitness'] for p in ours['population']] == [p['fitness'] for p in theirs['population']]
+        assert [p['loss'] for p in ours['population']] == pytest.approx([p['loss'] for p in theirs['population']],
+                                                                        rel=1e-5)
 
     def test_no_warning_without_compile(self, finished_run):
         with open(os.path.join(finished_run[0], 'log.txt')) as f:

@@ -297,8 +297,8 @@ def fitness_scaling(args, device, sizes) -> Dict:
     with tempfile.TemporaryDirectory() as tmp:
         for ranks in (1, 2):
             run_dir = os.path.join(tmp, f'ranks{ranks}')
-            launcher = [sys.executable] if ranks == 1 else [sys.executable, '-m', 'torch.distributed.run', '--standalone',
-                                                            f'--nproc_per_node={ranks}']
+            launcher = [sys.executable] if ranks == 1 else [sys.executable, '-m', 'torch.distributed.run',
+                                                            '--standalone', f'--nproc_per_node={ranks}']
             command = launcher + [os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train_search.py'),
                                   '--dataset', 'synthetic', '--synthetic_size', str(2 * sizes['gen_images']),
                                   '--init_channels', str(sizes['gen_C']), '--layers', str(sizes['gen_layers']),
@@ -391,7 +391,8 @@ def _in_child(args, name: str, label: str) -> Dict:
     """Run one measurement in a fresh Python process with the same options."""
     command = [sys.executable, os.path.abspath(__file__), '--device', args.device, '--warmup', str(args.warmup),
                '--repeats', str(args.repeats), '--one', name, label]
-    command += ['--quick'] * args.quick + ['--amp'] * args.amp + ['--compile'] * args.compile + ['--ablate'] * args.ablate
+    command += (['--quick'] * args.quick + ['--amp'] * args.amp + ['--compile'] * args.compile
+                + ['--ablate'] * args.ablate)
     command += ['--threads', str(args.threads)] if args.threads else []
     command += ['--cudnn_benchmark'] * args.cudnn_benchmark
     done = subprocess.run(command, capture_output=True, text=True)
@@ -408,7 +409,8 @@ def projected_search_hours(results: Dict, variant: str, train_key: str = 'supern
     fitness = results.get(fitness_key, {}).get(variant, {}).get('images_per_sec')
     if not train or not fitness:
         return math.nan
-    per_generation = FULL_SEARCH['train_images'] / train + FULL_SEARCH['pop_size'] * FULL_SEARCH['valid_images'] / fitness
+    per_generation = (FULL_SEARCH['train_images'] / train
+                      + FULL_SEARCH['pop_size'] * FULL_SEARCH['valid_images'] / fitness)
     return per_generation * FULL_SEARCH['generations'] / 3600
 
 
@@ -436,7 +438,8 @@ def speedup(by_variant: Dict, metric: str, variant: str = 'fast', base: str = 'p
 
 def format_table(results: Dict, variants: List[str]) -> str:
     width = max(16, *(len(v) + 2 for v in variants))
-    header = f"{'benchmark':<16}" + ''.join(f"{v:>{width}}" for v in variants) + f"{'fast/exact':>12}{'peak MB (exact/fast)':>24}"
+    header = (f"{'benchmark':<16}" + ''.join(f"{v:>{width}}" for v in variants)
+              + f"{'fast/exact':>12}{'peak MB (exact/fast)':>24}")
     lines = [header, '-' * len(header)]
     for name, by_variant in results.items():
         if name in PROJECTIONS:
@@ -480,7 +483,8 @@ def main(args: argparse.Namespace) -> Dict:
     names = [n.strip() for n in args.only.split(',') if n.strip()]
     unknown = [n for n in names if n not in BENCHMARKS and n not in EXTRA]
     if unknown:
-        raise utils.UserError(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(list(BENCHMARKS) + list(EXTRA))}")
+        raise utils.UserError(f"unknown benchmark(s) {', '.join(unknown)}; "
+                              f"known: {', '.join(list(BENCHMARKS) + list(EXTRA))}")
     if args.one:  # a child process: one measurement, printed as JSON
         name, label = args.one
         print('RESULT ' + json.dumps(BENCHMARKS[name](args, device, variants[label], sizes)))
@@ -511,8 +515,8 @@ def main(args: argparse.Namespace) -> Dict:
             else (os.uname().machine if hasattr(os, 'uname') else 'cpu'), 'torch': torch.__version__,
             'threads': torch.get_num_threads(), 'sizes': sizes, 'warmup': args.warmup, 'repeats': args.repeats,
             'rounds': args.rounds,
-            'configs': {k: v['config'].describe() + (' + amp' if v['amp'] else '') + (' + compile' if v['compile'] else '')
-                        for k, v in variants.items()}}
+            'configs': {k: v['config'].describe() + (' + amp' if v['amp'] else '')
+                        + (' + compile' if v['compile'] else '') for k, v in variants.items()}}
     print(f"device {meta['device']} ({meta['device_name']}), torch {meta['torch']}, {meta['threads']} threads")
     for label, description in meta['configs'].items():
         print(f"  {label}: {description}")
@@ -521,11 +525,13 @@ def main(args: argparse.Namespace) -> Dict:
     if 'valid_size_ranking' in extra:
         ranking = extra['valid_size_ranking']
         print(f"ranking {ranking['population']} individuals on a --valid_size subset vs all {ranking['valid_images']} "
-              f"held-out images: " + ', '.join(f"{k}: Spearman {v['spearman']:.2f}{', same best' if v['same_best'] else ''}"
-                                                for k, v in ranking.items() if isinstance(v, dict)))
+              "held-out images: " + ', '.join(f"{k}: Spearman {v['spearman']:.2f}"
+                                              f"{', same best' if v['same_best'] else ''}"
+                                              for k, v in ranking.items() if isinstance(v, dict)))
     if 'fitness_scaling' in extra:
         scaling = extra['fitness_scaling']
-        print(f"fitness evaluation per generation, 1 thread per process: 1 process {scaling[1]['fitness_seconds']:.1f} s, "
+        print(f"fitness evaluation per generation, 1 thread per process: "
+              f"1 process {scaling[1]['fitness_seconds']:.1f} s, "
               f"2 processes {scaling[2]['fitness_seconds']:.1f} s ({scaling['ratio']:.2f}x the time)")
     speedups = {name: {v: speedup(by_variant, _metric(name), v) for v in variants if v != 'paper_exact'}
                 for name, by_variant in results.items() if name not in PROJECTIONS}

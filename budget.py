@@ -12,6 +12,7 @@ from typing import Dict, Optional, Sequence
 import torch
 
 from architect_evolution import Individual
+from settings import BudgetSettings
 
 SIZES = ('cifar', 'imagenet')
 
@@ -25,11 +26,11 @@ class Budget:
         self._costs: Dict[str, Dict[str, float]] = {}
 
     @classmethod
-    def of(cls, args, space, num_classes: int) -> Optional['Budget']:
-        """The budget of a search's arguments, or None without --max_params and --max_macs."""
-        if args.max_params is None and args.max_macs is None:
+    def of(cls, settings: BudgetSettings, space, num_classes: int) -> Optional['Budget']:
+        """The budget of a search's settings, or None without --max_params and --max_macs."""
+        if not settings.limited:
             return None
-        return cls(space, args.max_params, args.max_macs, args.budget_size, num_classes)
+        return cls(space, settings.max_params, settings.max_macs, settings.size, num_classes)
 
     def describe(self) -> str:
         limits = ', '.join(f"{value / 1e6:g} M {name}" for name, value in self.limits.items())

@@ -1,4 +1,5 @@
-"""Checkpoints: atomic writes, safe reads (`weights_only=True`), strict weight loading, random-stream state.
+"""Checkpoints: atomic writes, safe reads (`weights_only=True`, each zip record's CRC-32 checked), strict weight
+loading, random-stream state.
 
 Nothing here pickles project classes: a checkpoint holds tensors, numbers, strings, lists and dicts, so any
 of them loads with `torch.load(weights_only=True)`, which refuses to run code.
@@ -10,7 +11,9 @@ import hashlib
 import json
 import os
 import random
+import sys
 import tempfile
+import zipfile
 from typing import Any, Callable, Dict, Mapping, Optional
 
 import numpy as np
@@ -103,6 +106,7 @@ def load_checkpoint(path: str, map_location=None) -> Any:
         raise UserError(f"checkpoint {path} does not exist")
     if os.path.getsize(path) == 0:
         raise UserError(f"checkpoint {path} is empty")
+    has_crcs = _check_zip_records(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated zip, damaged headers, a pickle with code in it, ...
@@ -114,7 +118,38 @@ def load_checkpoint(path: str, map_location=None) -> Any:
         expected = state.pop(CHECKSUM_KEY)
         if checksum(state) != expected:
             raise UserError(f"checkpoint {path} is damaged: its contents do not match the checksum written with it")
+    elif not has_crcs:
+        print(f"note: {path} is in PyTorch's legacy (pre-1.6) format, which carries no checksum: damage inside its "
+              f"tensors cannot be detected", file=sys.stderr)
     return state
+
+
+def _check_zip_records(path: str) -> bool:
+    """Check every record of a zip-format torch file against the CRC-32 stored with it (torch.load does not,
+    so a flipped byte inside a tensor would load silently); False for PyTorch's legacy format, which has none.
+    A damaged record is a UserError. A stored CRC of 0 on a non-empty record means that none was written
+    (torch.save can skip computing them), and that record is not checked."""
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for record in archive.infolist():
+                if record.CRC == 0 and record.file_size:
+                    continue
+                try:
+                    with archive.open(record) as f:  # zipfile compares the CRC once the record is read whole
+                        while f.read(1 << 24):
+                            pass
+                except zipfile.BadZipFile as e:
+                    what = ('does not match the CRC-32 written with it' if 'CRC' in str(e)
+                            else f"cannot be read ({str(e).rstrip('.')})")
+                    raise UserError(f"checkpoint {path} is damaged: its record {record.filename} {what}") from None
+                except Exception as e:  # a damaged local header: wrong name encoding, sizes, compression, ...
+                    raise UserError(f"checkpoint {path} is damaged: its record {record.filename} cannot be read "
+                                    f"({reason(e)})") from None
+    except (zipfile.BadZipFile, OSError):
+        return False  # not a readable zip after all: torch.load names the problem
+    return True
 
 
 def clean_state_dict(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
@@ -322,7 +357,8 @@ def new_run_dir(path: str, program: str, checkpoint_name: str = 'checkpoint.pt',
 
 def save_args(run_dir: str, program: str, args) -> None:
     """The resolved arguments of a run, as RUN_DIR/args.json (read back by --resume)."""
-    atomic_write_text(os.path.join(run_dir, 'args.json'), json.dumps({'program': program, **vars(args)}, indent=1) + '\n')
+    atomic_write_text(os.path.join(run_dir, 'args.json'),
+                      json.dumps({'program': program, **vars(args)}, indent=1) + '\n')
 
 
 def save_dataset_info(run_dir: str, data, args) -> None:

@@ -256,7 +256,8 @@ def normalize(images: torch.Tensor, mean, std, memory_format: torch.memory_forma
     return out.sub_(mean_t / std_t)
 
 
-def draw_augment(n: int, height: int, width: int, augment: Augment, generator: torch.Generator) -> Dict[str, torch.Tensor]:
+def draw_augment(n: int, height: int, width: int, augment: Augment,
+                 generator: torch.Generator) -> Dict[str, torch.Tensor]:
     """The random choices for n images (crop offsets, flips, cutout centres), drawn on the CPU so that a seed
     gives the same augmentation on every device and with any number of processes."""
     span = 2 * augment.padding + 1
@@ -295,7 +296,8 @@ class BatchAugmenter:
         self.scale = (1. / (255. * std_t)).expand(channels, height, width).contiguous()
         self.shift = (-mean_t / std_t).expand(channels, height, width).contiguous()
         self.row_offsets = torch.arange(height, device=device) * (width + 2 * augment.padding)
-        self.cols, self.cols_flipped = torch.arange(width, device=device), torch.arange(width - 1, -1, -1, device=device)
+        self.cols = torch.arange(width, device=device)
+        self.cols_flipped = torch.arange(width - 1, -1, -1, device=device)
         # in_box[c, i] = 1 when row (or column) i is in the cutout box of a centre at c: c - length // 2 <= i <
         # c + length // 2 (DeVries & Taylor; the clip at the border is implied by 0 <= i < size).
         half = augment.cutout_length // 2
@@ -324,7 +326,8 @@ class BatchAugmenter:
 def apply_augment(padded: torch.Tensor, height: int, width: int, params: Dict[str, torch.Tensor], mean, std,
                   augment: Augment, memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
     """One batch through a BatchAugmenter (a loader keeps its augmenter between batches)."""
-    return BatchAugmenter(padded.shape[1], height, width, mean, std, augment, padded.device, memory_format)(padded, params)
+    augmenter = BatchAugmenter(padded.shape[1], height, width, mean, std, augment, padded.device, memory_format)
+    return augmenter(padded, params)
 
 
 def augment_batch(images: torch.Tensor, mean, std, augment: Augment, generator: torch.Generator,

@@ -115,7 +115,8 @@ def describe_network(args) -> Dict:
         (CIFAR100_MEAN, CIFAR100_STD) if args.dataset == 'cifar100' else (CIFAR10_MEAN, CIFAR10_STD)
     return {'network': network, 'genotype': genotype, 'architecture': name, 'model_path': args.model_path,
             'init_channels': args.init_channels or (48 if imagenet else 36),
-            'layers': args.layers or (14 if imagenet else 20), 'image_size': args.image_size or (224 if imagenet else 32),
+            'layers': args.layers or (14 if imagenet else 20),
+            'image_size': args.image_size or (224 if imagenet else 32),
             'mean': mean, 'std': std, 'dataset': 'imagenet' if imagenet else args.dataset, 'data': args.data,
             'classes': None if imagenet else _known_classes(args.dataset)}
 
@@ -281,7 +282,8 @@ def main(args: argparse.Namespace) -> Dict:
         onnx_result.update(check('model.onnx (onnxruntime)', run, reference, inputs, source, logger))
         runs['onnxruntime'] = run
     else:
-        logger.warning(f"model.onnx: {onnx_result.get('skipped') or onnx_result.get('unchecked') or onnx_result['failed']}")
+        why = onnx_result.get('skipped') or onnx_result.get('unchecked') or onnx_result['failed']
+        logger.warning(f"model.onnx: {why}")
     checks['onnx'] = onnx_result
     failed = [name for name, result in checks.items() if result.get('passed') is False]
     for name in failed:  # an export that computes something else must not be picked up by mistake
@@ -307,8 +309,9 @@ def main(args: argparse.Namespace) -> Dict:
                            'repeats': args.repeats, **latency(runs, size, args.repeats, device)}
         for name, figures in info['latency'].items():
             if name not in ('device', 'repeats'):
-                logger.info(f"latency {name} ({info['latency']['device'][name]}): " + ', '.join(f"{k.replace('_ms_per_image', '')} {v:.3f} ms/image"
-                                                              for k, v in figures.items()))
+                logger.info(f"latency {name} ({info['latency']['device'][name]}): "
+                            + ', '.join(f"{k.replace('_ms_per_image', '')} {v:.3f} ms/image"
+                                        for k, v in figures.items()))
     atomic_write_text(os.path.join(out_dir, 'export.json'), json.dumps(info, indent=1) + '\n')
     if failed:
         worst = max(checks[name]['max_abs_logit_difference'] for name in failed)

@@ -4,9 +4,10 @@ EVNAS_FAULT is set. tests/test_faults.py kills, stops and poisons runs with it a
 EVNAS_FAULT='ACTION@POINT[:GENERATION[:STEP]]' fires at the named point: ACTION `kill` sends SIGKILL to this
 process (a crash no handler can see), `term` SIGTERM, `int` SIGINT (Ctrl-C); `nan` makes the batch drawn
 there all NaN (in fitness that also makes the supernet's running BatchNorm statistics NaN, which nothing
-of the search reads: it trains and measures with batch statistics). POINT is `train` (a training loop draws batch STEP of generation or epoch GENERATION), `eval`
-(the fitness loop draws a batch of individual STEP), `evolve` (the search is about to checkpoint
-GENERATION) or `write` (a checkpoint of GENERATION is half written).
+of the search reads: it trains and measures with batch statistics). POINT is `train` (a training loop
+draws batch STEP of generation or epoch GENERATION), `eval` (the fitness loop draws a batch of individual
+STEP), `evolve` (the search is about to checkpoint GENERATION) or `write` (a checkpoint of GENERATION is half
+written).
 """
 import os
 import signal

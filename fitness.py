@@ -28,8 +28,9 @@ import torch
 import torch.nn as nn
 
 from architect_evolution import Individual
-from data import make_loader
+from data import Augment, make_loader
 from engine import evaluate_population
+from settings import LoaderSettings
 from utils import make_generator, mixed_precision
 
 DATA_CHOICES, BN_CHOICES, AUGMENT_CHOICES = ('own', 'shared'), ('original', 'recalibrate'), ('original', 'none')
@@ -77,14 +78,6 @@ def add_estimator_arguments(group) -> None:
                             'augmentation (nb201 never augments them) (default: original)')
 
 
-def estimator_of(args) -> Estimator:
-    """The estimator of a search's flags (runs recorded before the flags existed: the original)."""
-    return Estimator(getattr(args, 'fitness_data', 'own'), getattr(args, 'fitness_bn', 'original'),
-                     getattr(args, 'fitness_augment', 'original'),
-                     getattr(args, 'fitness_bn_batches', RECALIBRATION_BATCHES),
-                     getattr(args, 'fitness_dtype', 'float32'))
-
-
 def draw_seeds(estimator: Estimator, generator: torch.Generator, n: int) -> List[int]:
     """The fitness seed of each of n individuals (its batch order and augmentation draws).
 
@@ -118,39 +111,42 @@ def recalibrate_batchnorm(model: nn.Module, batches: Sequence[torch.Tensor], net
     model.eval()
 
 
-def fitness_loader(args, data, valid_data, device: torch.device, config):
+def fitness_loader(settings: LoaderSettings, data, valid_data, device: torch.device, config):
     """The loader of the images fitness is measured on: the held-out images (or a fixed --valid_size subset of
     them, the same for the whole run, so that fitness values of different generations compare), batches of
     --valid_batch_size, each pass in a fresh random order (EvNAS's SubsetRandomSampler) with the space's
     augmentation. evaluate_population reseeds its generator for every individual. `valid_data`: data.valid, or
     its copy on the device."""
-    valid_indices = data.valid_indices
-    if args.valid_size is not None and args.valid_size < len(valid_indices):
-        chosen = torch.randperm(len(valid_indices), generator=make_generator(args.seed + 2))[:args.valid_size]
+    valid_indices, valid_size = data.valid_indices, settings.valid_size
+    if valid_size is not None and valid_size < len(valid_indices):
+        chosen = torch.randperm(len(valid_indices), generator=make_generator(settings.seed + 2))[:valid_size]
         valid_indices = valid_indices[chosen.sort().values]
-    return make_loader(args.loader, valid_data, args.valid_batch_size, device, valid_indices, shuffle=True,
-                       augment=data.valid_augment, generator=make_generator(args.seed + 3),
-                       num_workers=args.num_workers, memory_format=config.memory_format)
+    return make_loader(settings.loader, valid_data, settings.valid_batch_size, device, valid_indices, shuffle=True,
+                       augment=data.valid_augment, generator=make_generator(settings.seed + 3),
+                       num_workers=settings.num_workers, memory_format=config.memory_format)
 
 
 class FitnessMeasure:
     """Scores a population with one estimator: the fitness loader (the space's held-out images, batches and
     augmentation, or none), the BatchNorm mode, and for `recalibrate` the R training batches, drawn once with
-    the training augmentation and used for every individual."""
+    the training augmentation (`train_augment`) and used for every individual."""
 
-    def __init__(self, estimator: Estimator, args, data, device, config, space, valid_data=None, train_data=None):
+    def __init__(self, estimator: Estimator, settings: LoaderSettings, data, device, config, space,
+                 train_augment: Augment, valid_data=None, train_data=None):
         self.estimator, self.space = estimator, space
         if estimator.augment == 'none' and data.valid_augment is not None:
             data = replace(data, valid_augment=None)
         self.augmented = data.valid_augment is not None
-        self.loader = fitness_loader(args, data, data.valid if valid_data is None else valid_data, device, config)
+        self.loader = fitness_loader(settings, data, data.valid if valid_data is None else valid_data, device,
+                                     config)
         self.train_mode = space.fitness_train_mode and estimator.bn == 'original'
         self.batches: List[torch.Tensor] = []
         if estimator.bn == 'recalibrate':
-            generator = make_generator(args.seed + 4)
-            loader = make_loader(args.loader, data.train if train_data is None else train_data, args.batch_size,
-                                 device, data.train_indices, shuffle=True, augment=space.train_augment(args),
-                                 generator=generator, num_workers=args.num_workers, memory_format=config.memory_format)
+            generator = make_generator(settings.seed + 4)
+            loader = make_loader(settings.loader, data.train if train_data is None else train_data,
+                                 settings.batch_size, device, data.train_indices, shuffle=True, augment=train_augment,
+                                 generator=generator, num_workers=settings.num_workers,
+                                 memory_format=config.memory_format)
             for x, _ in loader:
                 if len(self.batches) == estimator.recalibration_batches:
                     break

@@ -24,8 +24,8 @@ import hashlib
 import json
 import math
 import os
-import statistics
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -360,7 +360,8 @@ def compiled_fitness(device: torch.device, sizes: Dict, backend: str = 'inductor
     compiled_s = bench.median_seconds(torch.no_grad()(lambda: net(x)), device, warmup=1,
                                       repeats=sizes['fitness_passes'])
     return {'backend': backend, 'first_call_seconds': compile_s, 'eager_seconds_per_batch': eager_s,
-            'compiled_seconds_per_batch': compiled_s, 'speedup': eager_s / compiled_s, 'max_logit_difference': difference}
+            'compiled_seconds_per_batch': compiled_s, 'speedup': eager_s / compiled_s,
+            'max_logit_difference': difference}
 
 
 def real_generations(device: torch.device) -> Dict:

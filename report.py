@@ -20,10 +20,10 @@ from collections import Counter
 from typing import Dict, List, Optional
 
 import utils
+from budget import pareto_front
 from checkpoint import atomic_write_text
 from cost import describe_cost, network_cost
 from genotypes import PRIMITIVES, genotype_from_dict, load_genotype
-from budget import pareto_front
 from genotypes_nb201 import NB201_OPS, load_arch, parse_arch
 from visualize import cell_text, draw, draw_nb201, nb201_cell_text
 
@@ -237,7 +237,8 @@ def write_report(run_dir: str) -> Dict:
              f"Best fitness of the last generation: **{_pct(last['best'])} %** (top-1 on the held-out images).", '']
     if 'feasible' in last and last['population']:
         chosen = last['population'][0]
-        lines += [f"The result, the best feasible individual (constraint domination): fitness {_pct(chosen['fitness'])} %, "
+        lines += ["The result, the best feasible individual (constraint domination): "
+                  f"fitness {_pct(chosen['fitness'])} %, "
                   f"{chosen['params'] / 1e6:.3f} M parameters, {chosen['macs'] / 1e6:.1f} M MACs"
                   + ('' if chosen['feasible'] else ' — **no individual fits the budget**; this is the least infeasible')
                   + '.', '']

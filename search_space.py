@@ -11,7 +11,7 @@ search data and augmentation, and how its fitness is measured.
 """
 import json
 import math
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -19,11 +19,12 @@ import torch.nn as nn
 import data_nb201
 from architect_evolution import darts_shapes, decode, derive_genotype
 from checkpoint import atomic_write_text
-from data import Augment, SearchData, load_dataset, training_augment
-from genotypes import genotype_to_dict, save_genotype
 from cost import count_macs, network_cost
+from data import Augment, SearchData, load_dataset
+from genotypes import genotype_to_dict, save_genotype
 from genotypes_nb201 import NB201_OPS, arch_string, max_nodes_of, num_edges, parse_arch
 from operations import Layers
+from settings import DataSettings, Recipe, SupernetSettings
 from utils import UserError, count_parameters
 
 
@@ -38,7 +39,7 @@ class DartsSpace:
     # Flags of this space only (an explicit one with another space is an error).
     flags = ('layers',)
 
-    def alpha_shapes(self, args) -> List[Tuple[int, int]]:
+    def alpha_shapes(self, supernet: SupernetSettings) -> List[Tuple[int, int]]:
         return darts_shapes(4)
 
     def decode(self, alphas: Sequence[torch.Tensor]) -> List[torch.Tensor]:
@@ -68,13 +69,18 @@ class DartsSpace:
     def save_result(self, alphas: Sequence[torch.Tensor], path: str) -> None:
         save_genotype(self.genotype(alphas), path)
 
-    def resolve_defaults(self, args) -> None:
-        args.crop_padding = 4 if args.crop_padding is None else args.crop_padding
-        args.cutout_length = 16 if args.cutout_length is None else args.cutout_length
+    def augment_defaults(self, dataset: str, crop_padding: Optional[int], cutout_length: Optional[int]
+                         ) -> Tuple[int, int]:
+        """--crop_padding and --cutout_length where the command line left them to the space."""
+        return 4 if crop_padding is None else crop_padding, 16 if cutout_length is None else cutout_length
 
-    def build_supernet(self, args, num_classes: int, impl: Layers) -> nn.Module:
+    def train_augment(self, cutout: bool, cutout_length: int, crop_padding: int, flip: bool) -> Augment:
+        """The training batches' augmentation (the resolved flags): DARTS's cutout with --cutout."""
+        return Augment(padding=crop_padding, flip=flip, cutout_length=cutout_length if cutout else 0)
+
+    def build_supernet(self, supernet: SupernetSettings, num_classes: int, impl: Layers) -> nn.Module:
         from model_search import Network
-        return Network(args.init_channels, num_classes, args.layers, impl=impl)
+        return Network(supernet.init_channels, num_classes, supernet.layers, impl=impl)
 
     def cost_size(self, size: str) -> str:
         return 'C=48, 14 layers, 224x224, 1000 classes' if size == 'imagenet' else 'C=36, 20 layers, 32x32'
@@ -85,16 +91,14 @@ class DartsSpace:
                     else network_cost(self.genotype(alphas), 'cifar10', num_classes=num_classes))
         return {'params': measured['params'], 'macs': measured['macs']}
 
-    def optimizer(self, parameters, args) -> torch.optim.Optimizer:
-        return torch.optim.SGD(parameters, args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay)
+    def optimizer(self, parameters, recipe: Recipe) -> torch.optim.Optimizer:
+        return torch.optim.SGD(parameters, recipe.learning_rate, momentum=recipe.momentum,
+                               weight_decay=recipe.weight_decay)
 
-    def train_augment(self, args) -> Augment:
-        return training_augment(args)
-
-    def search_data(self, args) -> SearchData:
+    def search_data(self, data: DataSettings, augment: Augment) -> SearchData:
         """The first --train_portion of the training set trains the supernet, the rest measures fitness."""
         # NOTE (faithful to EvNAS): the held-out half carries the training augmentation.
-        return held_out_split(args, valid_augment=self.train_augment(args))
+        return held_out_split(data, valid_augment=augment)
 
 
 class NB201Space:
@@ -107,8 +111,8 @@ class NB201Space:
     datasets = data_nb201.DATASETS
     flags = ('num_cells', 'max_nodes', 'track_running_stats', 'api_path')
 
-    def alpha_shapes(self, args) -> List[Tuple[int, int]]:
-        return [(num_edges(args.max_nodes), len(NB201_OPS))]
+    def alpha_shapes(self, supernet: SupernetSettings) -> List[Tuple[int, int]]:
+        return [(num_edges(supernet.max_nodes), len(NB201_OPS))]
 
     def decode(self, alphas: Sequence[torch.Tensor]) -> List[torch.Tensor]:
         """The one-hot of each edge's argmax.
@@ -146,18 +150,22 @@ class NB201Space:
     def save_result(self, alphas: Sequence[torch.Tensor], path: str) -> None:
         atomic_write_text(path, json.dumps({'space': self.name, 'arch': self.genotype(alphas)}, indent=1) + '\n')
 
-    def resolve_defaults(self, args) -> None:
+    def augment_defaults(self, dataset: str, crop_padding: Optional[int], cutout_length: Optional[int]
+                         ) -> Tuple[int, int]:
         # NOTE (faithful to EvNAS): AutoDL's crop padding, 4 for 32x32 images and 2 for ImageNet16's 16x16.
-        if args.crop_padding is None:
-            args.crop_padding = 2 if args.dataset == data_nb201.IMAGENET16 else 4
+        if crop_padding is None:
+            crop_padding = 2 if dataset == data_nb201.IMAGENET16 else 4
         # NOTE (faithful to EvNAS): its --cutout has no effect in this space (it passes True as the length, a
         # box of 2 * (True // 2) = 0 pixels). A real cutout is opt-in: --cutout_length N.
-        args.cutout_length = 0 if args.cutout_length is None else args.cutout_length
+        return crop_padding, 0 if cutout_length is None else cutout_length
 
-    def build_supernet(self, args, num_classes: int, impl: Layers) -> nn.Module:
+    def train_augment(self, cutout: bool, cutout_length: int, crop_padding: int, flip: bool) -> Augment:
+        return Augment(padding=crop_padding, flip=flip, cutout_length=cutout_length)
+
+    def build_supernet(self, supernet: SupernetSettings, num_classes: int, impl: Layers) -> nn.Module:
         from model_search_nb201 import Network
-        return Network(args.init_channels, args.num_cells, num_classes, args.max_nodes, args.track_running_stats,
-                       impl=impl)
+        return Network(supernet.init_channels, supernet.num_cells, num_classes, supernet.max_nodes,
+                       supernet.track_running_stats, impl=impl)
 
     def cost_size(self, size: str) -> str:
         return ("the benchmark's network, C=16, N=5, " +
@@ -172,21 +180,19 @@ class NB201Space:
             model = Network(16, 5, classes, arch=parse_arch(self.genotype(alphas)))
         return {'params': count_parameters(model), 'macs': count_macs(model, (1, 3, image, image))}
 
-    def optimizer(self, parameters, args) -> torch.optim.Optimizer:
+    def optimizer(self, parameters, recipe: Recipe) -> torch.optim.Optimizer:
         # NOTE (faithful to EvNAS): its NAS-Bench-201 config trains the supernet with Nesterov momentum (the
         # DARTS space's SGD does not).
-        return torch.optim.SGD(parameters, args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay,
-                               nesterov=True)
+        return torch.optim.SGD(parameters, recipe.learning_rate, momentum=recipe.momentum,
+                               weight_decay=recipe.weight_decay, nesterov=True)
 
-    def train_augment(self, args) -> Augment:
-        return Augment(padding=args.crop_padding, flip=not args.no_flip, cutout_length=args.cutout_length)
-
-    def search_data(self, args) -> SearchData:
+    def search_data(self, data: DataSettings, augment: Augment) -> SearchData:
         """The benchmark's splits of CIFAR-10, CIFAR-100 and ImageNet16-120 (data_nb201.py); a generated or
-        folder dataset is split by --train_portion, its fitness images with the test transform."""
-        if args.dataset in data_nb201.SPLITS:
-            return data_nb201.load_search_data(args.dataset, args.data)
-        return held_out_split(args, valid_augment=None)
+        folder dataset is split by --train_portion, its fitness images with the test transform (`augment`
+        trains the supernet only)."""
+        if data.dataset in data_nb201.SPLITS:
+            return data_nb201.load_search_data(data.dataset, data.data)
+        return held_out_split(data, valid_augment=None)
 
 
 DARTS, NB201 = DartsSpace(), NB201Space()
@@ -200,13 +206,13 @@ def get_space(name: str):
         raise UserError(f"unknown search space '{name}' (known: {', '.join(SPACES)})") from None
 
 
-def held_out_split(args, valid_augment) -> SearchData:
+def held_out_split(data: DataSettings, valid_augment: Optional[Augment]) -> SearchData:
     """The first --train_portion of the training set trains the supernet, the rest measures fitness."""
-    train = load_dataset(args.dataset, args.data, train=True, synthetic_size=args.synthetic_size,
-                         image_size=args.image_size)
-    split = int(math.floor(args.train_portion * len(train)))
+    train = load_dataset(data.dataset, data.data, train=True, synthetic_size=data.synthetic_size,
+                         image_size=data.image_size)
+    split = int(math.floor(data.train_portion * len(train)))
     if split < 1 or split >= len(train):
-        raise UserError(f"--train_portion {args.train_portion} leaves no images on one side of the split "
+        raise UserError(f"--train_portion {data.train_portion} leaves no images on one side of the split "
                         f"of {len(train)} training images")
     indices = torch.arange(len(train))
     return SearchData(train, indices[:split], train, indices[split:], valid_augment)

@@ -7,7 +7,7 @@ same function as the paper-exact path, only the floating-point order of sums cha
 checks each kernel against its torch.nn parent, tests/test_shape_grid.py the default settings against the
 paper-exact path over a grid of batch sizes, widths and image sizes, in child processes. A CPU default is
 on only where that grid passes and `python bench.py --ablate` measured it worth at least 5 % of a whole
-training step or fitness pass (README, "Performance"). The CUDA defaults are not yet measured on a GPU.
+training step or fitness pass (docs/performance.md). The CUDA defaults are not yet measured on a GPU.
 
 | setting             | what it does                                                         | CPU | CUDA |
 | ------------------- | -------------------------------------------------------------------- | --- | ---- |

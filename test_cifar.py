@@ -22,7 +22,6 @@ from engine import test_model
 from genotypes import resolve_genotype
 from model import NetworkCIFAR
 
-
 # What --dir RUN_DIR takes from a train.py run (args.json) unless the command line gives it.
 RUN_SETTINGS = ('dataset', 'data', 'image_size', 'synthetic_size', 'init_channels', 'layers', 'auxiliary')
 

@@ -24,7 +24,6 @@ from engine import test_model
 from genotypes import resolve_genotype
 from model import NetworkImageNet
 
-
 # What --dir RUN_DIR takes from a train_imagenet.py run (args.json) unless the command line gives it.
 RUN_SETTINGS = ('data', 'image_size', 'init_channels', 'layers', 'auxiliary')
 

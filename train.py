@@ -5,7 +5,7 @@ Examples:
     python train.py --arch EvNASA --auxiliary --cutout
     # the result of a search run, CIFAR-100
     python train.py --dir search-EXP --dataset cifar100 --auxiliary --cutout
-    # four GPUs: --batch_size stays the global batch (see README, "Several GPUs")
+    # four GPUs: --batch_size stays the global batch (see docs/several-gpus.md)
     torchrun --nproc_per_node=4 train.py --arch EvNASA --auxiliary --cutout
     # continue an interrupted run after its last completed epoch
     python train.py --resume eval-EXP-20260101-120000
@@ -19,7 +19,8 @@ import argparse
 import os
 import shlex
 import sys
-from typing import Dict, Tuple
+from functools import partial
+from typing import Dict, List, Tuple
 
 import torch
 import torch.nn as nn
@@ -27,14 +28,13 @@ import torch.nn as nn
 import distributed
 import speed
 import utils
-from checkpoint import (atomic_save, load_run_checkpoint, restore_run, resumed_args, rng_state, save_args,
-                        save_dataset_info, save_summary)
+from checkpoint import atomic_save, load_run_checkpoint, restore_run, resumed_args, save_args, save_dataset_info
 from cost import describe_cost, network_cost
-from data import (DATASETS, ImageArray, TensorLoader, add_augment_arguments, load_dataset, make_loader,
-                  training_augment)
-from engine import Monitor, OptimizerStep, infer, top5_text, train_epoch
+from data import DATASETS, ImageArray, TensorLoader, add_augment_arguments, load_dataset, make_loader, training_augment
+from engine import Monitor, OptimizerStep
 from genotypes import check_architecture_arguments, save_genotype, training_genotype
 from model import NetworkCIFAR
+from training import EpochPlan, SchedulerLR, TrainingRun, finish, train_epochs
 
 CHECKPOINT_FORMAT = 'evnas-train/1'
 RESUME_MAY_CHANGE = {'device', 'report_freq', 'num_workers', 'data', 'resume', 'dir', 'run_dir', 'save',
@@ -183,64 +183,49 @@ def train(args: argparse.Namespace, data: Tuple[ImageArray, ImageArray], run_dir
     net = distributed.wrap(model, dist, device, args.sync_bn)
     if args.compile:
         net = speed.compiled(net)
-    optimize = OptimizerStep(optimizer, args.grad_clip, scaler)
+    run = TrainingRun(model, net, OptimizerStep(optimizer, args.grad_clip, scaler), SchedulerLR(scheduler),
+                      train_batches=lambda epoch: train_loader,  # one loader; its generator moves on every epoch
+                      criterion=criterion, eval_loader=test_loader, eval_criterion=criterion, autocast=autocast,
+                      history=history, epochs_done=start_epoch)
     monitor = Monitor(logger, args.report_freq, stop, dist.all_reduce if dist.enabled else None)
     logger.info(f"speed: {config.describe()}{', compiled' if args.compile else ''}; precision {precision}; "
                 f"{len(train_data)} training images, {len(test_data)} test images, "
-                f"batch {args.batch_size}" + (f" ({args.batch_size // dist.world_size} per process)" if dist.enabled else ''))
+                f"batch {args.batch_size}"
+                + (f" ({args.batch_size // dist.world_size} per process)" if dist.enabled else ''))
 
-    writer = utils.summary_writer(os.path.join(run_dir, 'runs'), logger) if dist.is_main else None
-    timer = utils.Timer()
-    for epoch in range(start_epoch + 1, args.epochs + 1):
-        lr = scheduler.get_last_lr()[0]
-        model.drop_path_prob = args.drop_path_prob * (epoch - 1) / args.epochs
-        with utils.note_on_stop(epoch - 1, 'epoch', run_dir, 'train.py', logger):
-            train_stats = train_epoch(net, train_loader, criterion, optimize, device, monitor, epoch=epoch,
-                                      auxiliary_weight=args.auxiliary_weight if args.auxiliary else 0.,
-                                      autocast=autocast)
-        scheduler.step()
-        dist.broadcast_buffers(model)  # every rank evaluates with rank 0's BatchNorm statistics
-        test = infer(model, test_loader, criterion, device, autocast=autocast,
-                     all_reduce=dist.all_reduce if dist.enabled else None)
-        history.append({'epoch': epoch, 'lr': lr, 'drop_path_prob': model.drop_path_prob,
-                        'train_loss': train_stats['loss'], 'train_top1': train_stats['top1'],
-                        'test_loss': test['loss'], 'test_top1': test['top1'], 'test_top5': test['top5']})
-        best = max(history, key=lambda h: h['test_top1'])
-        remaining = timer.remaining(epoch - start_epoch, args.epochs - start_epoch)
-        logger.info(f"epoch {epoch:3d}/{args.epochs} | lr {lr:.5f} | train loss {train_stats['loss']:.4f} "
-                    f"| train top1 {train_stats['top1']:6.2f} | test top1 {test['top1']:6.2f}"
-                    f"{top5_text(test, 'test top5')} | best {best['test_top1']:6.2f} | {train_stats['images_per_sec']:.0f} img/s "
-                    f"| eta {utils.format_duration(remaining)}")
-        all_rng = dist.gather_object(rng_state())
-        if dist.is_main:
-            utils.add_scalars(writer, history[-1], ('train_loss', 'train_top1', 'test_loss', 'test_top1', 'test_top5',
-                                                    'lr'), epoch)
-            atomic_save(model.state_dict(), os.path.join(run_dir, 'weights.pt'), with_checksum=False)
-            atomic_save({
-                'format': CHECKPOINT_FORMAT, 'args': vars(args), 'epoch': epoch, 'model': model.state_dict(),
-                'optimizer': optimizer.state_dict(), 'scheduler': scheduler.state_dict(),
-                'scaler': scaler.state_dict() if scaler is not None else None,
-                'data_generator': data_generator.get_state(), 'rng': all_rng, 'history': history,
-            }, os.path.join(run_dir, 'checkpoint.pt'), fault_tag=epoch)
+    plan = EpochPlan(args.epochs, args.drop_path_prob, args.auxiliary_weight if args.auxiliary else 0.,
+                     eval_name='test', script='train.py', records_drop_path=True)
+    train_epochs(run, plan, monitor, logger, dist, device, run_dir,
+                 partial(save_checkpoint, run_dir, args, run, scheduler, data_generator))
+    return finish(run, plan, logger, dist, run_dir,
+                  partial(summarize, arch_name=arch_name, params_mb=utils.count_parameters_in_MB(model),
+                          test_images=len(test_data), run_dir=run_dir))
 
-    summary = {}
-    if history:
-        best, last = max(history, key=lambda h: h['test_top1']), history[-1]
-        summary = {'architecture': arch_name, 'epochs': last['epoch'],
-                   'best_epoch': best['epoch'], 'best_test_top1': best['test_top1'],
-                   'best_test_error': 100. - best['test_top1'], 'last_test_top1': last['test_top1'],
-                   'last_test_error': 100. - last['test_top1'], 'params_mb': utils.count_parameters_in_MB(model),
-                   'test_images': len(test_data)}
-        if dist.is_main:
-            save_summary(run_dir, summary)
-        logger.info(f"done | best test error {summary['best_test_error']:.2f} % (epoch {best['epoch']}) "
-                    f"| last test error {summary['last_test_error']:.2f} %")
-        logger.info(f"weights of the last epoch: {os.path.join(run_dir, 'weights.pt')}; evaluate them with: "
-                    f"python test_cifar.py --dir {shlex.quote(run_dir)}")
-    if writer is not None:
-        writer.close()
-    utils.close_logger(logger)
-    return {'run_dir': run_dir, 'history': history, 'summary': summary}
+
+def save_checkpoint(run_dir: str, args: argparse.Namespace, run: TrainingRun, scheduler,
+                    data_generator: torch.Generator, epoch: int, rng: list) -> None:
+    """RUN_DIR/weights.pt (the bare state_dict) and RUN_DIR/checkpoint.pt (what --resume needs)."""
+    model, optimize = run.model, run.optimize
+    atomic_save(model.state_dict(), os.path.join(run_dir, 'weights.pt'), with_checksum=False)
+    atomic_save({
+        'format': CHECKPOINT_FORMAT, 'args': vars(args), 'epoch': epoch, 'model': model.state_dict(),
+        'optimizer': optimize.optimizer.state_dict(), 'scheduler': scheduler.state_dict(),
+        'scaler': optimize.scaler.state_dict() if optimize.scaler is not None else None,
+        'data_generator': data_generator.get_state(), 'rng': rng, 'history': run.history,
+    }, os.path.join(run_dir, 'checkpoint.pt'), fault_tag=epoch)
+
+
+def summarize(best: Dict, last: Dict, arch_name: str, params_mb: float, test_images: int,
+              run_dir: str) -> Tuple[Dict, List[str]]:
+    """summary.json (best and last test error) and the closing lines of the log."""
+    summary = {'architecture': arch_name, 'epochs': last['epoch'],
+               'best_epoch': best['epoch'], 'best_test_top1': best['test_top1'],
+               'best_test_error': 100. - best['test_top1'], 'last_test_top1': last['test_top1'],
+               'last_test_error': 100. - last['test_top1'], 'params_mb': params_mb, 'test_images': test_images}
+    return summary, [f"done | best test error {summary['best_test_error']:.2f} % (epoch {best['epoch']}) "
+                     f"| last test error {summary['last_test_error']:.2f} %",
+                     f"weights of the last epoch: {os.path.join(run_dir, 'weights.pt')}; evaluate them with: "
+                     f"python test_cifar.py --dir {shlex.quote(run_dir)}"]
 
 
 if __name__ == '__main__':

@@ -23,7 +23,8 @@ import math
 import os
 import shlex
 import sys
-from typing import Dict
+from functools import partial
+from typing import Dict, List, Tuple
 
 import torch
 import torch.nn as nn
@@ -31,13 +32,13 @@ import torch.nn as nn
 import distributed
 import speed
 import utils
-from checkpoint import (atomic_save, load_run_checkpoint, restore_run, resumed_args, rng_state, save_args,
-                        save_summary)
+from checkpoint import atomic_save, load_run_checkpoint, restore_run, resumed_args, save_args
 from cost import describe_cost, network_cost
 from data import FolderLoader, image_folder, imagenet_transforms
-from engine import Monitor, OptimizerStep, infer, top5_text, train_epoch
+from engine import Monitor, OptimizerStep, top5_text
 from genotypes import check_architecture_arguments, save_genotype, training_genotype
 from model import NetworkImageNet
+from training import EpochLR, EpochPlan, TrainingRun, best_epoch, finish, train_epochs
 
 CHECKPOINT_FORMAT = 'evnas-train-imagenet/1'
 RESUME_MAY_CHANGE = {'device', 'report_freq', 'workers', 'data', 'resume', 'dir', 'run_dir', 'save'}
@@ -176,89 +177,75 @@ def train(args, data: tuple, run_dir: str, dist: distributed.Distributed, device
     autocast, scaler, precision = utils.mixed_precision(device, args.amp)
     precision = speed.float32_policy(config, device) if precision == 'fp32' else precision
 
-    start_epoch, history, best_top1 = 0, [], -math.inf
+    start_epoch, history = 0, []
     if args.resume:
         state = load_run_checkpoint(run_dir, CHECKPOINT_FORMAT, args, RESUME_MAY_CHANGE,
                                     checkpoint_name='checkpoint.pth.tar')
         restore_run(state, dist.rank, model, optimizer, scaler, model_key='state_dict')
-        start_epoch, history, best_top1 = state['epoch'], state['history'], state['best_acc_top1']
+        start_epoch, history = state['epoch'], state['history']
         logger.info(f"resumed after epoch {start_epoch} of {args.epochs}")
 
     net = distributed.wrap(model, dist, device, args.sync_bn)
-    optimize = OptimizerStep(optimizer, args.grad_clip, scaler)
-    monitor = Monitor(logger, args.report_freq, stop, dist.all_reduce if dist.enabled else None)
     per_process = args.batch_size // dist.world_size
     if per_process < 1:
         raise utils.UserError(f"--batch_size {args.batch_size} is smaller than the {dist.world_size} processes")
     valid_sampler = list(range(dist.rank, len(valid_data), dist.world_size))  # each image once over all ranks
     valid_loader = FolderLoader(valid_data, per_process, device, num_workers=args.workers, sampler=valid_sampler)
+    run = TrainingRun(model, net, OptimizerStep(optimizer, args.grad_clip, scaler),
+                      EpochLR(optimizer, lambda epoch: learning_rate(args, epoch - 1)),
+                      train_batches=lambda epoch: epoch_loader(args, train_data, dist, device, per_process, epoch - 1),
+                      criterion=criterion_smooth, eval_loader=valid_loader, eval_criterion=criterion,
+                      autocast=autocast, history=history, epochs_done=start_epoch)
+    monitor = Monitor(logger, args.report_freq, stop, dist.all_reduce if dist.enabled else None)
     logger.info(f"speed: {config.describe()}; precision {precision}; batch {args.batch_size}"
                 + (f" ({per_process} per process)" if dist.enabled else ''))
 
-    writer = utils.summary_writer(os.path.join(run_dir, 'runs'), logger) if dist.is_main else None
-    timer = utils.Timer()
-    for epoch in range(start_epoch, args.epochs):
-        lr = learning_rate(args, epoch)
-        for group in optimizer.param_groups:
-            group['lr'] = lr
-        model.drop_path_prob = args.drop_path_prob * epoch / args.epochs
-        # The order and the augmentation of an epoch depend only on (seed, epoch): a resumed run sees the
-        # same batches as an uninterrupted one.
-        generator = utils.make_generator(args.seed * 1000 + epoch)
-        if dist.enabled:
-            sampler = torch.utils.data.DistributedSampler(train_data, dist.world_size, dist.rank, seed=args.seed)
-            sampler.set_epoch(epoch)
-        else:
-            sampler = torch.utils.data.RandomSampler(train_data, generator=generator)
-        train_loader = FolderLoader(train_data, per_process, device, num_workers=args.workers, sampler=sampler,
-                                    generator=generator)
-        with utils.note_on_stop(epoch, 'epoch', run_dir, 'train_imagenet.py', logger):
-            train_stats = train_epoch(net, train_loader, criterion_smooth, optimize, device, monitor, epoch=epoch + 1,
-                                      auxiliary_weight=args.auxiliary_weight if args.auxiliary else 0.,
-                                      autocast=autocast)
-        dist.broadcast_buffers(model)
-        valid = infer(model, valid_loader, criterion, device, autocast=autocast,
-                      all_reduce=dist.all_reduce if dist.enabled else None)
-        is_best = valid['top1'] > best_top1
-        best_top1 = max(best_top1, valid['top1'])
-        history.append({'epoch': epoch + 1, 'lr': lr, 'train_loss': train_stats['loss'],
-                        'train_top1': train_stats['top1'], 'valid_loss': valid['loss'], 'valid_top1': valid['top1'],
-                        'valid_top5': valid['top5']})
-        remaining = timer.remaining(epoch + 1 - start_epoch, args.epochs - start_epoch)
-        logger.info(f"epoch {epoch + 1:3d}/{args.epochs} | lr {lr:.5f} | train loss {train_stats['loss']:.4f} "
-                    f"| train top1 {train_stats['top1']:6.2f} | valid top1 {valid['top1']:6.2f}"
-                    f"{top5_text(valid, 'valid top5')} | best {best_top1:6.2f} | {train_stats['images_per_sec']:.0f} img/s "
-                    f"| eta {utils.format_duration(remaining)}")
-        all_rng = dist.gather_object(rng_state())
-        if dist.is_main:
-            utils.add_scalars(writer, history[-1], ('train_loss', 'train_top1', 'valid_loss', 'valid_top1',
-                                                    'valid_top5', 'lr'), epoch + 1)
-            state = {'format': CHECKPOINT_FORMAT, 'args': vars(args), 'epoch': epoch + 1,
-                     'state_dict': model.state_dict(), 'best_acc_top1': best_top1, 'optimizer': optimizer.state_dict(),
-                     'scaler': scaler.state_dict() if scaler is not None else None, 'rng': all_rng,
-                     'history': history}
-            atomic_save(state, os.path.join(run_dir, 'checkpoint.pth.tar'), fault_tag=epoch + 1)
-            if is_best:
-                atomic_save(state, os.path.join(run_dir, 'model_best.pth.tar'))
+    plan = EpochPlan(args.epochs, args.drop_path_prob, args.auxiliary_weight if args.auxiliary else 0.,
+                     eval_name='valid', script='train_imagenet.py', records_drop_path=False)
+    train_epochs(run, plan, monitor, logger, dist, device, run_dir, partial(save_checkpoint, run_dir, args, run))
+    return finish(run, plan, logger, dist, run_dir,
+                  partial(summarize, arch_name=arch_name, params_mb=utils.count_parameters_in_MB(model),
+                          run_dir=run_dir))
 
-    summary = {}
-    if history:
-        best = max(history, key=lambda h: h['valid_top1'])
-        summary = {'architecture': arch_name, 'epochs': history[-1]['epoch'], 'best_epoch': best['epoch'],
-                   'best_top1': best['valid_top1'], 'best_top5': best['valid_top5'],
-                   'last_top1': history[-1]['valid_top1'], 'last_top5': history[-1]['valid_top5'],
-                   'params_mb': utils.count_parameters_in_MB(model)}
-        if dist.is_main:
-            save_summary(run_dir, summary)
-        logger.info(f"done | best top1 {summary['best_top1']:.2f}{top5_text(summary, 'top5', 'best_top5')} "
-                    f"(epoch {best['epoch']})")
-        logger.info(f"weights: {os.path.join(run_dir, 'checkpoint.pth.tar')} (last epoch), "
-                    f"{os.path.join(run_dir, 'model_best.pth.tar')} (best); evaluate with: python test_imagenet.py "
-                    f"--dir {shlex.quote(run_dir)}")
-    if writer is not None:
-        writer.close()
-    utils.close_logger(logger)
-    return {'run_dir': run_dir, 'history': history, 'summary': summary}
+
+def epoch_loader(args, train_data, dist: distributed.Distributed, device: torch.device, per_process: int,
+                 epoch: int) -> FolderLoader:
+    """The training batches of (0-based) `epoch`. Their order and augmentation depend only on (seed, epoch): a
+    resumed run sees the same batches as an uninterrupted one."""
+    generator = utils.make_generator(args.seed * 1000 + epoch)
+    if dist.enabled:
+        sampler = torch.utils.data.DistributedSampler(train_data, dist.world_size, dist.rank, seed=args.seed)
+        sampler.set_epoch(epoch)
+    else:
+        sampler = torch.utils.data.RandomSampler(train_data, generator=generator)
+    return FolderLoader(train_data, per_process, device, num_workers=args.workers, sampler=sampler,
+                        generator=generator)
+
+
+def save_checkpoint(run_dir: str, args, run: TrainingRun, epoch: int, rng: list) -> None:
+    """RUN_DIR/checkpoint.pth.tar (what --resume needs), and a copy as model_best.pth.tar when `epoch` is the best
+    so far."""
+    optimize, best = run.optimize, best_epoch(run.history, 'valid')
+    state = {'format': CHECKPOINT_FORMAT, 'args': vars(args), 'epoch': epoch,
+             'state_dict': run.model.state_dict(), 'best_acc_top1': best['valid_top1'],
+             'optimizer': optimize.optimizer.state_dict(),
+             'scaler': optimize.scaler.state_dict() if optimize.scaler is not None else None, 'rng': rng,
+             'history': run.history}
+    atomic_save(state, os.path.join(run_dir, 'checkpoint.pth.tar'), fault_tag=epoch)
+    if best['epoch'] == epoch:
+        atomic_save(state, os.path.join(run_dir, 'model_best.pth.tar'))
+
+
+def summarize(best: Dict, last: Dict, arch_name: str, params_mb: float, run_dir: str) -> Tuple[Dict, List[str]]:
+    """summary.json (best and last top-1 and top-5) and the closing lines of the log."""
+    summary = {'architecture': arch_name, 'epochs': last['epoch'], 'best_epoch': best['epoch'],
+               'best_top1': best['valid_top1'], 'best_top5': best['valid_top5'],
+               'last_top1': last['valid_top1'], 'last_top5': last['valid_top5'], 'params_mb': params_mb}
+    return summary, [f"done | best top1 {summary['best_top1']:.2f}{top5_text(summary, 'top5', 'best_top5')} "
+                     f"(epoch {best['epoch']})",
+                     f"weights: {os.path.join(run_dir, 'checkpoint.pth.tar')} (last epoch), "
+                     f"{os.path.join(run_dir, 'model_best.pth.tar')} (best); evaluate with: python test_imagenet.py "
+                     f"--dir {shlex.quote(run_dir)}"]
 
 
 if __name__ == '__main__':

@@ -44,6 +44,7 @@ import torch
 import fitness
 import rank_stats
 import report
+import search_arguments
 import speed
 import train
 import train_search
@@ -246,14 +247,16 @@ class SupernetSide:
     size and augmentation), and any estimator of fitness.py on the same weights."""
 
     def __init__(self, run_dir: str, run_args, device):
-        self.run_args, self.device = run_args, device
+        self.settings, self.device = search_arguments.search_settings(run_args), device
         self.space = get_space(run_args.space)
-        self.data = self.space.search_data(run_args)
+        self.data = self.space.search_data(self.settings.data, self.settings.augment)
         self.config = speed.config_for(device, run_args.paper_exact)
         speed.configure_process(self.config)
-        self.supernet = self.space.build_supernet(run_args, self.data.train.num_classes, speed.layers(self.config))
+        self.supernet = self.space.build_supernet(self.settings.supernet, self.data.train.num_classes,
+                                                  speed.layers(self.config))
         self.supernet.to(device, memory_format=self.config.memory_format)
-        state = load_run_checkpoint(run_dir, train_search.CHECKPOINT_FORMAT, run_args, train_search.RESUME_MAY_CHANGE)
+        state = load_run_checkpoint(run_dir, train_search.CHECKPOINT_FORMAT, run_args,
+                                    search_arguments.RESUME_MAY_CHANGE)
         if state['generation'] != len(report.read_records(run_dir)):
             raise utils.UserError(f"{run_dir}: its checkpoint and its records disagree on the generations done")
         self.weights, self.generation = state['model'], state['generation']
@@ -262,7 +265,8 @@ class SupernetSide:
               seeds: Sequence[int]) -> List[float]:
         """The fitness of each architecture (its raw alphas), measured with its seed."""
         self.supernet.load_state_dict(self.weights)
-        measure = fitness.FitnessMeasure(estimator, self.run_args, self.data, self.device, self.config, self.space)
+        measure = fitness.FitnessMeasure(estimator, self.settings.loader, self.data, self.device, self.config,
+                                         self.space, self.settings.augment)
         individuals = [fitness.scored(a) for a in alphas]
         measure(self.supernet, individuals, seeds, Monitor(), self.generation)
         return [ind.fitness for ind in individuals]
@@ -279,7 +283,7 @@ def score_on_supernet(run_args, sample: List[Candidate], best: Dict, args, devic
         check['status'] = 'not possible: the run was recorded before fitness seeds were (it still works)'
     else:
         alphas = [torch.tensor(best['alphas'][cell], dtype=torch.float32) for cell in side.space.cells]
-        check['measured'] = side.score(fitness.estimator_of(run_args), [alphas], [check['seed']])[0]
+        check['measured'] = side.score(side.settings.fitness, [alphas], [check['seed']])[0]
         check['status'] = 'equal' if check['measured'] == recorded else 'different'
         logger.info(f"the pick again with its recorded seed: fitness {check['measured']:.4f} "
                     f"(recorded {recorded:.4f}): {check['status']}")

@@ -6,7 +6,8 @@ Examples:
     python visualize.py search-EXP/genotype.json        # a genotype file
     python visualize.py search-EXP                      # the result of a search run (either space)
     python visualize.py EvNASA --out figures --format pdf
-    python visualize.py '|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|'
+    python visualize.py \\
+        '|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|'
 
 Writes OUT/NAME_normal.dot and OUT/NAME_reduction.dot (Graphviz source; OUT/NAME_cell.dot for NAS-Bench-201)
 and OUT/NAME.txt (a text rendering); when Graphviz's `dot` program is installed, also the images
@@ -121,8 +122,10 @@ def _render(sources, text: str, out_dir: str, name: str, image_format: str) -> D
 
 def draw(genotype: Genotype, out_dir: str, name: str, image_format: str = 'png') -> Dict[str, List[str]]:
     """The normal and reduction cells of a DARTS genotype: NAME_normal.dot, NAME_reduction.dot, NAME.txt."""
-    cells = (('normal', genotype.normal, genotype.normal_concat), ('reduction', genotype.reduce, genotype.reduce_concat))
-    return _render([(f"{name}_{cell}", cell_dot(edges, concat, f"{name}: {cell} cell")) for cell, edges, concat in cells],
+    cells = (('normal', genotype.normal, genotype.normal_concat),
+             ('reduction', genotype.reduce, genotype.reduce_concat))
+    return _render([(f"{name}_{cell}", cell_dot(edges, concat, f"{name}: {cell} cell"))
+                    for cell, edges, concat in cells],
                    '\n'.join(cell_text(edges, concat, f"{cell} cell") for cell, edges, concat in cells),
                    out_dir, name, image_format)
 

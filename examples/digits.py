@@ -1,8 +1,8 @@
 """Write scikit-learn's digits (1,797 scanned 8x8 handwritten digits, shipped with the package) as an image
 folder that every script reads with --dataset folder: DIR/train/<digit>/*.png and DIR/test/<digit>/*.png.
 
-Real images at a size a CPU affords, for measurements that must mean something (README, "How far a search
-can be trusted"). Needs scikit-learn (pip install scikit-learn); nothing else in the project does.
+Real images at a size a CPU affords, for measurements that must mean something (docs/trust.md). Needs
+scikit-learn (pip install scikit-learn); nothing else in the project does.
 
     python examples/digits.py data/digits   # 1,438 training and 359 test images (a fifth of each digit), seed 0
     python train_search.py --dataset folder --data data/digits --image_size 8 --no_flip --crop_padding 1 ...

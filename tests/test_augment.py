@@ -4,8 +4,16 @@ import pytest
 import torch
 
 import utils
-from data import (Augment, PerImageLoader, TensorLoader, apply_augment, augment_batch, draw_augment, make_synthetic,
-                  pad_images)
+from data import (
+    Augment,
+    PerImageLoader,
+    TensorLoader,
+    apply_augment,
+    augment_batch,
+    draw_augment,
+    make_synthetic,
+    pad_images,
+)
 
 
 def _coordinate_image(size=32):
@@ -38,10 +46,12 @@ class TestAugmentationDistributions:
         assert (ours.std(0) - reference.std(0)).abs().mean() < 0.05 * spread
         # zero-padding shows as the normalised value of a 0 pixel; cutout as exact zeros
         padded = (-torch.tensor(array.mean) / torch.tensor(array.std)).view(3, 1, 1)
-        frac = lambda t: (t == padded).all(1).float().mean().item()
+        def frac(t):
+            return (t == padded).all(1).float().mean().item()
         assert frac(ours) == pytest.approx(frac(reference), abs=0.01)
         if cutout:
-            zeros = lambda t: (t == 0).all(1).float().mean().item()
+            def zeros(t):
+                return (t == 0).all(1).float().mean().item()
             assert zeros(ours) == pytest.approx(zeros(reference), abs=0.01)
             assert zeros(ours) > 0.1
 
@@ -93,8 +103,9 @@ class TestAugmentationDistributions:
 
     def test_shards_of_two_ranks_make_up_the_single_process_batch(self):
         array = make_synthetic(True, 50)
-        make = lambda rank, world: list(TensorLoader(array, 16, shuffle=True, augment=Augment(cutout_length=8),
-                                                     generator=utils.make_generator(6), rank=rank, world_size=world))
+        def make(rank, world):
+            return list(TensorLoader(array, 16, shuffle=True, augment=Augment(cutout_length=8),
+                                     generator=utils.make_generator(6), rank=rank, world_size=world))
         single, r0, r1 = make(0, 1), make(0, 2), make(1, 2)
         assert len(single) == len(r0) == len(r1) == 4
         for (x, y), (x0, y0), (x1, y1) in zip(single, r0, r1):

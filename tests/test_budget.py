@@ -175,7 +175,8 @@ class TestWithoutBudget:
         for a, b in zip(plain, loose):
             assert b.pop('feasible') == 4
             for individual in b['population']:
-                assert individual.pop('feasible') is True and individual.pop('params') > 0 and individual.pop('macs') > 0
+                assert individual.pop('feasible') is True
+                assert individual.pop('params') > 0 and individual.pop('macs') > 0
             assert a == b
 
 

@@ -52,7 +52,8 @@ class TestTwoRanks:
         # The first generation's population is the same (same seed). Its fitness differs only because
         # each training step's BatchNorm statistics come from 16 images per process instead of 32; on this
         # tiny model that moves a fitness by at most a few of the 64 held-out images.
-        by_index = lambda record: {p['index']: p for p in record['population']}
+        def by_index(record):
+            return {p['index']: p for p in record['population']}
         mine, single = by_index(ours[0]), by_index(theirs[0])
         assert mine.keys() == single.keys()
         for index in mine:
@@ -92,6 +93,7 @@ class TestSyncBatchNorm:
         # keeps (and calls for fitness, where ranks score different individuals) holds no SyncBatchNorm, and both
         # share every tensor. DDP itself needs a process group; here it is replaced by the module it wraps.
         import torch
+
         import distributed
         import speed
         from architect_evolution import darts_shapes, decode, random_individual
@@ -115,7 +117,7 @@ class TestSyncBatchNorm:
 RESCORE = '''
 import sys, json, torch
 sys.path.insert(0, sys.argv[1])
-import trust, fitness, report, train_search
+import trust, report, train_search
 from architect_evolution import Individual
 from budget import Budget
 run_args = trust.search_run_args(sys.argv[2])
@@ -123,8 +125,8 @@ side = trust.SupernetSide(sys.argv[2], run_args, torch.device("cpu"))
 records = report.read_records(sys.argv[2])
 last = records[-1]["population"]
 alphas = [[torch.tensor(p["alphas"][c]) for c in side.space.cells] for p in last]
-measured = side.score(fitness.estimator_of(run_args), alphas, [p["fitness_seed"] for p in last])
-budget = Budget.of(run_args, side.space, side.data.train.num_classes)
+measured = side.score(side.settings.fitness, alphas, [p["fitness_seed"] for p in last])
+budget = Budget.of(side.settings.budget, side.space, side.data.train.num_classes)
 orders = []
 for record in records:  # each generation ranked again from its fitness, in the order it was trained
     population = sorted(record["population"], key=lambda p: p["index"])

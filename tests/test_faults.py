@@ -10,6 +10,8 @@ import json
 import os
 import pickle
 import shutil
+import struct
+import zipfile
 
 import pytest
 import torch
@@ -152,7 +154,8 @@ class TestDamagedArtifacts:
         before = _digests(search_copy)
         assert call_main(train_search, ['--resume', search_copy]) == 2
         err = capsys.readouterr().err
-        assert err.count('\n') == 1 and 'checkpoint' in err and ('damaged' in err or 'cannot load' in err or 'empty' in err)
+        assert err.count('\n') == 1 and 'checkpoint' in err
+        assert 'damaged' in err or 'cannot load' in err or 'empty' in err
         assert _digests(search_copy) == before
 
     def test_checkpoint_that_runs_code_is_refused_and_nothing_runs(self, search_copy, tmp_path, capsys):
@@ -188,6 +191,43 @@ class TestDamagedArtifacts:
         # test_cifar verifies the checksum of a project checkpoint too
         assert call_main(test_cifar, ['--arch', 'EvNASA', '--dataset', 'synthetic', '--init_channels', '4',
                                       '--layers', '3', '--model_path', os.path.join(run_dir, 'checkpoint.pt')]) == 2
+
+    def test_a_flipped_byte_inside_bare_weights_is_refused(self, tiny_training, tmp_path, capsys):
+        # weights.pt is a bare state_dict (no SHA-256 entry, as the original tools expect); the CRC-32 of each of
+        # its zip records finds a single flipped bit in the middle of the largest tensor.
+        path = tmp_path / 'weights.pt'
+        shutil.copy(os.path.join(tiny_training[0], 'weights.pt'), path)
+        argv = ['--arch', 'EvNASA', '--dataset', 'synthetic', '--init_channels', '4', '--layers', '3',
+                '--model_path', str(path)]
+        assert call_main(test_cifar, argv) == 0
+        capsys.readouterr()
+        with zipfile.ZipFile(path) as archive:
+            record = max(archive.infolist(), key=lambda r: r.file_size)
+        raw = bytearray(path.read_bytes())
+        name_length, extra_length = struct.unpack('<HH', raw[record.header_offset + 26:record.header_offset + 30])
+        raw[record.header_offset + 30 + name_length + extra_length + record.file_size // 2] ^= 0x01
+        path.write_bytes(bytes(raw))
+        assert torch.load(path, weights_only=True), 'torch.load itself does not notice'
+        assert call_main(test_cifar, argv) == 2
+        err = capsys.readouterr().err
+        assert err.count('\n') == 1 and f'is damaged: its record {record.filename} does not match the CRC-32' in err
+
+    def test_weights_without_crcs_and_in_the_legacy_format_load(self, tmp_path, capsys):
+        state = {'w': torch.arange(6.)}
+        torch.serialization.set_crc32_options(False)
+        try:
+            torch.save(state, tmp_path / 'no_crc.pt')
+        finally:
+            torch.serialization.set_crc32_options(True)
+        with zipfile.ZipFile(tmp_path / 'no_crc.pt') as archive:
+            assert all(r.CRC == 0 for r in archive.infolist() if r.file_size), 'torch wrote no CRCs'
+        assert torch.equal(checkpoint.load_checkpoint(str(tmp_path / 'no_crc.pt'))['w'], state['w'])
+        assert capsys.readouterr().err == ''
+        # PyTorch 1.5's format (the published weights may be in it): no CRCs at all, said in one line
+        torch.save(state, tmp_path / 'legacy.pt', _use_new_zipfile_serialization=False)
+        assert torch.equal(checkpoint.load_checkpoint(str(tmp_path / 'legacy.pt'))['w'], state['w'])
+        err = capsys.readouterr().err
+        assert err.count('\n') == 1 and "legacy (pre-1.6) format, which carries no checksum" in err
 
     @pytest.mark.parametrize('edit, message', [
         (lambda g: g['normal'].__setitem__(2, ['conv_11x11', 0]), "unknown operation 'conv_11x11'"),
@@ -262,7 +302,8 @@ class TestDataProblems:
         (tmp_path / 'val' / 'cat').mkdir(parents=True)
         (tmp_path / 'val' / 'dog').mkdir()
         torch.save({'w': torch.zeros(1)}, tmp_path / 'w.pt')  # weights are read first, so they must exist
-        assert call_main(test_imagenet, ['--data', tmp_path, '--arch', 'EvNASA', '--model_path', tmp_path / 'w.pt']) == 2
+        argv = ['--data', tmp_path, '--arch', 'EvNASA', '--model_path', tmp_path / 'w.pt']
+        assert call_main(test_imagenet, argv) == 2
         err = capsys.readouterr().err
         assert str(tmp_path / 'val') in err and ('cat' in err or 'no valid file' in err.lower())
 

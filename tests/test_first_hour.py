@@ -220,7 +220,8 @@ class TestOriginalFlags:
         assert torch.backends.cudnn.benchmark, 'nothing changes off CUDA'
         utils.configure_cudnn(torch.device('cuda'), train.parse_args(TRAIN_TINY).cudnn_benchmark)
         assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
-        utils.configure_cudnn(torch.device('cuda'), train.parse_args(TRAIN_TINY + ['--cudnn_benchmark']).cudnn_benchmark)
+        benchmark = train.parse_args(TRAIN_TINY + ['--cudnn_benchmark']).cudnn_benchmark
+        utils.configure_cudnn(torch.device('cuda'), benchmark)
         assert torch.backends.cudnn.benchmark and not torch.backends.cudnn.deterministic
 
 

@@ -104,8 +104,8 @@ class TestDecoding:
 
 class TestGeneticAlgorithm:
     def test_population_is_uniform_6_by_5(self):
-        population = init_population(4, NB201.alpha_shapes(train_search.parse_args(['--space', 'nb201'])),
-                                     utils.make_generator(3))
+        settings = train_search.search_settings(train_search.parse_args(['--space', 'nb201']))
+        population = init_population(4, NB201.alpha_shapes(settings.supernet), utils.make_generator(3))
         g = utils.make_generator(3)
         for ind in population:
             assert len(ind.alphas) == 1 and torch.equal(ind.alphas[0], torch.rand(6, 5, generator=g))
@@ -313,7 +313,8 @@ class TestSearch:
         model = Network(4, 1, 120, track_running_stats=True)
         model.load_state_dict(state['model'])
         model.eval()
-        search = NB201.search_data(args)
+        settings = train_search.search_settings(args)
+        search = NB201.search_data(settings.data, settings.augment)
         chosen = torch.randperm(3000, generator=utils.make_generator(args.seed + 2))[:256].sort().values
         indices = search.valid_indices[chosen]
         from data import normalize
@@ -352,7 +353,8 @@ class TestSearch:
         (['--dataset', 'ImageNet16-120'], '--dataset ImageNet16-120 is a dataset of --space nb201'),
         (['--space', 'nb201', '--max_nodes', '1'], '--max_nodes must be at least 2'),
         (['--space', 'nb201', '--dataset', 'ImageNet16-120', '--api_path', 'missing.pth'], 'missing.pth is not a file'),
-        (['--space', 'nb201', '--dataset', 'synthetic', '--api_path', __file__], 'no accuracies for --dataset synthetic'),
+        (['--space', 'nb201', '--dataset', 'synthetic', '--api_path', __file__],
+         'no accuracies for --dataset synthetic'),
         (['--space', 'nb201', '--dataset', 'ImageNet16-120', '--data', 'nowhere'], 'ImageNet16 not found under'),
     ])
     def test_refused_before_any_work(self, argv, message, tmp_path, capsys):
@@ -394,14 +396,15 @@ class TestSearch:
         assert f"fitness: {original + 1:.2f} +- {spread:.2f} (std over 2 runs" in out
 
     def test_cutout_has_no_effect_unless_a_length_is_given(self):
-        faithful = train_search.parse_args(['--space', 'nb201', '--cutout'])
-        assert NB201.train_augment(faithful).cutout_length == 0 and NB201.train_augment(faithful).padding == 4
-        real = train_search.parse_args(['--space', 'nb201', '--cutout_length', '8'])
-        assert NB201.train_augment(real).cutout_length == 8
-        imagenet16 = train_search.parse_args(['--space', 'nb201', '--dataset', 'ImageNet16-120'])
-        assert NB201.train_augment(imagenet16).padding == 2
-        darts = train_search.parse_args(['--cutout'])
-        assert DARTS.train_augment(darts).cutout_length == 16 and DARTS.train_augment(darts).padding == 4
+        def augment(*argv):  # the training augmentation the search resolves from its command line
+            return train_search.search_settings(train_search.parse_args(list(argv))).augment
+        faithful = augment('--space', 'nb201', '--cutout')
+        assert faithful.cutout_length == 0 and faithful.padding == 4
+        assert augment('--space', 'nb201', '--cutout_length', '8').cutout_length == 8
+        assert augment('--space', 'nb201', '--dataset', 'ImageNet16-120').padding == 2
+        darts = augment('--cutout')
+        assert darts.cutout_length == 16 and darts.padding == 4
+        assert NB201.train_augment(True, 0, 4, flip=True).cutout_length == 0, 'the space ignores --cutout'
 
     def test_visualize_draws_an_arch_string_and_a_run(self, nb201_search, tmp_path):
         assert call_main(visualize, [ARCH, '--out', tmp_path]) == 0
@@ -444,7 +447,8 @@ def write_benchmark(path, archs, datasets=tuple(EVALUATION_SETS)):
         return archresults.state_dict()
 
     torch.save({'meta_archs': list(archs), 'evaluated_indexes': list(range(len(archs))),
-                'arch2infos': {i: {'less': results(i, a, 12), 'full': results(i, a, 200)} for i, a in enumerate(archs)}},
+                'arch2infos': {i: {'less': results(i, a, 12), 'full': results(i, a, 200)}
+                               for i, a in enumerate(archs)}},
                path)
 
 

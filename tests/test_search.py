@@ -163,7 +163,7 @@ class TestBadInput:
 
 class TestCompileOnCpu:
     def test_warns_and_still_searches_with_the_compiled_module(self, tmp_path, monkeypatch, capsys):
-        # Compiling a supernet on CPU takes many minutes (README): torch.compile is replaced by a recorder
+        # Compiling a supernet on CPU takes many minutes (docs/performance.md): torch.compile is replaced by a recorder
         # that returns the module unchanged, so the test checks the wiring and the warning, not inductor.
         compiled = []
         monkeypatch.setattr(torch, 'compile', lambda module, **options: compiled.append((module, options)) or module)
@@ -172,7 +172,7 @@ class TestCompileOnCpu:
         out = capsys.readouterr().out
         assert '--compile on a CPU' in out and 'compiled' in out
         assert len(compiled) == 2, 'the fitness network and the training network are both compiled'
-        assert all(options == {'dynamic': False} for _, options in compiled)
+        assert all(options == {'dynamic': False, 'backend': 'inductor'} for _, options in compiled)
         assert os.path.exists(os.path.join(run_dir, 'genotype.json'))
 
     def test_fitness_alone_compiles_to_one_graph_per_batch_shape_and_measures_the_same(self, tmp_path, monkeypatch,
@@ -186,7 +186,7 @@ class TestCompileOnCpu:
         counter, compiled, real_compile = CompileCounter(), [], torch.compile
         torch._dynamo.reset()
         monkeypatch.setattr(torch, 'compile', lambda module, **options: compiled.append(module) or
-                            real_compile(module, backend=counter, **options))
+                            real_compile(module, **{**options, 'backend': counter}))
         capsys.readouterr()
         assert call_main(train_search, argv + ['--compile_fitness', '--run_dir', str(tmp_path / 'compiled')]) == 0
         torch._dynamo.reset()

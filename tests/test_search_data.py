@@ -112,7 +112,8 @@ class TestSearchData:
         # The original: indices = range(N); train on indices[:floor(0.5 N)], fitness on indices[floor(0.5 N):].
         monkeypatch.setattr(search_space, 'load_dataset', lambda *args, **kwargs: labelled_images())
         for portion, split in ((0.5, SPLIT), (0.3, 28), (0.75, 72)):
-            data = DARTS.search_data(train_search.parse_args(TINY + ['--train_portion', str(portion)]))
+            settings = train_search.search_settings(train_search.parse_args(TINY + ['--train_portion', str(portion)]))
+            data = DARTS.search_data(settings.data, settings.augment)
             assert data.train is data.valid
             assert torch.equal(data.train_indices, torch.arange(split))
             assert torch.equal(data.valid_indices, torch.arange(split, NUM_IMAGES))

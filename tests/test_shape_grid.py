@@ -93,7 +93,7 @@ import sys, torch
 sys.path.insert(0, sys.argv[1])
 import speed
 from operations import FactorizedReduce
-# The pattern that crashed the default path (README, "Performance"): FactorizedReduce's 1x1 stride-2 convs of
+# The pattern that crashed the default path (docs/performance.md): FactorizedReduce's 1x1 stride-2 convs of
 # few input channels, channels_last, forward and backward, here as the CPU defaults build them.
 impl = speed.layers(speed.default_config(torch.device('cpu')))
 for C, batch in ((4, 7), (2, 8), (6, 3), (4, 31)):

@@ -234,7 +234,8 @@ def test_building_a_network_leaves_the_process_settings_alone():
     # malloc's settings are the scripts' explicit call (speed.configure_process), never a side effect of a build.
     code = ('import sys; sys.path.insert(0, sys.argv[1]); import speed, model_search, unittest.mock as m\n'
             'with m.patch.object(speed, "keep_freed_memory", side_effect=AssertionError("malloc changed")):\n'
-            '    model_search.Network(4, 10, 3, impl=speed.layers(speed.default_config(__import__("torch").device("cpu"))))\n'
+            '    cpu = speed.default_config(__import__("torch").device("cpu"))\n'
+            '    model_search.Network(4, 10, 3, impl=speed.layers(cpu))\n'
             'print("ok")')
     done = subprocess.run([sys.executable, '-c', code, ROOT], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == 'ok', done.stderr
@@ -249,7 +250,8 @@ def state():
     conv = getattr(torch.backends.cudnn, 'conv', None)
     if conv is not None and hasattr(conv, 'fp32_precision'):
         return conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision
-    return ('tf32' if torch.backends.cudnn.allow_tf32 else 'ieee'), ('tf32' if torch.backends.cuda.matmul.allow_tf32 else 'ieee')
+    return (('tf32' if torch.backends.cudnn.allow_tf32 else 'ieee'),
+            ('tf32' if torch.backends.cuda.matmul.allow_tf32 else 'ieee'))
 speed.configure_process(speed.PAPER_EXACT)
 exact = state()
 speed.configure_process(speed.default_config(torch.device('cuda')))

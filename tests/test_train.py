@@ -42,7 +42,8 @@ class TestTrainCifar:
         run_dir, result = trained
         evaluated = test_cifar.main(test_cifar.parse_args([
             '--arch', 'EvNASA', '--dataset', 'synthetic', '--synthetic_size', '192', '--init_channels', '4',
-            '--layers', '3', '--batch_size', '32', '--device', 'cpu', '--model_path', os.path.join(run_dir, 'weights.pt')]))
+            '--layers', '3', '--batch_size', '32', '--device', 'cpu',
+            '--model_path', os.path.join(run_dir, 'weights.pt')]))
         assert evaluated['top1'] == result['history'][-1]['test_top1']
         assert evaluated['loss'] == pytest.approx(result['history'][-1]['test_loss'], rel=1e-5)
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import fitness
+import search_records
 import train
 import train_search
 import trust
@@ -98,10 +99,10 @@ class TestSupernetSide:
         side = trust.SupernetSide(search_run, run_args, torch.device('cpu'))
         last = _records(search_run)[-1]['population']
         alphas = [[torch.tensor(p['alphas'][c]) for c in DARTS.cells] for p in last]
-        measured = side.score(fitness.estimator_of(run_args), alphas, [p['fitness_seed'] for p in last])
+        measured = side.score(side.settings.fitness, alphas, [p['fitness_seed'] for p in last])
         assert measured == [p['fitness'] for p in last]
         # and another seed gives other values: the seed is what makes it exact
-        other = side.score(fitness.estimator_of(run_args), alphas, [p['fitness_seed'] + 1 for p in last])
+        other = side.score(side.settings.fitness, alphas, [p['fitness_seed'] + 1 for p in last])
         assert other != measured
 
 
@@ -259,9 +260,10 @@ class TestEstimatorsInASearch:
 def nb201_run(tmp_path_factory):
     """A tiny NAS-Bench-201 search on ImageNet16-120 in its real format, with a benchmark of every architecture."""
     pytest.importorskip('nas_201_api', reason='the optional extra: pip install nas-bench-201')
-    from genotypes_nb201 import NB201_OPS, arch_string
     from test_nb201 import SEARCH as NB201_SEARCH
     from test_nb201 import write_benchmark, write_imagenet16
+
+    from genotypes_nb201 import NB201_OPS, arch_string
     root = tmp_path_factory.mktemp('nb201')
     write_imagenet16(root / 'data')
     every = [arch_string([NB201_OPS[(k // 5 ** e) % 5] for e in range(6)]) for k in range(5 ** 6)]
@@ -284,10 +286,11 @@ class TestNB201:
         assert "population's Kendall tau with the benchmark" in open(run_dir / 'log.txt').read()
 
     def test_the_populations_tau_against_values_worked_out_by_hand(self, tmp_path):
+        from test_nb201 import write_benchmark
+
         from architect_evolution import Individual
         from benchmark_nb201 import Benchmark
         from genotypes_nb201 import NB201_OPS, arch_string
-        from test_nb201 import write_benchmark
         archs = [arch_string([NB201_OPS[k]] * 6) for k in range(5)]
         write_benchmark(tmp_path / 'b.pth', archs, datasets=('cifar10', 'cifar10-valid'))
         benchmark = Benchmark.open(str(tmp_path / 'b.pth'), 'cifar10')
@@ -295,10 +298,10 @@ class TestNB201:
         population = [Individual([torch.nn.functional.one_hot(torch.full((6,), k), 5).float()], fitness=f)
                       for k, f in zip(range(4), (10., 30., 20., 40.))]
         # pairs (0,1) (0,2) (0,3) (1,3) (2,3) concordant, (1,2) discordant: (5 - 1) / 6
-        assert train_search.population_tau(population, benchmark, NB201) == pytest.approx(4 / 6)
+        assert search_records.population_tau(population, benchmark, NB201) == pytest.approx(4 / 6)
         # architecture 4, the benchmark's best, with the best fitness: 4 more concordant pairs, (9 - 1) / 10
         population.append(Individual([torch.nn.functional.one_hot(torch.full((6,), 4), 5).float()], fitness=50.))
-        assert train_search.population_tau(population, benchmark, NB201) == pytest.approx(8 / 10)
+        assert search_records.population_tau(population, benchmark, NB201) == pytest.approx(8 / 10)
 
     def test_trust_takes_the_benchmarks_accuracies_without_training(self, nb201_run):
         from test_nb201 import accuracy_of

@@ -1,0 +1,83 @@
+"""The search's settings: what each part of a search reads of its command line, as small frozen objects.
+
+train_search.py turns its arguments into these (`train_search.search_settings`), and the code below the
+scripts takes the one it uses, or plain values, never the argparse namespace: the signature of a function
+says which flags can change what it does. Defaults that depend on the search space are resolved by the
+space (search_space.py) and returned; args.json and checkpoints record the resolved arguments as before.
+"""
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional
+
+from data import Augment
+
+if TYPE_CHECKING:
+    from fitness import Estimator
+
+
+@dataclass(frozen=True)
+class SupernetSettings:
+    """What builds the supernet: its width, and its depth in either space (DARTS: --layers cells;
+    NAS-Bench-201: --num_cells per stage of --max_nodes nodes, with or without --track_running_stats)."""
+    init_channels: int = 16
+    layers: int = 8
+    num_cells: int = 5
+    max_nodes: int = 4
+    track_running_stats: bool = False
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """The search's images: which dataset, where, at what size, and the share that trains the supernet (the
+    rest measures fitness; NAS-Bench-201's CIFAR and ImageNet16-120 use the benchmark's split files)."""
+    dataset: str = 'cifar10'
+    data: str = '../data'
+    image_size: int = 32
+    synthetic_size: int = 2000
+    train_portion: float = 0.5
+
+
+@dataclass(frozen=True)
+class LoaderSettings:
+    """How batches are drawn: the pipeline, the batch sizes of training and fitness, the fixed --valid_size
+    subset of the held-out images (None: all), and the seed every loader's generator derives from."""
+    loader: str = 'tensor'
+    num_workers: int = 2
+    batch_size: int = 64
+    valid_batch_size: int = 1024
+    valid_size: Optional[int] = None
+    seed: int = 18
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The supernet's optimiser and schedule: SGD from --learning_rate, cosine down to --learning_rate_min."""
+    learning_rate: float = 0.025
+    learning_rate_min: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.
+
+
+@dataclass(frozen=True)
+class BudgetSettings:
+    """--max_params and --max_macs (millions; None: no limit) at --budget_size."""
+    max_params: Optional[float] = None
+    max_macs: Optional[float] = None
+    size: str = 'cifar'
+
+    @property
+    def limited(self) -> bool:
+        return self.max_params is not None or self.max_macs is not None
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Everything a search computes with, resolved for its space."""
+    space: str
+    supernet: SupernetSettings
+    data: DataSettings
+    augment: Augment   # of the supernet's training batches (and, in the DARTS space, of the fitness batches)
+    loader: LoaderSettings
+    recipe: Recipe
+    fitness: 'Estimator'
+    budget: BudgetSettings

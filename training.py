@@ -1,0 +1,138 @@
+"""The epoch loop of training an evaluation network from scratch, and the end of such a run, shared by train.py
+(CIFAR, DARTS's recipe) and train_imagenet.py (P-DARTS's recipe): each epoch trains, evaluates, logs one row,
+keeps the best and writes the checkpoint; the run ends with summary.json and the lines that say where its
+weights are. What the two scripts do differently (the learning-rate schedule, an epoch's training batches, what
+a checkpoint holds, what the summary says) they pass in."""
+import logging
+import os
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterable, List, Tuple, Union
+
+import torch
+import torch.nn as nn
+
+import distributed
+import utils
+from checkpoint import rng_state, save_summary
+from engine import Monitor, OptimizerStep, infer, top5_text, train_epoch
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """What the epoch loop takes from a script's flags. Epochs count from 1, as the log and the checkpoints do."""
+    epochs: int
+    drop_path_prob: float    # the probability the last epoch reaches: it grows linearly from 0 (DARTS)
+    auxiliary_weight: float  # 0 without the auxiliary tower
+    eval_name: str           # 'test' (train.py) or 'valid' (train_imagenet.py): its log column and history keys
+    script: str              # a stopped run says how to continue it: python SCRIPT --resume RUN_DIR
+    records_drop_path: bool  # train.py's history rows hold each epoch's drop-path probability; ImageNet's never did
+
+
+@dataclass
+class SchedulerLR:
+    """DARTS's CIFAR schedule: a torch scheduler (cosine annealing) stepped after each epoch's training; its state
+    is part of the checkpoint."""
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+
+    def begin(self, epoch: int) -> float:
+        return self.scheduler.get_last_lr()[0]
+
+    def end(self) -> None:
+        self.scheduler.step()
+
+
+@dataclass
+class EpochLR:
+    """P-DARTS's ImageNet schedule: lr_of(epoch), set on the optimizer before each epoch trains; computed afresh
+    every epoch, so there is nothing to checkpoint."""
+    optimizer: torch.optim.Optimizer
+    lr_of: Callable[[int], float]
+
+    def begin(self, epoch: int) -> float:
+        lr = self.lr_of(epoch)
+        for group in self.optimizer.param_groups:
+            group['lr'] = lr
+        return lr
+
+    def end(self) -> None:
+        pass
+
+
+@dataclass
+class TrainingRun:
+    """What the epochs read and change."""
+    model: nn.Module        # the network; its state_dict is what the checkpoints hold
+    net: nn.Module          # what a training step calls: the model, or its DDP and/or torch.compile wrapper
+    optimize: OptimizerStep
+    learning_rate: Union[SchedulerLR, EpochLR]
+    train_batches: Callable[[int], Iterable]  # the training loader of an epoch
+    criterion: nn.Module    # the training loss
+    eval_loader: Iterable
+    eval_criterion: nn.Module
+    autocast: Callable
+    history: List[Dict]     # one row per completed epoch
+    epochs_done: int = 0
+
+
+def best_epoch(history: List[Dict], eval_name: str) -> Dict:
+    """The row of the first epoch with the highest evaluation top-1."""
+    return max(history, key=lambda row: row[f'{eval_name}_top1'])
+
+
+def train_epochs(run: TrainingRun, plan: EpochPlan, monitor: Monitor, logger: logging.Logger,
+                 dist: distributed.Distributed, device: torch.device, run_dir: str,
+                 write_checkpoint: Callable[[int, List], None]) -> None:
+    """Train epochs run.epochs_done + 1 to plan.epochs and evaluate each; after each, rank 0 writes TensorBoard
+    scalars and calls write_checkpoint(epoch, every rank's random streams)."""
+    name = plan.eval_name
+    writer = utils.summary_writer(os.path.join(run_dir, 'runs'), logger) if dist.is_main else None
+    timer = utils.Timer()
+    start = run.epochs_done
+    for epoch in range(start + 1, plan.epochs + 1):
+        lr = run.learning_rate.begin(epoch)
+        run.model.drop_path_prob = plan.drop_path_prob * (epoch - 1) / plan.epochs
+        train_loader = run.train_batches(epoch)
+        with utils.note_on_stop(epoch - 1, 'epoch', run_dir, plan.script, logger):
+            train_stats = train_epoch(run.net, train_loader, run.criterion, run.optimize, device, monitor, epoch=epoch,
+                                      auxiliary_weight=plan.auxiliary_weight, autocast=run.autocast)
+        run.learning_rate.end()
+        dist.broadcast_buffers(run.model)  # every rank evaluates with rank 0's BatchNorm statistics
+        evaluated = infer(run.model, run.eval_loader, run.eval_criterion, device, autocast=run.autocast,
+                          all_reduce=monitor.all_reduce)
+        row = {'epoch': epoch, 'lr': lr}
+        if plan.records_drop_path:
+            row['drop_path_prob'] = run.model.drop_path_prob
+        row.update({'train_loss': train_stats['loss'], 'train_top1': train_stats['top1'],
+                    f'{name}_loss': evaluated['loss'], f'{name}_top1': evaluated['top1'],
+                    f'{name}_top5': evaluated['top5']})
+        run.history.append(row)
+        run.epochs_done = epoch
+        best = best_epoch(run.history, name)
+        remaining = timer.remaining(epoch - start, plan.epochs - start)
+        logger.info(f"epoch {epoch:3d}/{plan.epochs} | lr {lr:.5f} | train loss {train_stats['loss']:.4f} "
+                    f"| train top1 {train_stats['top1']:6.2f} | {name} top1 {evaluated['top1']:6.2f}"
+                    f"{top5_text(evaluated, f'{name} top5')} | best {best[f'{name}_top1']:6.2f} "
+                    f"| {train_stats['images_per_sec']:.0f} img/s "
+                    f"| eta {utils.format_duration(remaining)}")
+        all_rng = dist.gather_object(rng_state())
+        if dist.is_main:
+            utils.add_scalars(writer, row, ('train_loss', 'train_top1', f'{name}_loss', f'{name}_top1',
+                                            f'{name}_top5', 'lr'), epoch)
+            write_checkpoint(epoch, all_rng)
+    if writer is not None:
+        writer.close()
+
+
+def finish(run: TrainingRun, plan: EpochPlan, logger: logging.Logger, dist: distributed.Distributed, run_dir: str,
+           summarize: Callable[[Dict, Dict], Tuple[Dict, List[str]]]) -> Dict:
+    """The end of a run: summarize(best row, last row) gives summary.json (rank 0 writes it) and the closing log
+    lines; a run without a completed epoch has neither. Closes the log and returns what the script's main does."""
+    history, summary = run.history, {}
+    if history:
+        summary, lines = summarize(best_epoch(history, plan.eval_name), history[-1])
+        if dist.is_main:
+            save_summary(run_dir, summary)
+        for line in lines:
+            logger.info(line)
+    utils.close_logger(logger)
+    return {'run_dir': run_dir, 'history': history, 'summary': summary}

@@ -39,6 +39,7 @@ from typing import Callable, Dict, List, Tuple
 import torch
 import torch.nn as nn
 
+import arguments
 import speed
 import utils
 from architect_evolution import darts_shapes, decode, init_population
@@ -54,7 +55,8 @@ FULL_SEARCH = {'train_images': 25000, 'valid_images': 25000, 'batch': 64, 'pop_s
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = utils.ArgumentParser('bench', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = arguments.ArgumentParser('bench', description=__doc__,
+                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--device', type=str, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
     parser.add_argument('--only', type=str,
                         default='supernet_train,fitness,augment,evalnet_train,generation,nb201_train,nb201_fitness',
@@ -76,7 +78,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='run every measurement in this process (default: each in a fresh process, so that '
                              'peak memory, allocator state and process-wide settings such as reuse_freed_memory of '
                              'one never leak into the next)')
-    utils.add_cudnn_argument(parser)
+    arguments.add_cudnn_argument(parser)
     parser.add_argument('--one', nargs=2, metavar=('BENCHMARK', 'VARIANT'), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0:

@@ -4,7 +4,6 @@ loading, random-stream state.
 Nothing here pickles project classes: a checkpoint holds tensors, numbers, strings, lists and dicts, so any
 of them loads with `torch.load(weights_only=True)`, which refuses to run code.
 """
-import argparse
 import fcntl
 import glob
 import hashlib
@@ -14,14 +13,14 @@ import random
 import sys
 import tempfile
 import zipfile
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from faults import fault_point
-from utils import UserError, explicit_options, json_number, reason, run_program
+from utils import UserError, json_number, reason, run_program
 
 
 def _atomic_write(path: str, write, fault_tag: int = -1) -> None:
@@ -244,10 +243,10 @@ def read_run_args(run_dir: str, program: str) -> Dict[str, Any]:
     return saved
 
 
-def run_normalisation(run_dir: str, args) -> Optional[tuple]:
+def run_normalisation(run_dir: str, dataset: str) -> Optional[tuple]:
     """(mean, std) that a run's images were normalised with (its dataset.json), for a folder dataset, whose
     statistics were computed from its own training images; None where they are fixed (CIFAR, generated)."""
-    if args.dataset != 'folder':
+    if dataset != 'folder':
         return None
     path = os.path.join(run_dir, 'dataset.json')
     try:
@@ -256,19 +255,6 @@ def run_normalisation(run_dir: str, args) -> Optional[tuple]:
         return tuple(info['mean']), tuple(info['std'])
     except (OSError, ValueError, KeyError, TypeError):
         return None  # computed again from the training images, as for a run without the file
-
-
-def take_run_settings(parser, argv, args, program: str, names) -> None:
-    """For --dir RUN_DIR of the evaluation scripts: each flag in `names` that the command line does not give
-    takes the value of the `program` run there (its args.json)."""
-    try:
-        saved = read_run_args(args.dir, program)
-    except UserError as e:
-        parser.error(f"--dir {e}")
-    explicit = explicit_options(parser, argv)
-    for name in names:
-        if name not in explicit and name in saved:
-            setattr(args, name, saved[name])
 
 
 def rng_state() -> Dict[str, Any]:
@@ -355,56 +341,21 @@ def new_run_dir(path: str, program: str, checkpoint_name: str = 'checkpoint.pt',
     return path
 
 
-def save_args(run_dir: str, program: str, args) -> None:
-    """The resolved arguments of a run, as RUN_DIR/args.json (read back by --resume)."""
-    atomic_write_text(os.path.join(run_dir, 'args.json'),
-                      json.dumps({'program': program, **vars(args)}, indent=1) + '\n')
+def save_args(run_dir: str, program: str, values: Dict[str, Any]) -> None:
+    """The resolved arguments of a run (`vars(args)`), as RUN_DIR/args.json (read back by --resume)."""
+    atomic_write_text(os.path.join(run_dir, 'args.json'), json.dumps({'program': program, **values}, indent=1) + '\n')
 
 
-def save_dataset_info(run_dir: str, data, args) -> None:
-    """RUN_DIR/dataset.json: what the networks of a run were built for, and the normalisation its images
-    used (for a folder dataset, computed from its training images)."""
-    info = {'dataset': args.dataset, 'data': args.data, 'num_classes': data.num_classes,
+def save_dataset_info(run_dir: str, data, dataset: str, root: str) -> None:
+    """RUN_DIR/dataset.json: what the networks of a run were built for (`data`: the training images of
+    --dataset from --data `root`), and the normalisation its images used (for a folder dataset, computed from
+    its training images)."""
+    info = {'dataset': dataset, 'data': root, 'num_classes': data.num_classes,
             'image_size': int(data.images.shape[-1]), 'num_train': len(data), 'mean': list(data.mean),
             'std': list(data.std)}
     if getattr(data, 'classes', None) is not None:
         info['classes'] = list(data.classes)
     atomic_write_text(os.path.join(run_dir, 'dataset.json'), json.dumps(info, indent=1) + '\n')
-
-
-def resumed_args(parser, argv, args, program: str, may_change, checkpoint_name: str = 'checkpoint.pt',
-                 resolve_defaults: Optional[Callable] = None):
-    """The saved args of the run in args.resume, with the flags in `may_change` taken from this command line.
-
-    Any other flag given explicitly must equal the run's own value; everything is checked before any work.
-    resolve_defaults(namespace) fills in the defaults that depend on other flags (left None by the parser),
-    as the run did.
-    """
-    try:
-        saved = read_run_args(args.resume, program)
-    except UserError as e:
-        parser.error(f"--resume {e}")
-    if not os.path.isfile(os.path.join(args.resume, checkpoint_name)):
-        unit = 'generation' if program == 'train_search' else 'epoch'
-        parser.error(f"--resume {args.resume}: this start stopped before its first {unit} completed, so there is "
-                     f"nothing to resume; run the command that started it again (with --run_dir {args.resume}), "
-                     f"which reuses the directory")
-    explicit = explicit_options(parser, argv)
-    # A flag newer than the run is not in its args.json: the run used that flag's default.
-    run = argparse.Namespace(**{name: saved.get(name, parser.get_default(name)) for name in vars(args)})
-    if resolve_defaults is not None:
-        resolve_defaults(run)
-    for name in sorted(explicit - set(may_change)):
-        theirs = getattr(run, name)
-        if theirs != getattr(args, name):
-            allowed = ', '.join('--' + n for n in sorted(set(may_change) - {'resume'}))
-            parser.error(f"--resume: --{name} {getattr(args, name)} differs from the run's {theirs}; "
-                         f"only {allowed} may change")
-    merged = vars(args).copy()
-    keep = explicit & set(may_change)
-    merged.update({k: v for k, v in saved.items() if k in merged and k not in keep})
-    merged['resume'] = args.resume
-    return argparse.Namespace(**merged)
 
 
 def restore_run(state: Dict[str, Any], rank: int, model: nn.Module, optimizer, scaler=None, model_key: str = 'model',
@@ -427,14 +378,15 @@ def save_summary(run_dir: str, summary: Dict[str, Any]) -> None:
     atomic_write_text(os.path.join(run_dir, 'summary.json'), json.dumps(summary, indent=1, allow_nan=False) + '\n')
 
 
-def load_run_checkpoint(run_dir: str, fmt: str, args, may_change, map_location='cpu',
+def load_run_checkpoint(run_dir: str, fmt: str, run_args: Dict[str, Any], may_change, map_location='cpu',
                         checkpoint_name: str = 'checkpoint.pt') -> Dict[str, Any]:
-    """RUN_DIR/checkpoint.pt, checked to be of format `fmt` and made with the same run-defining args."""
+    """RUN_DIR/checkpoint.pt, checked to be of format `fmt` and made with the same run-defining arguments as
+    `run_args` (the run's args.json, as `vars(args)`), except those in `may_change`."""
     path = os.path.join(run_dir, checkpoint_name)
     state = load_checkpoint(path, map_location=map_location)
     if not isinstance(state, dict) or state.get('format') != fmt:
         raise UserError(f"{path} is not a {fmt.split('/')[0]} checkpoint")
-    for name, value in vars(args).items():
+    for name, value in run_args.items():
         if name not in may_change and name in state.get('args', {}) and state['args'][name] != value:
             raise UserError(f"{path} was made with --{name} {state['args'][name]}, not {value} as args.json says")
     return state

@@ -220,27 +220,10 @@ class SearchData:
     valid_augment: Optional[Augment] = None
 
 
-def add_augment_arguments(group, cutout_help: str, per_space: bool = False) -> None:
-    """The training augmentation's flags, as train_search.py and train.py take them. With per_space, the
-    defaults of --cutout_length and --crop_padding are left None, for the search space to resolve."""
-    group.add_argument('--cutout', action='store_true', help=cutout_help)
-    group.add_argument('--cutout_length', type=int, default=None if per_space else 16,
-                       help='cutout length (default: 16)' if not per_space else
-                       'cutout length (default: 16 with --cutout in the DARTS space; in NAS-Bench-201 the '
-                       'original\'s --cutout has no effect, and --cutout_length N is a real cutout of N)')
-    group.add_argument('--no_flip', action='store_true',
-                       help='no random horizontal flip (for images that are not mirror-symmetric: digits, text, '
-                            'many medical images)')
-    group.add_argument('--crop_padding', type=int, default=None if per_space else 4,
-                       help='zero padding of the random crop, in pixels (default: 4, the original\'s'
-                            + ('; 2 for ImageNet16-120' if per_space else '') + '; 0 = no crop)')
-
-
-def training_augment(args) -> Augment:
-    """The Augment of --cutout, --cutout_length, --no_flip and --crop_padding (runs recorded before the last
-    two existed have neither in args.json and keep the defaults)."""
-    return Augment(padding=getattr(args, 'crop_padding', 4), flip=not getattr(args, 'no_flip', False),
-                   cutout_length=args.cutout_length if args.cutout else 0)
+def training_augment(cutout: bool, cutout_length: int, crop_padding: int = 4, flip: bool = True) -> Augment:
+    """The Augment of --cutout, --cutout_length, --crop_padding and not --no_flip: DARTS's cutout with --cutout
+    (runs recorded before the last two flags existed used their defaults, which --resume fills in)."""
+    return Augment(padding=crop_padding, flip=flip, cutout_length=cutout_length if cutout else 0)
 
 
 def normalize(images: torch.Tensor, mean, std, memory_format: torch.memory_format = torch.contiguous_format

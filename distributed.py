@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 
 from checkpoint import RunLock, new_run_dir
+from settings import RunSettings
 from utils import StopSignals, UserError, resolve_device
 
 
@@ -123,7 +124,7 @@ def _init_process_group(backend: str, rank: int, world_size: int, **kwargs) -> N
                             world_size=world_size, **kwargs)
 
 
-def run(args, prefix: str, program: str, prepare: Callable, body: Callable,
+def run(place: RunSettings, prefix: str, program: str, prepare: Callable, body: Callable,
         checkpoint_name: str = 'checkpoint.pt') -> Any:
     """The frame of every training script: set up the processes, read the inputs with prepare(device), make
     (or reopen, with --resume) the run directory, lock it, and call body(inputs, run_dir, dist, device, stop).
@@ -133,10 +134,10 @@ def run(args, prefix: str, program: str, prepare: Callable, body: Callable,
     blocked in a collective dies at once when the job is torn down; Ctrl-C still stops every rank at its next
     check. A single process stops at a safe point on either.
     """
-    dist, device = setup(args.device)
+    dist, device = setup(place.device)
     try:
         inputs = prepare(device)
-        run_dir = shared_run_dir(args, dist, prefix, program, checkpoint_name)
+        run_dir = shared_run_dir(place, dist, prefix, program, checkpoint_name)
         with (RunLock(run_dir) if dist.is_main else nullcontext()), StopSignals(not dist.enabled) as stop:
             result = body(inputs, run_dir, dist, device, stop)
         # The ranks leave together: a gloo process that tore its group down while rank 0 was still writing the
@@ -185,17 +186,17 @@ def _same_tensors_new_tree(module: torch.nn.Module) -> torch.nn.Module:
     return clone
 
 
-def shared_run_dir(args, dist: Distributed, prefix: str, program: str, checkpoint_name: str) -> str:
-    """The run directory: args.resume, args.run_dir, or (args.dir or cwd)/PREFIX-YYYYMMDD-HHMMSS for a new
+def shared_run_dir(place: RunSettings, dist: Distributed, prefix: str, program: str, checkpoint_name: str) -> str:
+    """The run directory: --resume, --run_dir, or (--dir or cwd)/PREFIX-YYYYMMDD-HHMMSS for a new
     run. Rank 0 creates it and tells the other ranks."""
-    if args.resume:
-        return args.resume
+    if place.resume:
+        return place.resume
     path = None
     if dist.is_main:
-        default = os.path.join(args.dir or os.getcwd(), f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}")
+        default = os.path.join(place.parent or os.getcwd(), f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}")
         try:
             # An elastic restart that comes before the first checkpoint starts the same run afresh.
-            path = new_run_dir(args.run_dir or default, program, checkpoint_name, reuse=elastic_restart_count() > 0)
+            path = new_run_dir(place.run_dir or default, program, checkpoint_name, reuse=elastic_restart_count() > 0)
         except UserError as e:
             path = e  # every rank must learn of the failure, or the others would wait forever
     path = dist.broadcast_object(path)
@@ -209,13 +210,3 @@ def elastic_restart_count() -> int:
     return int(os.environ.get('TORCHELASTIC_RESTART_COUNT', '0'))
 
 
-def resume_after_restart(parser, args, checkpoint_name: str = 'checkpoint.pt') -> None:
-    """After torchrun restarts a failed job, continue from the run's last checkpoint, as --resume would.
-    Needs --run_dir, so that the restarted processes find the run."""
-    if elastic_restart_count() == 0 or args.resume:
-        return
-    if args.run_dir is None:
-        parser.error("torchrun restarted this job, but without --run_dir the restarted processes cannot find the "
-                     "run to resume; pass --run_dir with --max_restarts")
-    if os.path.isfile(os.path.join(args.run_dir, checkpoint_name)):
-        args.resume = args.run_dir

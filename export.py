@@ -32,6 +32,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
+import arguments
 import utils
 from checkpoint import atomic_write_text, load_weights_file, read_run_args, read_weights_file
 from cost import count_macs
@@ -57,7 +58,8 @@ class Logits(nn.Module):
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = utils.ArgumentParser('export', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = arguments.ArgumentParser('export', description=__doc__,
+                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--dir', type=str, default=None, metavar='RUN_DIR',
                         help='a train.py or train_imagenet.py run: its genotype, sizes, normalisation and weights')
     parser.add_argument('--arch', type=str, default=None, help='published architecture name (without --dir)')
@@ -97,7 +99,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if tuple(int(p) for p in torch.__version__.split('+')[0].split('.')[:2]) < (2, 5):
         parser.error(f"export.py needs torch 2.5 or newer (torch.export with dynamic shapes, the dynamo ONNX "
                      f"exporter); this is torch {torch.__version__}")
-    utils.check_args(parser, args, at_least_one=('repeats',))
+    arguments.check_args(parser, args, at_least_one=('repeats',))
     return args
 
 
@@ -109,7 +111,7 @@ def describe_network(args) -> Dict:
     if args.dir is not None:
         return _from_run(args)
     network = args.network or 'cifar'
-    genotype, name = resolve_genotype(args.arch or utils.DEFAULT_ARCH, args.genotype)
+    genotype, name = resolve_genotype(args.arch or arguments.DEFAULT_ARCH, args.genotype)
     imagenet = network == 'imagenet'
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if imagenet else \
         (CIFAR100_MEAN, CIFAR100_STD) if args.dataset == 'cifar100' else (CIFAR10_MEAN, CIFAR10_STD)

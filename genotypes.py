@@ -10,7 +10,7 @@ import pickle
 from collections import namedtuple
 from typing import Any, Dict, Optional, Tuple
 
-from utils import UserError, run_program
+from utils import UserError
 
 Genotype = namedtuple('Genotype', 'normal normal_concat reduce reduce_concat')
 
@@ -278,26 +278,3 @@ def resolve_genotype(arch: Optional[str] = None, genotype_file: Optional[str] = 
     return get_genotype(arch), arch
 
 
-def check_architecture_arguments(parser, args) -> None:
-    """A training run names its architecture once: --arch NAME, --genotype FILE or --dir SEARCH_DIR, and
-    --dir is a search run (a training run's directory holds a genotype.json too, which would otherwise be
-    trained again, with the new run inside the old one)."""
-    given = [f"--{name}" for name in ('arch', 'dir', 'genotype') if getattr(args, name) is not None]
-    if len(given) > 1:
-        parser.error(f"give the architecture once: {' and '.join(given)} each name one (use only one of "
-                     f"--arch, --dir, --genotype)")
-    if not given:
-        parser.error("no architecture: give --arch NAME, --dir SEARCH_DIR or --genotype FILE")
-    if args.dir is not None:
-        program = run_program(args.dir)
-        if program not in (None, 'train_search'):
-            parser.error(f"--dir {args.dir} is a {program}.py run, not a search run; to train its architecture "
-                         f"again use --genotype {os.path.join(args.dir, 'genotype.json')}")
-
-
-def training_genotype(args) -> Tuple[Genotype, str]:
-    """The architecture a training run trains: when resuming, the copy saved in its run directory; else
-    --genotype, --dir or --arch (checked before anything is created)."""
-    if getattr(args, 'resume', None):
-        return load_genotype(os.path.join(args.resume, 'genotype.json')), args.arch or args.genotype or args.dir
-    return resolve_genotype(args.arch, args.genotype, args.dir)

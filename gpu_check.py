@@ -36,6 +36,7 @@ from typing import Dict
 import torch
 import torch.nn as nn
 
+import arguments
 import bench
 import rank_stats
 import speed
@@ -59,7 +60,7 @@ BF16_MARGIN = 1.5  # the fast path under bf16: at most 1.5x as far from float32 
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = utils.ArgumentParser('gpu_check', description=__doc__,
+    parser = arguments.ArgumentParser('gpu_check', description=__doc__,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument('--quick', action='store_true', help='the checks and the timing at the paper\'s sizes (default)')

@@ -19,6 +19,7 @@ import sys
 from collections import Counter
 from typing import Dict, List, Optional
 
+import arguments
 import utils
 from budget import pareto_front
 from checkpoint import atomic_write_text
@@ -339,7 +340,8 @@ def compare_runs(summaries: List[Dict]) -> List[str]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = utils.ArgumentParser('report', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = arguments.ArgumentParser('report', description=__doc__,
+                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('run_dirs', nargs='+', metavar='run_dir',
                         help='a train_search.py run directory; with several (e.g. one per seed), also their mean and '
                              'spread')

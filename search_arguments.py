@@ -3,18 +3,32 @@ settings a search computes with (settings.py), made from the resolved arguments 
 args.json (--resume; trust.py)."""
 import argparse
 import os
+from dataclasses import dataclass
 
-import distributed
+import arguments
 import fitness
 import speed
-import utils
 from benchmark_nb201 import METRICS as BENCHMARK_METRICS
 from benchmark_nb201 import WHERE as BENCHMARK_WHERE
 from budget import SIZES as BUDGET_SIZES
-from checkpoint import resumed_args
-from data import add_augment_arguments
+from data import Augment
+from fitness import Estimator
 from search_space import SPACES, get_space
-from settings import BudgetSettings, DataSettings, LoaderSettings, Recipe, SearchSettings, SupernetSettings
+from settings import BudgetSettings, DataSettings, LoaderSettings, Recipe, SupernetSettings
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Everything a search computes with, resolved for its space."""
+    space: str
+    supernet: SupernetSettings
+    data: DataSettings
+    augment: Augment   # of the supernet's training batches (and, in the DARTS space, of the fitness batches)
+    loader: LoaderSettings
+    recipe: Recipe
+    fitness: Estimator
+    budget: BudgetSettings
+
 
 # Flags that do not change what a run computes; only these may differ when a run is resumed.
 RESUME_MAY_CHANGE = {'device', 'report_freq', 'num_workers', 'data', 'resume', 'dir', 'run_dir', 'cudnn_benchmark',
@@ -22,7 +36,7 @@ RESUME_MAY_CHANGE = {'device', 'report_freq', 'num_workers', 'data', 'resume', '
 
 
 def build_parser(description: str = '') -> argparse.ArgumentParser:
-    parser = utils.ArgumentParser('train_search', description=description,
+    parser = arguments.ArgumentParser('train_search', description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     space = parser.add_argument_group('search space')
     space.add_argument('--space', choices=tuple(SPACES), default='darts',
@@ -55,8 +69,8 @@ def build_parser(description: str = '') -> argparse.ArgumentParser:
     data.add_argument('--train_portion', type=float, default=0.5,
                       help='share of the training set that trains the supernet; the rest measures fitness '
                            '(default: 0.5; nb201 on CIFAR and ImageNet16-120 uses the benchmark\'s split files)')
-    add_augment_arguments(data, cutout_help='use cutout (darts: on training and fitness batches; nb201: no effect, '
-                                            'as in the original)', per_space=True)
+    arguments.add_augment_arguments(data, cutout_help='use cutout (darts: on training and fitness batches; nb201: '
+                                                      'no effect, as in the original)', per_space=True)
     data.add_argument('--loader', choices=('tensor', 'torchvision'), default='tensor',
                       help='tensor: batch-wise augmentation on the device (fast); torchvision: the original '
                            'per-image pipeline in worker processes (same distributions) (default: tensor)')
@@ -109,8 +123,8 @@ def build_parser(description: str = '') -> argparse.ArgumentParser:
                       help='with torchrun on GPUs, BatchNorm statistics of a training step over the global batch')
 
     run = parser.add_argument_group('run')
-    utils.add_seed_and_device(run, 18)
-    utils.add_cudnn_argument(run)
+    arguments.add_seed_and_device(run, 18)
+    arguments.add_cudnn_argument(run)
     run.add_argument('--dir', type=str, default=None,
                      help='where new runs go, as search-YYYYMMDD-HHMMSS (default: the current directory)')
     run.add_argument('--run_dir', type=str, default=None, help='exact directory of a new run (overrides --dir)')
@@ -121,7 +135,7 @@ def build_parser(description: str = '') -> argparse.ArgumentParser:
 
 
 def _check_ranges(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    utils.check_args(parser, args,
+    arguments.check_args(parser, args,
                      at_least_one=('epochs', 'pop_size', 'tsize', 'batch_size', 'valid_batch_size', 'init_channels',
                                    'layers', 'num_cells', 'report_freq', 'image_size', 'fitness_bn_batches'),
                      positive=('learning_rate', 'grad_clip'),
@@ -189,13 +203,13 @@ def parse_args(argv=None, description: str = '') -> argparse.Namespace:
     """The resolved arguments (train_search.parse_args passes the script's docstring for --help)."""
     parser = build_parser(description)
     args = parser.parse_args(argv)
-    distributed.resume_after_restart(parser, args)
+    arguments.resume_after_restart(parser, args)
     if args.resume is not None:
-        args = resumed_args(parser, argv, args, 'train_search', RESUME_MAY_CHANGE,
+        args = arguments.resumed_args(parser, argv, args, 'train_search', RESUME_MAY_CHANGE,
                             resolve_defaults=resolve_space_defaults)
         resolve_space_defaults(args)  # a run older than a flag used its default
     else:
-        _check_space(parser, args, utils.explicit_options(parser, argv))
+        _check_space(parser, args, arguments.explicit_options(parser, argv))
     _check_benchmark(parser, args)
     _check_ranges(parser, args)
     return args
@@ -216,7 +230,7 @@ def search_settings(args: argparse.Namespace) -> SearchSettings:
                               valid_batch_size=args.valid_batch_size, valid_size=args.valid_size, seed=args.seed),
         recipe=Recipe(learning_rate=args.learning_rate, learning_rate_min=args.learning_rate_min,
                       momentum=args.momentum, weight_decay=args.weight_decay, grad_clip=args.grad_clip),
-        fitness=fitness.Estimator(data=args.fitness_data, bn=args.fitness_bn, augment=args.fitness_augment,
+        fitness=Estimator(data=args.fitness_data, bn=args.fitness_bn, augment=args.fitness_augment,
                                   recalibration_batches=args.fitness_bn_batches, dtype=args.fitness_dtype),
         budget=BudgetSettings(max_params=args.max_params, max_macs=args.max_macs, size=args.budget_size))
 

@@ -20,7 +20,7 @@ import data_nb201
 from architect_evolution import darts_shapes, decode, derive_genotype
 from checkpoint import atomic_write_text
 from cost import count_macs, network_cost
-from data import Augment, SearchData, load_dataset
+from data import Augment, SearchData, load_dataset, training_augment
 from genotypes import genotype_to_dict, save_genotype
 from genotypes_nb201 import NB201_OPS, arch_string, max_nodes_of, num_edges, parse_arch
 from operations import Layers
@@ -76,7 +76,7 @@ class DartsSpace:
 
     def train_augment(self, cutout: bool, cutout_length: int, crop_padding: int, flip: bool) -> Augment:
         """The training batches' augmentation (the resolved flags): DARTS's cutout with --cutout."""
-        return Augment(padding=crop_padding, flip=flip, cutout_length=cutout_length if cutout else 0)
+        return training_augment(cutout, cutout_length, crop_padding, flip)
 
     def build_supernet(self, supernet: SupernetSettings, num_classes: int, impl: Layers) -> nn.Module:
         from model_search import Network

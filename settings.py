@@ -1,17 +1,13 @@
-"""The search's settings: what each part of a search reads of its command line, as small frozen objects.
+"""Settings: what each part of a run reads of its command line, as small frozen objects.
 
-train_search.py turns its arguments into these (`train_search.search_settings`), and the code below the
-scripts takes the one it uses, or plain values, never the argparse namespace: the signature of a function
-says which flags can change what it does. Defaults that depend on the search space are resolved by the
-space (search_space.py) and returned; args.json and checkpoints record the resolved arguments as before.
+The scripts turn their arguments into these (`search_arguments.search_settings`, `arguments.run_settings`),
+and the code below the scripts takes the one it uses, or plain values, never the argparse namespace: the
+signature of a function says which flags can change what it does. Defaults that depend on the search space
+are resolved by the space (search_space.py) and returned; args.json and checkpoints record the resolved
+arguments as before.
 """
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
-
-from data import Augment
-
-if TYPE_CHECKING:
-    from fitness import Estimator
+from typing import Optional
 
 
 @dataclass(frozen=True)
@@ -71,13 +67,10 @@ class BudgetSettings:
 
 
 @dataclass(frozen=True)
-class SearchSettings:
-    """Everything a search computes with, resolved for its space."""
-    space: str
-    supernet: SupernetSettings
-    data: DataSettings
-    augment: Augment   # of the supernet's training batches (and, in the DARTS space, of the fitness batches)
-    loader: LoaderSettings
-    recipe: Recipe
-    fitness: 'Estimator'
-    budget: BudgetSettings
+class RunSettings:
+    """Where a run lives and on what: --device, and --resume RUN_DIR, or --run_dir, or a new directory named by
+    the script under `parent` (--dir; None: the current directory)."""
+    device: str = 'auto'
+    resume: Optional[str] = None
+    run_dir: Optional[str] = None
+    parent: Optional[str] = None

@@ -14,9 +14,10 @@ auxiliary head's keys are dropped unless --auxiliary. Any other mismatch is an e
 import argparse
 import sys
 
+import arguments
 import speed
 import utils
-from checkpoint import load_weights_file, read_weights_file, run_normalisation, take_run_settings
+from checkpoint import load_weights_file, read_weights_file, run_normalisation
 from data import DATASETS, TensorLoader, load_dataset
 from engine import test_model
 from genotypes import resolve_genotype
@@ -27,7 +28,7 @@ RUN_SETTINGS = ('dataset', 'data', 'image_size', 'synthetic_size', 'init_channel
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = utils.ArgumentParser('test_cifar', description=__doc__,
+    parser = arguments.ArgumentParser('test_cifar', description=__doc__,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--dir', type=str, default=None, metavar='RUN_DIR',
                         help="a train.py run: its genotype, sizes, dataset, normalisation and weights.pt (flags "
@@ -43,17 +44,17 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='training-set size of the generated set; its test set is a fifth (default: 2000)')
     parser.add_argument('--batch_size', type=int, default=96, help='batch size (default: 96)')
     parser.add_argument('--report_freq', type=int, default=50, help='report every N batches (default: 50)')
-    utils.add_network_arguments(parser, init_channels=36, layers=20, weights='RUN_DIR/weights.pt with --dir')
-    utils.add_seed_and_device(parser, 0)
+    arguments.add_network_arguments(parser, init_channels=36, layers=20, weights='RUN_DIR/weights.pt with --dir')
+    arguments.add_seed_and_device(parser, 0)
     speed.add_paper_exact_argument(parser)
     args = parser.parse_args(argv)
     args.stats = None
     if args.dir is not None:
-        take_run_settings(parser, argv, args, 'train', RUN_SETTINGS)
-        args.stats = run_normalisation(args.dir, args)
-    utils.check_args(parser, args, at_least_one=('batch_size', 'init_channels', 'layers', 'synthetic_size',
+        arguments.take_run_settings(parser, argv, args, 'train', RUN_SETTINGS)
+        args.stats = run_normalisation(args.dir, args.dataset)
+    arguments.check_args(parser, args, at_least_one=('batch_size', 'init_channels', 'layers', 'synthetic_size',
                                                  'image_size'))
-    utils.resolve_network_arguments(parser, args, 'weights.pt')
+    arguments.resolve_network_arguments(parser, args, 'weights.pt')
     return args
 
 

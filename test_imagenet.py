@@ -16,9 +16,10 @@ dropped unless --auxiliary. Any other mismatch is an error (exit status 2).
 import argparse
 import sys
 
+import arguments
 import speed
 import utils
-from checkpoint import load_weights_file, read_weights_file, take_run_settings
+from checkpoint import load_weights_file, read_weights_file
 from data import FolderLoader, image_folder, imagenet_transforms
 from engine import test_model
 from genotypes import resolve_genotype
@@ -29,7 +30,7 @@ RUN_SETTINGS = ('data', 'image_size', 'init_channels', 'layers', 'auxiliary')
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = utils.ArgumentParser('test_imagenet', description=__doc__,
+    parser = arguments.ArgumentParser('test_imagenet', description=__doc__,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--dir', type=str, default=None, metavar='RUN_DIR',
                         help="a train_imagenet.py run: its genotype, sizes, data and last epoch's weights "
@@ -38,21 +39,21 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help='ImageNet root holding val/ (default: ../data/imagenet/)')
     parser.add_argument('--batch_size', type=int, default=128, help='batch size (default: 128)')
     parser.add_argument('--report_freq', type=int, default=100, help='report every N batches (default: 100)')
-    utils.add_network_arguments(parser, init_channels=48, layers=14,
+    arguments.add_network_arguments(parser, init_channels=48, layers=14,
                                 weights='RUN_DIR/checkpoint.pth.tar with --dir')
     parser.add_argument('--num_classes', type=int, default=None,
                         help='classes of the network (default: the number of class folders in val/)')
     parser.add_argument('--image_size', type=int, default=224,
                         help='centre-crop size; images are first resized to size*256/224 (default: 224)')
     parser.add_argument('--num_workers', type=int, default=4, help='data loading processes (default: 4)')
-    utils.add_seed_and_device(parser, 0)
+    arguments.add_seed_and_device(parser, 0)
     speed.add_paper_exact_argument(parser)
     args = parser.parse_args(argv)
     if args.dir is not None:
-        take_run_settings(parser, argv, args, 'train_imagenet', RUN_SETTINGS)
-    utils.check_args(parser, args, at_least_one=('batch_size', 'init_channels', 'layers', 'image_size'),
+        arguments.take_run_settings(parser, argv, args, 'train_imagenet', RUN_SETTINGS)
+    arguments.check_args(parser, args, at_least_one=('batch_size', 'init_channels', 'layers', 'image_size'),
                      non_negative=('num_workers',))
-    utils.resolve_network_arguments(parser, args, 'checkpoint.pth.tar')
+    arguments.resolve_network_arguments(parser, args, 'checkpoint.pth.tar')
     return args
 
 

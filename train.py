@@ -25,14 +25,15 @@ from typing import Dict, List, Tuple
 import torch
 import torch.nn as nn
 
+import arguments
 import distributed
 import speed
 import utils
-from checkpoint import atomic_save, load_run_checkpoint, restore_run, resumed_args, save_args, save_dataset_info
+from checkpoint import atomic_save, load_run_checkpoint, restore_run, save_args, save_dataset_info
 from cost import describe_cost, network_cost
-from data import DATASETS, ImageArray, TensorLoader, add_augment_arguments, load_dataset, make_loader, training_augment
+from data import DATASETS, ImageArray, TensorLoader, load_dataset, make_loader, training_augment
 from engine import Monitor, OptimizerStep
-from genotypes import check_architecture_arguments, save_genotype, training_genotype
+from genotypes import save_genotype
 from model import NetworkCIFAR
 from training import EpochPlan, SchedulerLR, TrainingRun, finish, train_epochs
 
@@ -42,7 +43,8 @@ RESUME_MAY_CHANGE = {'device', 'report_freq', 'num_workers', 'data', 'resume', '
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = utils.ArgumentParser('train', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = arguments.ArgumentParser('train', description=__doc__,
+                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     arch = parser.add_argument_group('architecture (one of --arch, --dir, --genotype)')
     arch.add_argument('--arch', type=str, default=None, help='published architecture name, e.g. EvNASA')
     arch.add_argument('--dir', type=str, default=None,
@@ -62,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument('--image_size', type=int, default=32,
                       help='folder and synthetic images are resized to this (default: 32)')
     data.add_argument('--synthetic_size', type=int, default=2000, help='training images of the generated set')
-    add_augment_arguments(data, cutout_help='use cutout')
+    arguments.add_augment_arguments(data, cutout_help='use cutout')
     data.add_argument('--loader', choices=('tensor', 'torchvision'), default='tensor',
                       help='tensor: batch-wise augmentation on the device; torchvision: the original per-image '
                            'pipeline (default: tensor)')
@@ -88,23 +90,23 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument('--compile', action='store_true', help='torch.compile the network')
 
     run = parser.add_argument_group('run')
-    utils.add_run_arguments(run, 18, 'eval-NAME-YYYYMMDD-HHMMSS', report_freq=50)
-    utils.add_cudnn_argument(run)
+    arguments.add_run_arguments(run, 18, 'eval-NAME-YYYYMMDD-HHMMSS', report_freq=50)
+    arguments.add_cudnn_argument(run)
     return parser
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    distributed.resume_after_restart(parser, args)
+    arguments.resume_after_restart(parser, args)
     if args.resume is not None:
-        args = resumed_args(parser, argv, args, 'train', RESUME_MAY_CHANGE)
+        args = arguments.resumed_args(parser, argv, args, 'train', RESUME_MAY_CHANGE)
     else:
-        check_architecture_arguments(parser, args)
+        arguments.check_architecture_arguments(parser, args)
     if args.auxiliary and args.image_size < 32:
         parser.error(f"--auxiliary needs images of at least 32x32 (its head pools an 8x8 map); got --image_size "
                      f"{args.image_size}")
-    utils.check_args(parser, args,
+    arguments.check_args(parser, args,
                      at_least_one=('epochs', 'batch_size', 'init_channels', 'layers', 'report_freq', 'synthetic_size',
                                    'image_size'),
                      positive=('learning_rate', 'grad_clip'),
@@ -116,10 +118,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(args: argparse.Namespace) -> Dict:
-    genotype, arch_name = training_genotype(args)
-    return distributed.run(args, f"eval-{args.save}", 'train', lambda device: load_train_test(args),
-                           lambda data, run_dir, dist, device, stop: train(args, data, run_dir, dist, device, stop,
-                                                                           genotype, arch_name))
+    genotype, arch_name = arguments.training_genotype(args)
+    def body(data, run_dir, dist, device, stop):
+        return train(args, data, run_dir, dist, device, stop, genotype, arch_name)
+    return distributed.run(arguments.run_settings(args), f"eval-{args.save}", 'train',
+                           lambda device: load_train_test(args), body)
 
 
 def load_train_test(args) -> Tuple[ImageArray, ImageArray]:
@@ -139,7 +142,7 @@ def train(args: argparse.Namespace, data: Tuple[ImageArray, ImageArray], run_dir
     logger = utils.setup_logger('train', run_dir if dist.is_main else None, enabled=dist.is_main)
     utils.configure_cudnn(device, args.cudnn_benchmark)
     if dist.is_main and not args.resume:
-        save_args(run_dir, 'train', args)
+        save_args(run_dir, 'train', vars(args))
         save_genotype(genotype, os.path.join(run_dir, 'genotype.json'))
     logger.info(f"{'resuming' if args.resume else 'training'} {arch_name} in {run_dir} on {device}"
                 + (f" x {dist.world_size} processes" if dist.enabled else ''))
@@ -147,7 +150,7 @@ def train(args: argparse.Namespace, data: Tuple[ImageArray, ImageArray], run_dir
 
     train_data, test_data = data
     if dist.is_main and not args.resume:
-        save_dataset_info(run_dir, train_data, args)
+        save_dataset_info(run_dir, train_data, args.dataset, args.data)
     config = speed.config_for(device, args.paper_exact)
     speed.configure_process(config)
     model = NetworkCIFAR(args.init_channels, train_data.num_classes, args.layers, args.auxiliary, genotype,
@@ -166,7 +169,7 @@ def train(args: argparse.Namespace, data: Tuple[ImageArray, ImageArray], run_dir
     autocast, scaler, precision = utils.mixed_precision(device, args.amp)
     precision = speed.float32_policy(config, device) if precision == 'fp32' else precision
     data_generator = utils.make_generator(args.seed + 1)
-    augment = training_augment(args)
+    augment = training_augment(args.cutout, args.cutout_length, args.crop_padding, flip=not args.no_flip)
     train_loader = make_loader(args.loader, train_data, args.batch_size, device, shuffle=True, augment=augment,
                                generator=data_generator, num_workers=args.num_workers, rank=dist.rank,
                                world_size=dist.world_size, memory_format=config.memory_format)
@@ -175,7 +178,7 @@ def train(args: argparse.Namespace, data: Tuple[ImageArray, ImageArray], run_dir
 
     start_epoch, history = 0, []
     if args.resume:
-        state = load_run_checkpoint(run_dir, CHECKPOINT_FORMAT, args, RESUME_MAY_CHANGE)
+        state = load_run_checkpoint(run_dir, CHECKPOINT_FORMAT, vars(args), RESUME_MAY_CHANGE)
         restore_run(state, dist.rank, model, optimizer, scaler, scheduler=scheduler, data_generator=data_generator)
         start_epoch, history = state['epoch'], state['history']
         logger.info(f"resumed after epoch {start_epoch} of {args.epochs}")

@@ -29,14 +29,15 @@ from typing import Dict, List, Tuple
 import torch
 import torch.nn as nn
 
+import arguments
 import distributed
 import speed
 import utils
-from checkpoint import atomic_save, load_run_checkpoint, restore_run, resumed_args, save_args
+from checkpoint import atomic_save, load_run_checkpoint, restore_run, save_args
 from cost import describe_cost, network_cost
 from data import FolderLoader, image_folder, imagenet_transforms
 from engine import Monitor, OptimizerStep, top5_text
-from genotypes import check_architecture_arguments, save_genotype, training_genotype
+from genotypes import save_genotype
 from model import NetworkImageNet
 from training import EpochLR, EpochPlan, TrainingRun, best_epoch, finish, train_epochs
 
@@ -45,7 +46,7 @@ RESUME_MAY_CHANGE = {'device', 'report_freq', 'workers', 'data', 'resume', 'dir'
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = utils.ArgumentParser('train_imagenet', description=__doc__,
+    parser = arguments.ArgumentParser('train_imagenet', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     arch = parser.add_argument_group('architecture (one of --arch, --dir, --genotype)')
     arch.add_argument('--arch', type=str, default=None, help='published architecture name, e.g. EvNASA')
@@ -83,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_paper_exact_argument(optim)
 
     parser.add_argument('--parallel', action='store_true', help="the original's DataParallel flag: use torchrun")
-    utils.add_run_arguments(parser.add_argument_group('run'), 0, 'eval-imagenet-NAME-YYYYMMDD-HHMMSS', report_freq=100)
+    arguments.add_run_arguments(parser.add_argument_group('run'), 0, 'eval-imagenet-NAME-YYYYMMDD-HHMMSS',
+                                report_freq=100)
     return parser
 
 
@@ -94,12 +96,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         rest = ' '.join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv) if a != '--parallel')
         parser.error(f"--parallel (the original's DataParallel) is not needed: several GPUs train with torchrun, "
                      f"one process per GPU: torchrun --nproc_per_node=NUM_GPUS train_imagenet.py {rest}")
-    distributed.resume_after_restart(parser, args, 'checkpoint.pth.tar')
+    arguments.resume_after_restart(parser, args, 'checkpoint.pth.tar')
     if args.resume is not None:
-        args = resumed_args(parser, argv, args, 'train_imagenet', RESUME_MAY_CHANGE, 'checkpoint.pth.tar')
+        args = arguments.resumed_args(parser, argv, args, 'train_imagenet', RESUME_MAY_CHANGE, 'checkpoint.pth.tar')
     else:
-        check_architecture_arguments(parser, args)
-    utils.check_args(parser, args,
+        arguments.check_architecture_arguments(parser, args)
+    arguments.check_args(parser, args,
                      at_least_one=('epochs', 'batch_size', 'init_channels', 'layers', 'report_freq', 'image_size'),
                      positive=('learning_rate', 'grad_clip'),
                      non_negative=('momentum', 'weight_decay', 'workers', 'auxiliary_weight'))
@@ -127,11 +129,11 @@ def learning_rate(args, epoch: int) -> float:
 
 
 def main(args: argparse.Namespace) -> Dict:
-    genotype, arch_name = training_genotype(args)
-    return distributed.run(args, f"eval-imagenet-{args.save}", 'train_imagenet', lambda device: load_imagenet(args),
-                           lambda data, run_dir, dist, device, stop: train(args, data, run_dir, dist, device, stop,
-                                                                           genotype, arch_name),
-                           checkpoint_name='checkpoint.pth.tar')
+    genotype, arch_name = arguments.training_genotype(args)
+    def body(data, run_dir, dist, device, stop):
+        return train(args, data, run_dir, dist, device, stop, genotype, arch_name)
+    return distributed.run(arguments.run_settings(args), f"eval-imagenet-{args.save}", 'train_imagenet',
+                           lambda device: load_imagenet(args), body, checkpoint_name='checkpoint.pth.tar')
 
 
 def load_imagenet(args) -> tuple:
@@ -151,7 +153,7 @@ def train(args, data: tuple, run_dir: str, dist: distributed.Distributed, device
     utils.configure_cudnn(device, benchmark=True)
     train_data, valid_data = data
     if dist.is_main and not args.resume:
-        save_args(run_dir, 'train_imagenet', args)
+        save_args(run_dir, 'train_imagenet', vars(args))
         save_genotype(genotype, os.path.join(run_dir, 'genotype.json'))
     logger.info(f"{'resuming' if args.resume else 'training'} {arch_name} in {run_dir} on {device}"
                 + (f" x {dist.world_size} processes" if dist.enabled else ''))
@@ -179,7 +181,7 @@ def train(args, data: tuple, run_dir: str, dist: distributed.Distributed, device
 
     start_epoch, history = 0, []
     if args.resume:
-        state = load_run_checkpoint(run_dir, CHECKPOINT_FORMAT, args, RESUME_MAY_CHANGE,
+        state = load_run_checkpoint(run_dir, CHECKPOINT_FORMAT, vars(args), RESUME_MAY_CHANGE,
                                     checkpoint_name='checkpoint.pth.tar')
         restore_run(state, dist.rank, model, optimizer, scaler, model_key='state_dict')
         start_epoch, history = state['epoch'], state['history']

@@ -34,6 +34,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
+import arguments
 import distributed
 import fitness
 import search_arguments
@@ -43,14 +44,7 @@ from architect_evolution import Individual, evolve, init_population, sort_popula
 from benchmark_nb201 import WHERE as BENCHMARK_WHERE
 from benchmark_nb201 import Benchmark
 from budget import Budget
-from checkpoint import (
-    atomic_save,
-    load_run_checkpoint,
-    restore_run,
-    rng_state,
-    save_args,
-    save_dataset_info,
-)
+from checkpoint import atomic_save, load_run_checkpoint, restore_run, rng_state, save_args, save_dataset_info
 from data import SearchData, make_loader
 from engine import Monitor, OptimizerStep, train_generation
 from faults import fault_point
@@ -71,7 +65,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(args: argparse.Namespace) -> Dict:
     def body(inputs, run_dir, dist, device, stop):
         return search(args, inputs, run_dir, stop, dist, device)
-    return distributed.run(args, 'search', 'train_search', lambda device: load_search_inputs(args), body)
+    return distributed.run(arguments.run_settings(args), 'search', 'train_search',
+                           lambda device: load_search_inputs(args), body)
 
 
 def search(args: argparse.Namespace, inputs: 'SearchInputs', run_dir: str, stop: utils.StopSignals,
@@ -164,7 +159,7 @@ def set_up(args, data: SearchData, run_dir: str, dist: distributed.Distributed, 
     state of the run's last checkpoint."""
     settings = search_settings(args)
     if dist.is_main and not args.resume:
-        save_args(run_dir, 'train_search', args)
+        save_args(run_dir, 'train_search', vars(args))
         os.makedirs(os.path.join(run_dir, 'generations'), exist_ok=True)
     space = get_space(args.space)
     logger.info(f"{'resuming' if args.resume else 'starting'} EvNAS search ({space.title}) in {run_dir} on {device}"
@@ -174,7 +169,7 @@ def set_up(args, data: SearchData, run_dir: str, dist: distributed.Distributed, 
         logger.info(f"no --api_path: the true accuracies of NAS-Bench-201 are not looked up ({BENCHMARK_WHERE})")
 
     if dist.is_main and not args.resume:
-        save_dataset_info(run_dir, data.train, args)
+        save_dataset_info(run_dir, data.train, args.dataset, args.data)
     config = speed.config_for(device, args.paper_exact)
     speed.configure_process(config)
     model = space.build_supernet(settings.supernet, data.train.num_classes, speed.layers(config))
@@ -233,7 +228,7 @@ def set_up(args, data: SearchData, run_dir: str, dist: distributed.Distributed, 
     if run.budget is not None:
         logger.info(f"budget: {run.budget.describe()}; selection by constraint domination")
     if args.resume:
-        restore(run, load_run_checkpoint(run_dir, CHECKPOINT_FORMAT, args, RESUME_MAY_CHANGE), dist.rank)
+        restore(run, load_run_checkpoint(run_dir, CHECKPOINT_FORMAT, vars(args), RESUME_MAY_CHANGE), dist.rank)
         logger.info(f"resumed after generation {run.generations_done} of {args.epochs}")
     return run
 

@@ -41,6 +41,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
+import arguments
 import fitness
 import rank_stats
 import report
@@ -75,7 +76,8 @@ class Candidate:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = utils.ArgumentParser('trust', description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = arguments.ArgumentParser('trust', description=__doc__,
+                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument('--dir', type=str, metavar='SEARCH_RUN', help='a train_search.py run')
     what.add_argument('--pool', type=str, nargs='+', metavar='SEARCH_RUN',
@@ -110,10 +112,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     reference.add_argument('--api_path', type=str, default=None, metavar='FILE',
                            help='NAS-Bench-201 runs: the benchmark file, whose 200-epoch accuracies are the reference')
     run = parser.add_argument_group('run')
-    utils.add_seed_and_device(run, 0)
+    arguments.add_seed_and_device(run, 0)
     run.add_argument('--iterations', type=int, default=2000, help='bootstrap and permutation draws (default: 2000)')
     args = parser.parse_args(argv)
-    utils.check_args(parser, args, at_least_one=('fitness_seeds', 'seeds', 'epochs', 'init_channels', 'layers',
+    arguments.check_args(parser, args, at_least_one=('fitness_seeds', 'seeds', 'epochs', 'init_channels', 'layers',
                                                  'batch_size', 'iterations'))
     args.estimators = [name.strip() for name in args.estimators.split(',') if name.strip()]
     unknown = [name for name in args.estimators if name not in fitness.ESTIMATORS]
@@ -255,7 +257,7 @@ class SupernetSide:
         self.supernet = self.space.build_supernet(self.settings.supernet, self.data.train.num_classes,
                                                   speed.layers(self.config))
         self.supernet.to(device, memory_format=self.config.memory_format)
-        state = load_run_checkpoint(run_dir, train_search.CHECKPOINT_FORMAT, run_args,
+        state = load_run_checkpoint(run_dir, train_search.CHECKPOINT_FORMAT, vars(run_args),
                                     search_arguments.RESUME_MAY_CHANGE)
         if state['generation'] != len(report.read_records(run_dir)):
             raise utils.UserError(f"{run_dir}: its checkpoint and its records disagree on the generations done")

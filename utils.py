@@ -1,6 +1,4 @@
 """Small helpers every script shares: errors, stopping, devices, seeding, logging, argument checks."""
-import argparse
-import copy
 import functools
 import json
 import logging
@@ -52,14 +50,6 @@ def note_on_stop(done: int, unit: str, run_dir: str, script: str, logger: loggin
         yield
     except Stop as e:
         raise Stop(stopped_note(str(e), done, unit, run_dir, script, logger), e.exit_code) from None
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose errors are one line on stderr and status 2, as every other error of the scripts: the
-    message and where the options are listed, not the whole usage block."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {message} (see: python {self.prog}.py --help)\n")
 
 
 def reason(e: BaseException) -> str:
@@ -189,66 +179,6 @@ def summary_writer(log_dir: str, logger: logging.Logger):
     return SummaryWriter(log_dir)
 
 
-class _GpuIndex(argparse.Action):
-    """--gpu N, the original scripts' spelling of --device cuda:N."""
-
-    def __call__(self, parser, namespace, value, option_string=None):
-        namespace.device = f"cuda:{value}"
-
-
-def add_seed_and_device(group, seed: int) -> None:
-    """--seed and --device (and the original's --gpu N), as every script takes them."""
-    group.add_argument('--seed', type=int, default=seed, help=f'random seed (default: {seed})')
-    group.add_argument('--device', type=str, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
-    group.add_argument('--gpu', type=int, action=_GpuIndex, dest='device', default=argparse.SUPPRESS, metavar='N',
-                       help="the original EvNAS scripts' spelling of --device cuda:N")
-
-
-def add_run_arguments(group, seed: int, new_runs: str, report_freq: int) -> None:
-    """The run group of the training scripts: --seed, --device, --save (new runs go to new_runs with NAME in
-    it), --run_dir, --resume and --report_freq."""
-    add_seed_and_device(group, seed)
-    group.add_argument('--save', type=str, default='EXP',
-                       help=f'experiment name: new runs go to {new_runs} (default: EXP)')
-    group.add_argument('--run_dir', type=str, default=None, help='exact directory of a new run (overrides --save)')
-    group.add_argument('--resume', type=str, default=None, metavar='RUN_DIR',
-                       help='continue the run in RUN_DIR after its last completed epoch')
-    group.add_argument('--report_freq', type=int, default=report_freq,
-                       help=f'log every N steps (default: {report_freq})')
-
-
-DEFAULT_ARCH = 'EvNASA'
-
-
-def add_network_arguments(parser, init_channels: int, layers: int, weights: str) -> None:
-    """The network flags of the evaluation scripts: which architecture, its sizes, and the weights."""
-    parser.add_argument('--arch', type=str, default=None,
-                        help=f'published architecture name (default: {DEFAULT_ARCH}, or the run\'s with --dir)')
-    parser.add_argument('--genotype', type=str, default=None, help='genotype JSON file (instead of --arch)')
-    parser.add_argument('--init_channels', type=int, default=init_channels,
-                        help=f'num of init channels (default: {init_channels})')
-    parser.add_argument('--layers', type=int, default=layers, help=f'total number of layers (default: {layers})')
-    parser.add_argument('--auxiliary', action='store_true', help='build (and load) the auxiliary tower')
-    parser.add_argument('--model_path', type=str, default=None, help=f'checkpoint to evaluate (default: {weights})')
-
-
-def resolve_network_arguments(parser, args, weights_name: str) -> None:
-    """Fill in the architecture and the weights: from --dir RUN_DIR (its genotype.json and `weights_name`)
-    where the command line names neither, else --arch's default; a missing --model_path is an error here,
-    before any data is read."""
-    if args.arch is not None and args.genotype is not None:
-        parser.error("give the architecture once: --arch or --genotype")
-    if args.dir is not None:
-        if args.arch is None and args.genotype is None:
-            args.genotype = os.path.join(args.dir, 'genotype.json')
-        if args.model_path is None:
-            args.model_path = os.path.join(args.dir, weights_name)
-    if args.arch is None and args.genotype is None:
-        args.arch = DEFAULT_ARCH
-    if args.model_path is None:
-        parser.error("no weights to evaluate: give --model_path FILE, or --dir RUN_DIR of a training run")
-
-
 def add_scalars(writer, row: dict, keys: Sequence[str], step: int) -> None:
     """row[key] for each key to TensorBoard as 'train_loss' -> train/loss (nothing without a writer)."""
     if writer is None:
@@ -257,29 +187,6 @@ def add_scalars(writer, row: dict, keys: Sequence[str], step: int) -> None:
         if not (isinstance(row[key], float) and math.isnan(row[key])):  # top-5 of fewer than 6 classes
             writer.add_scalar(key.replace('_', '/', 1), row[key], step)
     writer.flush()
-
-
-def check_args(parser, args, at_least_one=(), positive=(), non_negative=()) -> None:
-    """Refuse out-of-range numbers before any work, with argparse's usage line and exit status 2."""
-    for name in at_least_one:
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1 (got {getattr(args, name)})")
-    for name in positive:
-        if not getattr(args, name) > 0:
-            parser.error(f"--{name} must be positive (got {getattr(args, name)})")
-    for name in non_negative:
-        if getattr(args, name) < 0:
-            parser.error(f"--{name} must not be negative (got {getattr(args, name)})")
-
-
-def explicit_options(parser, argv: Optional[Sequence[str]]) -> set:
-    """The option names (dests) given on the command line, as opposed to left at their defaults."""
-    probe = copy.deepcopy(parser)
-    for action in probe._actions:
-        action.default = argparse.SUPPRESS
-        action.required = False
-    namespace, _ = probe.parse_known_args(argv)
-    return set(vars(namespace))
 
 
 def json_number(value: float) -> Optional[float]:
@@ -326,12 +233,6 @@ class StopSignals:
     def __exit__(self, *exc) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
-
-
-def add_cudnn_argument(group) -> None:
-    group.add_argument('--cudnn_benchmark', action='store_true',
-                       help='on CUDA, let cuDNN pick its fastest kernels (cudnn.benchmark) instead of the '
-                            "original's deterministic ones: faster, not reproducible bit for bit")
 
 
 def configure_cudnn(device: torch.device, benchmark: bool) -> None:

@@ -20,6 +20,7 @@ import subprocess
 import sys
 from typing import Dict, List
 
+import arguments
 import utils
 from checkpoint import atomic_write_text
 from genotypes import ARCHITECTURES, Genotype, get_genotype, load_genotype, resolve_genotype
@@ -137,7 +138,7 @@ def draw_nb201(arch: str, out_dir: str, name: str, image_format: str = 'png') ->
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = utils.ArgumentParser('visualize', description=__doc__,
+    parser = arguments.ArgumentParser('visualize', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('genotype', help=f"an architecture name ({', '.join(ARCHITECTURES)}), a genotype JSON file, "
                                          f"a search run directory, or a NAS-Bench-201 arch string |op~0|+...")

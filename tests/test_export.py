@@ -1,6 +1,5 @@
 """export.py: a trained network as torch.export (.pt2) and ONNX, each checked against the eager network, and
 the .pt2 and the example of docs/export.md run in a process that cannot import this repository."""
-import argparse
 import json
 import os
 import re
@@ -156,8 +155,8 @@ def test_an_imagenet_run_directory(tmp_path):
     torch.manual_seed(0)
     model = NetworkImageNet(4, 7, 3, True, EvNASA)
     torch.save({'epoch': 1, 'state_dict': model.state_dict()}, tmp_path / 'checkpoint.pth.tar')
-    save_args(str(tmp_path), 'train_imagenet', argparse.Namespace(init_channels=4, layers=3, image_size=64,
-                                                                  data=str(tmp_path / 'nowhere'), auxiliary=True))
+    save_args(str(tmp_path), 'train_imagenet', {'init_channels': 4, 'layers': 3, 'image_size': 64,
+                                                'data': str(tmp_path / 'nowhere'), 'auxiliary': True})
     save_genotype(EvNASA, str(tmp_path / 'genotype.json'))
     assert call_main(export, ['--dir', tmp_path]) == 0
     info = json.load(open(tmp_path / 'export' / 'export.json'))

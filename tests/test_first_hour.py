@@ -225,24 +225,29 @@ class TestOriginalFlags:
         assert torch.backends.cudnn.benchmark and not torch.backends.cudnn.deterministic
 
 
+def augment_of(args):
+    """train.py's training augmentation, from its resolved arguments."""
+    return training_augment(args.cutout, args.cutout_length, args.crop_padding, flip=not args.no_flip)
+
+
 class TestAugmentationFlags:
     def test_defaults_draw_as_before(self):
-        assert training_augment(train_search.parse_args([])) == Augment(padding=4, flip=True, cutout_length=0)
-        assert training_augment(train.parse_args(TRAIN_TINY + ['--cutout'])) == Augment(4, True, 16)
-        old_run = train_search.parse_args([])
-        del old_run.no_flip, old_run.crop_padding  # args.json of a run recorded before the flags existed
-        assert training_augment(old_run) == Augment()
+        assert train_search.search_settings(train_search.parse_args([])).augment == \
+            Augment(padding=4, flip=True, cutout_length=0)
+        assert augment_of(train.parse_args(TRAIN_TINY + ['--cutout'])) == Augment(4, True, 16)
+        # a run recorded before --crop_padding and --no_flip existed: the defaults (resumed, they fill args.json in)
+        assert training_augment(cutout=False, cutout_length=16) == Augment()
 
     def test_no_flip_and_crop_padding_change_the_draws(self):
         flipped = draw_augment(256, 32, 32, Augment(), torch.Generator().manual_seed(0))
         assert 0 < int(flipped['flip'].sum()) < 256 and int(flipped['dy'].max()) == 8
-        augment = training_augment(train_search.parse_args(['--no_flip', '--crop_padding', '2']))
+        augment = train_search.search_settings(train_search.parse_args(['--no_flip', '--crop_padding', '2'])).augment
         params = draw_augment(256, 32, 32, augment, torch.Generator().manual_seed(0))
         assert not params['flip'].any() and int(params['dy'].max()) == 4 and int(params['dx'].max()) == 4
 
     def test_without_flip_and_crop_the_loader_only_normalises(self):
         array = make_synthetic(True, 10, image_size=8)
-        augment = training_augment(train.parse_args(TRAIN_TINY + ['--no_flip', '--crop_padding', '0']))
+        augment = augment_of(train.parse_args(TRAIN_TINY + ['--no_flip', '--crop_padding', '0']))
         loader = TensorLoader(array, 10, augment=augment, generator=torch.Generator().manual_seed(0))
         (x, y), = list(loader)
         assert torch.allclose(x, normalize(array.images, array.mean, array.std), atol=1e-6)

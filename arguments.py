@@ -6,11 +6,11 @@ import copy
 import os
 from typing import Callable, Optional, Sequence, Tuple
 
-from checkpoint import read_run_args
 from distributed import elastic_restart_count
 from genotypes import Genotype, load_genotype, resolve_genotype
+from run_dirs import read_run_args, run_program
 from settings import RunSettings
-from utils import UserError, run_program
+from utils import UserError
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -40,16 +40,20 @@ import torch
 import torch.nn as nn
 
 import arguments
+import devices
 import speed
+import stopping
 import utils
 from architect_evolution import darts_shapes, decode, init_population
-from data import Augment, PerImageLoader, TensorLoader, make_loader, make_synthetic
+from data import make_synthetic
 from engine import Monitor, OptimizerStep, evaluate_population, train_generation
 from genotypes import EvNASA
+from loaders import PerImageLoader, TensorLoader, make_loader
 from model import NetworkCIFAR
 from model_search import Network
 from model_search_nb201 import Network as NB201Network
 from search_space import NB201
+from settings import Augment
 
 FULL_SEARCH = {'train_images': 25000, 'valid_images': 25000, 'batch': 64, 'pop_size': 50, 'generations': 50}
 
@@ -155,7 +159,7 @@ def _build(network: Callable, variant: Dict, device) -> Tuple[nn.Module, nn.Modu
 
 
 def _autocast(variant: Dict, device):
-    return utils.mixed_precision(device, variant['amp'])[0]
+    return devices.mixed_precision(device, variant['amp'])[0]
 
 
 def _individual() -> List[torch.Tensor]:
@@ -475,11 +479,11 @@ def _metric(name: str) -> str:
 
 
 def main(args: argparse.Namespace) -> Dict:
-    device = utils.resolve_device(args.device)
+    device = devices.resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     # As a default search runs (cuDNN's deterministic kernels), unless --cudnn_benchmark measures the faster ones.
-    utils.configure_cudnn(device, args.cudnn_benchmark)
+    devices.configure_cudnn(device, args.cudnn_benchmark)
     sizes = _sizes(args.quick, device)
     variants = _variants(args, device)
     names = [n.strip() for n in args.only.split(',') if n.strip()]
@@ -545,4 +549,4 @@ def main(args: argparse.Namespace) -> Dict:
 
 
 if __name__ == '__main__':
-    sys.exit(utils.run_main(main, parse_args()))
+    sys.exit(stopping.run_main(main, parse_args()))

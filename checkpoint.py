@@ -1,26 +1,24 @@
-"""Checkpoints: atomic writes, safe reads (`weights_only=True`, each zip record's CRC-32 checked), strict weight
-loading, random-stream state.
+"""Checkpoints: atomic writes, safe reads (`weights_only=True`, each zip record's CRC-32 checked, a checksum of
+the contents), and what a run's checkpoint restores (the model, optimiser, random streams), checked to belong
+to the run.
 
 Nothing here pickles project classes: a checkpoint holds tensors, numbers, strings, lists and dicts, so any
 of them loads with `torch.load(weights_only=True)`, which refuses to run code.
 """
-import fcntl
-import glob
 import hashlib
-import json
 import os
 import random
 import sys
 import tempfile
 import zipfile
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from faults import fault_point
-from utils import UserError, json_number, reason, run_program
+from utils import UserError, reason
 
 
 def _atomic_write(path: str, write, fault_tag: int = -1) -> None:
@@ -151,112 +149,6 @@ def _check_zip_records(path: str) -> bool:
     return True
 
 
-def clean_state_dict(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
-    """Strip the `module.` prefix of DataParallel/DDP and the `_orig_mod.` prefix of torch.compile."""
-    cleaned = {}
-    for key, value in state_dict.items():
-        for prefix in ('module.', '_orig_mod.'):
-            while key.startswith(prefix):
-                key = key[len(prefix):]
-        cleaned[key] = value
-    return cleaned
-
-
-def extract_state_dict(checkpoint: Any, path: str) -> Dict[str, torch.Tensor]:
-    """The weights inside any accepted checkpoint form: a bare state_dict (the published CIFAR files), a dict
-    holding `state_dict` (the published ImageNet `.pth.tar`), or this project's checkpoints (`model`)."""
-    if isinstance(checkpoint, Mapping):
-        for key in ('state_dict', 'model'):
-            if isinstance(checkpoint.get(key), Mapping):
-                checkpoint = checkpoint[key]
-                break
-        if checkpoint and all(isinstance(k, str) and torch.is_tensor(v) for k, v in checkpoint.items()):
-            return clean_state_dict(checkpoint)
-    raise UserError(f"{path} holds no state_dict (expected a dict of tensors, or a dict with a 'state_dict' "
-                    f"or 'model' entry)")
-
-
-def _shape(value) -> str:
-    return 'x'.join(str(s) for s in value.shape) or 'scalar'
-
-
-def load_weights_strict(model: nn.Module, state_dict: Dict[str, torch.Tensor], expected: str,
-                        drop_prefixes=()) -> None:
-    """Load with strict key and shape checks, reporting the first offending keys and what was expected.
-
-    Keys under `drop_prefixes` are ignored when the model has none of them (e.g. the auxiliary head of a
-    published checkpoint evaluated without --auxiliary).
-    """
-    own = model.state_dict()
-    state_dict = {k: v for k, v in state_dict.items()
-                  if not (k.startswith(tuple(drop_prefixes)) and k not in own)} if drop_prefixes else state_dict
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    mismatched = [f"{k} (file {_shape(state_dict[k])}, model {_shape(own[k])})"
-                  for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
-    problems = []
-    for label, keys in (('missing keys', missing), ('unexpected keys', unexpected),
-                        ('mis-shaped keys', mismatched)):
-        if keys:
-            more = f" and {len(keys) - 3} more" if len(keys) > 3 else ''
-            problems.append(f"{len(keys)} {label}: {', '.join(keys[:3])}{more}")
-    if problems:
-        raise UserError(f"checkpoint does not match {expected}: " + '; '.join(problems))
-    model.load_state_dict(state_dict, strict=True)
-
-
-def read_weights_file(path: str) -> Dict[str, torch.Tensor]:
-    """The state_dict in the checkpoint at `path`, in any accepted form; a search checkpoint is named as such
-    (it holds a supernet, not a network that can be evaluated)."""
-    state = load_checkpoint(path, map_location='cpu')
-    if isinstance(state, Mapping) and str(state.get('format', '')).startswith('evnas-search'):
-        raise UserError(f"{path} is a supernet checkpoint of train_search.py, not a trained network; train the "
-                        f"architecture it found first: python train.py --dir {os.path.dirname(path) or '.'}")
-    return extract_state_dict(state, path)
-
-
-def load_weights_file(model: nn.Module, state_dict: Dict[str, torch.Tensor], expected: str) -> None:
-    """Weights read by read_weights_file into `model`, strictly (load_weights_strict; the auxiliary head's
-    keys are dropped when the model has none)."""
-    load_weights_strict(model, state_dict, expected, drop_prefixes=('auxiliary_head.',))
-
-
-def read_run_args(run_dir: str, program: str) -> Dict[str, Any]:
-    """The args.json of a run directory made by `program`, with a one-line error for anything else."""
-    path = os.path.join(run_dir, 'args.json')
-    if not os.path.isdir(run_dir):
-        raise UserError(f"{run_dir} is not a directory")
-    try:
-        with open(path) as f:
-            saved = json.load(f)
-    except OSError:
-        raise UserError(f"{run_dir} is not a {program}.py run directory (no args.json there)") from None
-    except ValueError as e:
-        raise UserError(f"cannot read {path}: {reason(e)}") from None
-    found = saved.get('program') if isinstance(saved, dict) else None
-    if found != program:
-        hint = {'train_search': f"; train its architecture first: python train.py --dir {run_dir}",
-                'train': f"; evaluate it with: python test_cifar.py --dir {run_dir}",
-                'train_imagenet': f"; evaluate it with: python test_imagenet.py --dir {run_dir}"}.get(found, '')
-        made_by = f"a {found}.py run" if found else "a directory whose args.json names no script"
-        raise UserError(f"{run_dir} is {made_by}, not a {program}.py run{hint}")
-    return saved
-
-
-def run_normalisation(run_dir: str, dataset: str) -> Optional[tuple]:
-    """(mean, std) that a run's images were normalised with (its dataset.json), for a folder dataset, whose
-    statistics were computed from its own training images; None where they are fixed (CIFAR, generated)."""
-    if dataset != 'folder':
-        return None
-    path = os.path.join(run_dir, 'dataset.json')
-    try:
-        with open(path) as f:
-            info = json.load(f)
-        return tuple(info['mean']), tuple(info['std'])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # computed again from the training images, as for a run without the file
-
-
 def rng_state() -> Dict[str, Any]:
     """Every global random stream (Python, NumPy, torch CPU and CUDA) in a weights_only-safe form."""
     py_version, py_internal, py_gauss = random.getstate()
@@ -283,81 +175,6 @@ def set_rng_state(state: Dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state['cuda']])
 
 
-class RunLock:
-    """An exclusive lock on a run directory, so two processes never write the same run at once.
-
-    It is an advisory lock (fcntl.flock) on RUN_DIR/.lock, released by the OS when the process dies, so a
-    crashed run never leaves a stale lock behind.
-    """
-
-    def __init__(self, run_dir: str):
-        self.path = os.path.join(run_dir, '.lock')
-        self.file = None
-
-    def __enter__(self) -> 'RunLock':
-        self.file = open(self.path, 'a+')
-        try:
-            fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self.file.seek(0)
-            owner = self.file.read().strip() or 'another process'
-            self.file.close()
-            self.file = None
-            raise UserError(f"{os.path.dirname(self.path)} is in use by {owner}; wait for it to finish or "
-                            f"stop it first") from None
-        self.file.seek(0)
-        self.file.truncate()
-        self.file.write(f"pid {os.getpid()}\n")
-        self.file.flush()
-        # Temporary files of an atomic write that a crash interrupted: holding the lock, nobody writes them.
-        for stale in glob.glob(os.path.join(os.path.dirname(self.path), '.*.tmp')):
-            os.unlink(stale)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.file is not None:
-            self.file.close()
-            self.file = None
-
-
-def new_run_dir(path: str, program: str, checkpoint_name: str = 'checkpoint.pt', reuse: bool = False) -> str:
-    """Create the directory of a new run. An existing one is reused when it holds no checkpoint and is a
-    start of the same script (one that failed before its first generation or epoch completed, so that the
-    same command can simply be run again); with a checkpoint it is an error (continue it with --resume), and
-    so is any other non-empty directory. `reuse` skips the checks (a restarted job before its first
-    checkpoint)."""
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise UserError(f"{path} exists and is not a directory")
-    if os.path.isdir(path) and os.listdir(path) and not reuse:
-        if os.path.exists(os.path.join(path, checkpoint_name)):
-            raise UserError(f"run directory {path} already holds a run with completed work; continue it with "
-                            f"--resume {path} or choose another directory")
-        if run_program(path) != program:
-            raise UserError(f"{path} exists and is not a run directory of {program}.py; choose another directory")
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create run directory {path}: {e.strerror}") from None
-    return path
-
-
-def save_args(run_dir: str, program: str, values: Dict[str, Any]) -> None:
-    """The resolved arguments of a run (`vars(args)`), as RUN_DIR/args.json (read back by --resume)."""
-    atomic_write_text(os.path.join(run_dir, 'args.json'), json.dumps({'program': program, **values}, indent=1) + '\n')
-
-
-def save_dataset_info(run_dir: str, data, dataset: str, root: str) -> None:
-    """RUN_DIR/dataset.json: what the networks of a run were built for (`data`: the training images of
-    --dataset from --data `root`), and the normalisation its images used (for a folder dataset, computed from
-    its training images)."""
-    info = {'dataset': dataset, 'data': root, 'num_classes': data.num_classes,
-            'image_size': int(data.images.shape[-1]), 'num_train': len(data), 'mean': list(data.mean),
-            'std': list(data.std)}
-    if getattr(data, 'classes', None) is not None:
-        info['classes'] = list(data.classes)
-    atomic_write_text(os.path.join(run_dir, 'dataset.json'), json.dumps(info, indent=1) + '\n')
-
-
 def restore_run(state: Dict[str, Any], rank: int, model: nn.Module, optimizer, scaler=None, model_key: str = 'model',
                 **stateful) -> None:
     """Put a run checkpoint back: the model, the optimizer, the gradient scaler (when the run has one), each
@@ -369,13 +186,6 @@ def restore_run(state: Dict[str, Any], rank: int, model: nn.Module, optimizer, s
     for key, obj in stateful.items():
         (obj.set_state if isinstance(obj, torch.Generator) else obj.load_state_dict)(state[key])
     set_rng_state(state['rng'][min(rank, len(state['rng']) - 1)])  # one state per rank
-
-
-def save_summary(run_dir: str, summary: Dict[str, Any]) -> None:
-    """RUN_DIR/summary.json: what a finished training run reached. NaN (top-5 of fewer than 6 classes) is
-    not JSON, so it is written as null."""
-    summary = {k: json_number(v) if isinstance(v, float) else v for k, v in summary.items()}
-    atomic_write_text(os.path.join(run_dir, 'summary.json'), json.dumps(summary, indent=1, allow_nan=False) + '\n')
 
 
 def load_run_checkpoint(run_dir: str, fmt: str, run_args: Dict[str, Any], may_change, map_location='cpu',

@@ -17,9 +17,11 @@ from typing import Any, Callable, Optional
 import torch
 import torch.distributed as dist
 
-from checkpoint import RunLock, new_run_dir
+from devices import resolve_device
+from run_dirs import RunLock, new_run_dir
 from settings import RunSettings
-from utils import StopSignals, UserError, resolve_device
+from stopping import StopSignals
+from utils import UserError
 
 
 @dataclass

@@ -12,7 +12,9 @@ import torch
 import torch.nn as nn
 
 from faults import with_faults
-from utils import Stop, StopSignals, Timer, count_parameters_in_MB, format_duration
+from logs import Timer, format_duration
+from stopping import Stop, StopSignals
+from utils import count_parameters_in_MB
 
 
 def topk_correct(logits: torch.Tensor, target: torch.Tensor, k: int) -> torch.Tensor:

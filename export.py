@@ -33,12 +33,19 @@ import torch
 import torch.nn as nn
 
 import arguments
+import devices
+import logs
+import run_dirs
+import stopping
 import utils
-from checkpoint import atomic_write_text, load_weights_file, read_run_args, read_weights_file
+from augmentation import normalize
+from checkpoint import atomic_write_text
 from cost import count_macs
-from data import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, IMAGENET_MEAN, IMAGENET_STD, normalize
+from data import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, IMAGENET_MEAN, IMAGENET_STD
 from genotypes import genotype_to_dict, resolve_genotype
 from model import NetworkCIFAR, NetworkImageNet
+from run_dirs import read_run_args
+from weight_files import load_weights_file, read_weights_file
 
 TOLERANCE = 1e-4
 ONNX_OPSET = 18
@@ -124,7 +131,7 @@ def describe_network(args) -> Dict:
 
 
 def _from_run(args) -> Dict:
-    program = utils.run_program(args.dir)
+    program = run_dirs.run_program(args.dir)
     if program not in ('train', 'train_imagenet'):
         read_run_args(args.dir, 'train')  # raises the one-line error that says what the directory is
     saved = read_run_args(args.dir, program)
@@ -189,7 +196,8 @@ def parity_inputs(spec: Dict, count: int = 64) -> Tuple[torch.Tensor, str]:
         except utils.UserError:
             pass
     if spec['network'] == 'imagenet' and spec['data'] and os.path.isdir(os.path.join(spec['data'], 'val')):
-        from data import image_folder, imagenet_transforms
+        from augmentation import imagenet_transforms
+        from loaders import image_folder
         folder = image_folder(spec['data'], 'val', imagenet_transforms(False, size))
         step = max(len(folder) // count, 1)  # spread over the classes (the folder is sorted by class)
         picked = [folder[i][0] for i in range(0, len(folder), step)][:count]
@@ -260,8 +268,8 @@ def latency(runs: Dict[str, Callable], image_size: int, repeats: int, device: to
 
 
 def main(args: argparse.Namespace) -> Dict:
-    logger = utils.setup_logger('export')
-    device = utils.resolve_device(args.device)
+    logger = logs.setup_logger('export')
+    device = devices.resolve_device(args.device)
     spec = describe_network(args)
     model = build(spec)
     out_dir = args.out or os.path.join(args.dir or '.', 'export')
@@ -336,4 +344,4 @@ def _on(run, device: torch.device):
 
 
 if __name__ == '__main__':
-    sys.exit(utils.run_main(main, parse_args()))
+    sys.exit(stopping.run_main(main, parse_args()))

@@ -28,10 +28,11 @@ import torch
 import torch.nn as nn
 
 from architect_evolution import Individual
-from data import Augment, make_loader
+from devices import mixed_precision
 from engine import evaluate_population
-from settings import LoaderSettings
-from utils import make_generator, mixed_precision
+from loaders import make_loader
+from settings import Augment, LoaderSettings
+from utils import make_generator
 
 DATA_CHOICES, BN_CHOICES, AUGMENT_CHOICES = ('own', 'shared'), ('original', 'recalibrate'), ('original', 'none')
 DTYPE_CHOICES = ('float32', 'bf16')

@@ -38,14 +38,18 @@ import torch.nn as nn
 
 import arguments
 import bench
+import devices
 import rank_stats
 import speed
+import stopping
 import utils
 from architect_evolution import darts_shapes, decode, init_population
 from checkpoint import atomic_write_text
-from data import Augment, TensorLoader, make_synthetic
+from data import make_synthetic
 from engine import Monitor, OptimizerStep, evaluate_population, train_generation
+from loaders import TensorLoader
 from model_search import Network
+from settings import Augment
 
 # The paper's search: C=16, 8 layers, batch 64; fitness batches of 1024 (EvNAS), 25,000 + 25,000 images.
 PAPER = {'C': 16, 'layers': 8, 'batch': 64, 'fitness_batch': 1024, 'image': 32, 'population': 8, 'train_steps': 50,
@@ -74,9 +78,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(args: argparse.Namespace) -> Dict:
-    device = utils.resolve_device(args.device)
+    device = devices.resolve_device(args.device)
     sizes = SMALL if args.small else PAPER
-    utils.configure_cudnn(device, benchmark=False)  # as a default search runs
+    devices.configure_cudnn(device, benchmark=False)  # as a default search runs
     started = time.time()
     report = {'mode': 'small' if args.small else 'full' if args.full else 'quick', 'device': environment(device),
               'sizes': sizes}
@@ -158,7 +162,7 @@ def agreement(device: torch.device, sizes: Dict) -> Dict:
     state = {k: v.clone() for k, v in exact.state_dict().items()}
     x, y = _batch(sizes, sizes['batch'], device)
     reference = _step(exact, x, y, None)
-    bf16 = utils.mixed_precision(device, True)[0]
+    bf16 = devices.mixed_precision(device, True)[0]
     exact_bf16 = _figures(_step(exact, x, y, bf16), reference)
     out = {}
     for name, autocast in (('fast', None), ('bf16', bf16)):
@@ -228,7 +232,7 @@ def bf16_ranking(device: torch.device, sizes: Dict) -> Dict:
     model, population, decoded, valid, _, _ = _trained_supernet(device, sizes)
     seeds = list(range(len(population)))
     scores = {}
-    for name, autocast in (('float32', None), ('bf16', utils.mixed_precision(device, True)[0])):
+    for name, autocast in (('float32', None), ('bf16', devices.mixed_precision(device, True)[0])):
         evaluate_population(model, population, decoded, valid, seeds, Monitor(), generation=1,
                             **({} if autocast is None else {'autocast': autocast}))
         scores[name] = [ind.fitness for ind in population]
@@ -467,4 +471,4 @@ def _text(value) -> str:
 
 
 if __name__ == '__main__':
-    sys.exit(utils.run_main(main, parse_args()))
+    sys.exit(stopping.run_main(main, parse_args()))

@@ -20,6 +20,7 @@ from collections import Counter
 from typing import Dict, List, Optional
 
 import arguments
+import stopping
 import utils
 from budget import pareto_front
 from checkpoint import atomic_write_text
@@ -362,4 +363,4 @@ def main(args: argparse.Namespace) -> Dict:
 
 
 if __name__ == '__main__':
-    sys.exit(utils.run_main(main, parse_args()))
+    sys.exit(stopping.run_main(main, parse_args()))

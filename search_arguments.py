@@ -11,10 +11,9 @@ import speed
 from benchmark_nb201 import METRICS as BENCHMARK_METRICS
 from benchmark_nb201 import WHERE as BENCHMARK_WHERE
 from budget import SIZES as BUDGET_SIZES
-from data import Augment
 from fitness import Estimator
 from search_space import SPACES, get_space
-from settings import BudgetSettings, DataSettings, LoaderSettings, Recipe, SupernetSettings
+from settings import Augment, BudgetSettings, DataSettings, LoaderSettings, Recipe, SupernetSettings
 
 
 @dataclass(frozen=True)

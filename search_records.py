@@ -6,6 +6,7 @@ import math
 import os
 from typing import Dict, List, Sequence
 
+import logs
 import rank_stats
 import report
 import utils
@@ -78,8 +79,8 @@ class Records:
     def __init__(self, run_dir: str, is_main: bool, logger, epochs: int, generations_done: int, space):
         self.run_dir, self.is_main, self.logger, self.space = run_dir, is_main, logger, space
         self.epochs, self.first = epochs, generations_done
-        self.writer = utils.summary_writer(os.path.join(run_dir, 'runs'), logger) if is_main else None
-        self.timer = utils.Timer()
+        self.writer = logs.summary_writer(os.path.join(run_dir, 'runs'), logger) if is_main else None
+        self.timer = logs.Timer()
         self.genotype_path = os.path.join(run_dir, 'genotype.json')
 
     def write(self, generation: int, ranked, train_stats, summary: Dict, order, seeds, elapsed_before: float) -> None:
@@ -89,8 +90,8 @@ class Records:
                          f"| mean {summary['mean']:6.2f} | worst {summary['worst']:6.2f} "
                          f"| distinct {summary['distinct_genotypes']:3d}/{len(ranked)} "
                          + (f"| feasible {summary['feasible']:3d}/{len(ranked)} " if 'feasible' in summary else '')
-                         + f"| train loss {summary['train_loss']:.4f} | elapsed {utils.format_duration(elapsed)} "
-                         f"| eta {utils.format_duration(remaining)}")
+                         + f"| train loss {summary['train_loss']:.4f} | elapsed {logs.format_duration(elapsed)} "
+                         f"| eta {logs.format_duration(remaining)}")
         if 'benchmark' in summary:
             truth = summary['benchmark']
             self.logger.info(f"gen {generation:3d}/{self.epochs} | best {self.space.describe(ranked[0].alphas)}: "
@@ -148,7 +149,7 @@ class Records:
                     self.logger.info(f"cost of the best architecture, {describe_cost(summary['costs'][key], label)}")
             self.logger.info(f"saved {self.genotype_path}, its diagram and {os.path.join(self.run_dir, 'report.md')}; "
                              f"{summary['next_step']}")
-        utils.close_logger(self.logger)
+        logs.close_logger(self.logger)
         return {'run_dir': self.run_dir, 'history': history, 'population': population,
                 'genotype_path': self.genotype_path}
 

@@ -18,13 +18,14 @@ import torch.nn as nn
 
 import data_nb201
 from architect_evolution import darts_shapes, decode, derive_genotype
+from augmentation import training_augment
 from checkpoint import atomic_write_text
 from cost import count_macs, network_cost
-from data import Augment, SearchData, load_dataset, training_augment
+from data import SearchData, load_dataset
 from genotypes import genotype_to_dict, save_genotype
 from genotypes_nb201 import NB201_OPS, arch_string, max_nodes_of, num_edges, parse_arch
 from operations import Layers
-from settings import DataSettings, Recipe, SupernetSettings
+from settings import Augment, DataSettings, Recipe, SupernetSettings
 from utils import UserError, count_parameters
 
 

@@ -74,3 +74,12 @@ class RunSettings:
     resume: Optional[str] = None
     run_dir: Optional[str] = None
     parent: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Augment:
+    """The training augmentation: random crop with zero padding, horizontal flip, and (when cutout_length > 0)
+    cutout (augmentation.py applies it)."""
+    padding: int = 4
+    flip: bool = True
+    cutout_length: int = 0

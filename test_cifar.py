@@ -15,13 +15,18 @@ import argparse
 import sys
 
 import arguments
+import devices
+import logs
 import speed
+import stopping
 import utils
-from checkpoint import load_weights_file, read_weights_file, run_normalisation
-from data import DATASETS, TensorLoader, load_dataset
+from data import DATASETS, load_dataset
 from engine import test_model
 from genotypes import resolve_genotype
+from loaders import TensorLoader
 from model import NetworkCIFAR
+from run_dirs import run_normalisation
+from weight_files import load_weights_file, read_weights_file
 
 # What --dir RUN_DIR takes from a train.py run (args.json) unless the command line gives it.
 RUN_SETTINGS = ('dataset', 'data', 'image_size', 'synthetic_size', 'init_channels', 'layers', 'auxiliary')
@@ -59,8 +64,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(args: argparse.Namespace) -> dict:
-    logger = utils.setup_logger('test_cifar')
-    device = utils.resolve_device(args.device)
+    logger = logs.setup_logger('test_cifar')
+    device = devices.resolve_device(args.device)
     utils.seed_everything(args.seed)
     genotype, arch_name = resolve_genotype(args.arch, args.genotype)
     weights = read_weights_file(args.model_path)  # before the data: a wrong path costs no loading time
@@ -82,4 +87,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == '__main__':
-    sys.exit(utils.run_main(main, parse_args()))
+    sys.exit(stopping.run_main(main, parse_args()))

@@ -17,13 +17,17 @@ import argparse
 import sys
 
 import arguments
+import devices
+import logs
 import speed
+import stopping
 import utils
-from checkpoint import load_weights_file, read_weights_file
-from data import FolderLoader, image_folder, imagenet_transforms
+from augmentation import imagenet_transforms
 from engine import test_model
 from genotypes import resolve_genotype
+from loaders import FolderLoader, image_folder
 from model import NetworkImageNet
+from weight_files import load_weights_file, read_weights_file
 
 # What --dir RUN_DIR takes from a train_imagenet.py run (args.json) unless the command line gives it.
 RUN_SETTINGS = ('data', 'image_size', 'init_channels', 'layers', 'auxiliary')
@@ -58,8 +62,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(args: argparse.Namespace) -> dict:
-    logger = utils.setup_logger('test_imagenet')
-    device = utils.resolve_device(args.device)
+    logger = logs.setup_logger('test_imagenet')
+    device = devices.resolve_device(args.device)
     utils.seed_everything(args.seed)
     genotype, arch_name = resolve_genotype(args.arch, args.genotype)
     weights = read_weights_file(args.model_path)  # before the data: a wrong path costs no loading time
@@ -81,4 +85,4 @@ def main(args: argparse.Namespace) -> dict:
 
 
 if __name__ == '__main__':
-    sys.exit(utils.run_main(main, parse_args()))
+    sys.exit(stopping.run_main(main, parse_args()))

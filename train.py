@@ -26,15 +26,21 @@ import torch
 import torch.nn as nn
 
 import arguments
+import devices
 import distributed
+import logs
 import speed
+import stopping
 import utils
-from checkpoint import atomic_save, load_run_checkpoint, restore_run, save_args, save_dataset_info
+from augmentation import training_augment
+from checkpoint import atomic_save, load_run_checkpoint, restore_run
 from cost import describe_cost, network_cost
-from data import DATASETS, ImageArray, TensorLoader, load_dataset, make_loader, training_augment
+from data import DATASETS, ImageArray, load_dataset
 from engine import Monitor, OptimizerStep
 from genotypes import save_genotype
+from loaders import TensorLoader, make_loader
 from model import NetworkCIFAR
+from run_dirs import save_args, save_dataset_info
 from training import EpochPlan, SchedulerLR, TrainingRun, finish, train_epochs
 
 CHECKPOINT_FORMAT = 'evnas-train/1'
@@ -137,10 +143,10 @@ def load_train_test(args) -> Tuple[ImageArray, ImageArray]:
 
 
 def train(args: argparse.Namespace, data: Tuple[ImageArray, ImageArray], run_dir: str,
-          dist: distributed.Distributed, device: torch.device, stop: utils.StopSignals, genotype,
+          dist: distributed.Distributed, device: torch.device, stop: stopping.StopSignals, genotype,
           arch_name: str) -> Dict:
-    logger = utils.setup_logger('train', run_dir if dist.is_main else None, enabled=dist.is_main)
-    utils.configure_cudnn(device, args.cudnn_benchmark)
+    logger = logs.setup_logger('train', run_dir if dist.is_main else None, enabled=dist.is_main)
+    devices.configure_cudnn(device, args.cudnn_benchmark)
     if dist.is_main and not args.resume:
         save_args(run_dir, 'train', vars(args))
         save_genotype(genotype, os.path.join(run_dir, 'genotype.json'))
@@ -166,7 +172,7 @@ def train(args: argparse.Namespace, data: Tuple[ImageArray, ImageArray], run_dir
     optimizer = torch.optim.SGD(model.parameters(), args.learning_rate, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, float(args.epochs))
-    autocast, scaler, precision = utils.mixed_precision(device, args.amp)
+    autocast, scaler, precision = devices.mixed_precision(device, args.amp)
     precision = speed.float32_policy(config, device) if precision == 'fp32' else precision
     data_generator = utils.make_generator(args.seed + 1)
     augment = training_augment(args.cutout, args.cutout_length, args.crop_padding, flip=not args.no_flip)
@@ -232,4 +238,4 @@ def summarize(best: Dict, last: Dict, arch_name: str, params_mb: float, test_ima
 
 
 if __name__ == '__main__':
-    sys.exit(utils.run_main(main, parse_args()))
+    sys.exit(stopping.run_main(main, parse_args()))

@@ -30,15 +30,20 @@ import torch
 import torch.nn as nn
 
 import arguments
+import devices
 import distributed
+import logs
 import speed
+import stopping
 import utils
-from checkpoint import atomic_save, load_run_checkpoint, restore_run, save_args
+from augmentation import imagenet_transforms
+from checkpoint import atomic_save, load_run_checkpoint, restore_run
 from cost import describe_cost, network_cost
-from data import FolderLoader, image_folder, imagenet_transforms
 from engine import Monitor, OptimizerStep, top5_text
 from genotypes import save_genotype
+from loaders import FolderLoader, image_folder
 from model import NetworkImageNet
+from run_dirs import save_args
 from training import EpochLR, EpochPlan, TrainingRun, best_epoch, finish, train_epochs
 
 CHECKPOINT_FORMAT = 'evnas-train-imagenet/1'
@@ -146,11 +151,11 @@ def load_imagenet(args) -> tuple:
 
 
 def train(args, data: tuple, run_dir: str, dist: distributed.Distributed, device: torch.device,
-          stop: utils.StopSignals, genotype, arch_name: str) -> Dict:
-    logger = utils.setup_logger('train_imagenet', run_dir if dist.is_main else None, enabled=dist.is_main)
+          stop: stopping.StopSignals, genotype, arch_name: str) -> Dict:
+    logger = logs.setup_logger('train_imagenet', run_dir if dist.is_main else None, enabled=dist.is_main)
     # NOTE (faithful to EvNAS): its ImageNet training (P-DARTS's) sets cudnn.benchmark = True, unlike its
     # search and CIFAR training, which are deterministic.
-    utils.configure_cudnn(device, benchmark=True)
+    devices.configure_cudnn(device, benchmark=True)
     train_data, valid_data = data
     if dist.is_main and not args.resume:
         save_args(run_dir, 'train_imagenet', vars(args))
@@ -176,7 +181,7 @@ def train(args, data: tuple, run_dir: str, dist: distributed.Distributed, device
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), args.learning_rate, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
-    autocast, scaler, precision = utils.mixed_precision(device, args.amp)
+    autocast, scaler, precision = devices.mixed_precision(device, args.amp)
     precision = speed.float32_policy(config, device) if precision == 'fp32' else precision
 
     start_epoch, history = 0, []
@@ -251,4 +256,4 @@ def summarize(best: Dict, last: Dict, arch_name: str, params_mb: float, run_dir:
 
 
 if __name__ == '__main__':
-    sys.exit(utils.run_main(main, parse_args()))
+    sys.exit(stopping.run_main(main, parse_args()))

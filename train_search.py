@@ -35,19 +35,24 @@ import torch
 import torch.nn as nn
 
 import arguments
+import devices
 import distributed
 import fitness
+import logs
 import search_arguments
 import speed
+import stopping
 import utils
 from architect_evolution import Individual, evolve, init_population, sort_population
 from benchmark_nb201 import WHERE as BENCHMARK_WHERE
 from benchmark_nb201 import Benchmark
 from budget import Budget
-from checkpoint import atomic_save, load_run_checkpoint, restore_run, rng_state, save_args, save_dataset_info
-from data import SearchData, make_loader
+from checkpoint import atomic_save, load_run_checkpoint, restore_run, rng_state
+from data import SearchData
 from engine import Monitor, OptimizerStep, train_generation
 from faults import fault_point
+from loaders import make_loader
+from run_dirs import save_args, save_dataset_info
 from search_arguments import RESUME_MAY_CHANGE, search_settings
 from search_records import Records, population_tau, summarize
 from search_space import get_space
@@ -69,11 +74,11 @@ def main(args: argparse.Namespace) -> Dict:
                            lambda device: load_search_inputs(args), body)
 
 
-def search(args: argparse.Namespace, inputs: 'SearchInputs', run_dir: str, stop: utils.StopSignals,
+def search(args: argparse.Namespace, inputs: 'SearchInputs', run_dir: str, stop: stopping.StopSignals,
            dist: distributed.Distributed, device: torch.device) -> Dict:
     """EvNAS, Alg. 1: per generation decode -> train -> evaluate -> rank -> record -> evolve -> checkpoint."""
-    logger = utils.setup_logger('train_search', run_dir if dist.is_main else None, enabled=dist.is_main)
-    utils.configure_cudnn(device, args.cudnn_benchmark)
+    logger = logs.setup_logger('train_search', run_dir if dist.is_main else None, enabled=dist.is_main)
+    devices.configure_cudnn(device, args.cudnn_benchmark)
     run = set_up(args, inputs.data, run_dir, dist, device, logger)
     space = run.space
     monitor = Monitor(logger, args.report_freq, stop, dist.all_reduce if dist.enabled else None)
@@ -83,7 +88,7 @@ def search(args: argparse.Namespace, inputs: 'SearchInputs', run_dir: str, stop:
         # Decode each individual once per generation; the device copies are reused by every step.
         decoded = [[a.to(device) for a in space.decode(ind.alphas)] for ind in run.population]
         seeds = fitness.draw_seeds(run.measure.estimator, run.data_generator, len(run.population))
-        with utils.note_on_stop(generation - 1, 'generation', run_dir, 'train_search.py', logger):
+        with stopping.note_on_stop(generation - 1, 'generation', run_dir, 'train_search.py', logger):
             started = time.time()
             train_stats = train_generation(run.model, decoded, run.train_loader, run.optimize, monitor,
                                            generation=generation, net=run.train_net, autocast=run.autocast)
@@ -182,7 +187,7 @@ def set_up(args, data: SearchData, run_dir: str, dist: distributed.Distributed, 
         # took 638 s for a 5 % faster forward, and its training step did not compile within 30 minutes.
         logger.warning("--compile on a CPU: compiling can take tens of minutes before the first step, "
                        "for a small gain; leave it off for CPU searches")
-    autocast, scaler, precision = utils.mixed_precision(device, args.amp)
+    autocast, scaler, precision = devices.mixed_precision(device, args.amp)
     precision = speed.float32_policy(config, device) if precision == 'fp32' else precision
     optimizer = space.optimizer(model.parameters(), settings.recipe)
 
@@ -292,4 +297,4 @@ def rank_population(population: Sequence[Individual], budget: Optional[Budget] =
 
 
 if __name__ == '__main__':
-    sys.exit(utils.run_main(main, parse_args()))
+    sys.exit(stopping.run_main(main, parse_args()))

@@ -12,9 +12,11 @@ import torch
 import torch.nn as nn
 
 import distributed
-import utils
-from checkpoint import rng_state, save_summary
+import logs
+import stopping
+from checkpoint import rng_state
 from engine import Monitor, OptimizerStep, infer, top5_text, train_epoch
+from run_dirs import save_summary
 
 
 @dataclass(frozen=True)
@@ -85,14 +87,14 @@ def train_epochs(run: TrainingRun, plan: EpochPlan, monitor: Monitor, logger: lo
     """Train epochs run.epochs_done + 1 to plan.epochs and evaluate each; after each, rank 0 writes TensorBoard
     scalars and calls write_checkpoint(epoch, every rank's random streams)."""
     name = plan.eval_name
-    writer = utils.summary_writer(os.path.join(run_dir, 'runs'), logger) if dist.is_main else None
-    timer = utils.Timer()
+    writer = logs.summary_writer(os.path.join(run_dir, 'runs'), logger) if dist.is_main else None
+    timer = logs.Timer()
     start = run.epochs_done
     for epoch in range(start + 1, plan.epochs + 1):
         lr = run.learning_rate.begin(epoch)
         run.model.drop_path_prob = plan.drop_path_prob * (epoch - 1) / plan.epochs
         train_loader = run.train_batches(epoch)
-        with utils.note_on_stop(epoch - 1, 'epoch', run_dir, plan.script, logger):
+        with stopping.note_on_stop(epoch - 1, 'epoch', run_dir, plan.script, logger):
             train_stats = train_epoch(run.net, train_loader, run.criterion, run.optimize, device, monitor, epoch=epoch,
                                       auxiliary_weight=plan.auxiliary_weight, autocast=run.autocast)
         run.learning_rate.end()
@@ -113,10 +115,10 @@ def train_epochs(run: TrainingRun, plan: EpochPlan, monitor: Monitor, logger: lo
                     f"| train top1 {train_stats['top1']:6.2f} | {name} top1 {evaluated['top1']:6.2f}"
                     f"{top5_text(evaluated, f'{name} top5')} | best {best[f'{name}_top1']:6.2f} "
                     f"| {train_stats['images_per_sec']:.0f} img/s "
-                    f"| eta {utils.format_duration(remaining)}")
+                    f"| eta {logs.format_duration(remaining)}")
         all_rng = dist.gather_object(rng_state())
         if dist.is_main:
-            utils.add_scalars(writer, row, ('train_loss', 'train_top1', f'{name}_loss', f'{name}_top1',
+            logs.add_scalars(writer, row, ('train_loss', 'train_top1', f'{name}_loss', f'{name}_top1',
                                             f'{name}_top5', 'lr'), epoch)
             write_checkpoint(epoch, all_rng)
     if writer is not None:
@@ -134,5 +136,5 @@ def finish(run: TrainingRun, plan: EpochPlan, logger: logging.Logger, dist: dist
             save_summary(run_dir, summary)
         for line in lines:
             logger.info(line)
-    utils.close_logger(logger)
+    logs.close_logger(logger)
     return {'run_dir': run_dir, 'history': history, 'summary': summary}

@@ -42,11 +42,14 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 import arguments
+import devices
 import fitness
+import logs
 import rank_stats
 import report
 import search_arguments
 import speed
+import stopping
 import train
 import train_search
 import utils
@@ -135,18 +138,18 @@ def main(args: argparse.Namespace) -> Dict:
     sample = choose(candidates, args.archs, args.sample_seed, space)
     out_dir = os.path.join(args.dir, 'trust')
     os.makedirs(out_dir, exist_ok=True)
-    logger = utils.setup_logger('trust', out_dir, enabled=process_share()[0] == 0)
+    logger = logs.setup_logger('trust', out_dir, enabled=process_share()[0] == 0)
     logger.info(f"{len(sample)} of the {len(candidates)} distinct architectures of {args.dir} "
                 f"(sample seed {args.sample_seed})")
     if len(sample) < MIN_ARCHS:
         logger.warning(f"with {len(sample)} architectures {critical_tau_text(len(sample))}; use --archs 20 or more")
 
-    device = utils.resolve_device(args.device)
+    device = devices.resolve_device(args.device)
     rank, world_size = process_share()
     check = score_on_supernet(run_args, sample, records[-1]['population'][0], args, device, logger) if rank == 0 else {}
     references = reference_side(run_args, sample, args, out_dir, device, logger)
     if rank != 0:  # under torchrun the others only train their share; rank 0 writes the figures
-        utils.close_logger(logger)
+        logs.close_logger(logger)
         return {}
     result = summarize(args, run_args, sample, references, check)
     atomic_write_text(os.path.join(out_dir, 'trust.json'), json.dumps(result, indent=1, allow_nan=False) + '\n')
@@ -154,7 +157,7 @@ def main(args: argparse.Namespace) -> Dict:
     write_markdown(out_dir, result)
     report.write_report(args.dir)
     logger.info(f"wrote {os.path.join(out_dir, 'trust.md')}")
-    utils.close_logger(logger)
+    logs.close_logger(logger)
     return result
 
 
@@ -334,13 +337,13 @@ def trained_reference(run_args, sample: List[Candidate], args, out_dir: str, dev
     logger.info(f"reference side: {len(sample)} architectures x {len(seeds)} seeds x {args.epochs} epochs = "
                 f"{len(jobs)} stand-alone trainings (C={args.init_channels}, {args.layers} layers, batch "
                 f"{args.batch_size})" + (f" over {world_size} processes" if world_size > 1 else ''))
-    timer = utils.Timer()
+    timer = logs.Timer()
     mine = jobs[rank::world_size]
     for done, (k, s) in enumerate(mine, 1):
         result = _train_one(run_args, space, sample[k], k, s, args, out_dir, device)
         logger.info(f"reference {done:3d}/{len(mine)} | architecture {k + 1} seed {s} | test top1 "
                     f"{result['top1']:6.2f} | {result['seconds']:.0f} s | eta "
-                    f"{utils.format_duration(timer.remaining(done, len(mine)))}")
+                    f"{logs.format_duration(timer.remaining(done, len(mine)))}")
     results = {job: _wait_for(_result_path(out_dir, *job)) for job in jobs}
     return {'kind': 'stand-alone', 'metric': f"train.py's last-epoch test top-1 after {args.epochs} epochs",
             'seeds': seeds, 'per_seed': [[results[k, s]['top1'] for s in seeds] for k in range(len(sample))],
@@ -680,4 +683,4 @@ def plot(out_dir: str, result: Dict) -> Optional[str]:
 
 
 if __name__ == '__main__':
-    sys.exit(utils.run_main(main, parse_args()))
+    sys.exit(stopping.run_main(main, parse_args()))

@@ -21,7 +21,7 @@ import sys
 from typing import Dict, List
 
 import arguments
-import utils
+import stopping
 from checkpoint import atomic_write_text
 from genotypes import ARCHITECTURES, Genotype, get_genotype, load_genotype, resolve_genotype
 from genotypes_nb201 import edge_names, load_arch, max_nodes_of, parse_arch
@@ -176,4 +176,4 @@ def main(args: argparse.Namespace) -> Dict[str, List[str]]:
 
 
 if __name__ == '__main__':
-    sys.exit(utils.run_main(main, parse_args()))
+    sys.exit(stopping.run_main(main, parse_args()))

@@ -11,7 +11,7 @@ FIXTURES = os.path.join(ROOT, 'tests', 'fixtures')
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-import utils  # noqa: E402  (needs ROOT on sys.path)
+import stopping  # noqa: E402  (needs ROOT on sys.path)
 
 SEARCH_TINY = ['--dataset', 'synthetic', '--synthetic_size', '128', '--init_channels', '4', '--layers', '3',
                '--pop_size', '3', '--tsize', '2', '--batch_size', '32', '--valid_batch_size', '64', '--device', 'cpu',
@@ -45,7 +45,7 @@ def call_main(module, argv) -> int:
         args = module.parse_args([str(a) for a in argv])
     except SystemExit as e:
         return e.code
-    return utils.run_main(module.main, args)
+    return stopping.run_main(module.main, args)
 
 
 @pytest.fixture(autouse=True)

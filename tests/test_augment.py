@@ -3,17 +3,12 @@ DARTS/EvNAS, and gives each image what the per-image transforms give it with the
 import pytest
 import torch
 
+import augmentation
 import utils
-from data import (
-    Augment,
-    PerImageLoader,
-    TensorLoader,
-    apply_augment,
-    augment_batch,
-    draw_augment,
-    make_synthetic,
-    pad_images,
-)
+from augmentation import apply_augment, augment_batch, draw_augment, pad_images
+from data import make_synthetic
+from loaders import PerImageLoader, TensorLoader
+from settings import Augment
 
 
 def _coordinate_image(size=32):
@@ -121,10 +116,9 @@ def test_generated_dataset_is_deterministic_and_learnable_shaped():
 
 def test_the_unaugmented_loader_makes_its_normalisation_tensors_once(monkeypatch):
     # On a GPU, a mean or std list copied to the device for every batch makes the host wait each time.
-    import data
     array = make_synthetic(True, 40, image_size=8)
     loader = TensorLoader(array, 8)
-    expected = [data.normalize(array.images[i:i + 8], array.mean, array.std) for i in range(0, 40, 8)]
+    expected = [augmentation.normalize(array.images[i:i + 8], array.mean, array.std) for i in range(0, 40, 8)]
     made = []
     real = torch.tensor
     monkeypatch.setattr(torch, 'tensor', lambda *a, **k: made.append(a) or real(*a, **k))

@@ -18,6 +18,7 @@ import torch
 
 import bench
 import checkpoint
+import run_dirs
 import test_cifar
 import test_imagenet
 import train
@@ -336,7 +337,7 @@ class TestConcurrentRuns:
         run_dir = str(tmp_path / 'run')
         shutil.copytree(source, run_dir)
         before = _digests(run_dir)
-        with checkpoint.RunLock(run_dir):
+        with run_dirs.RunLock(run_dir):
             assert call_main(module, ['--resume', run_dir]) == 2
         assert f'{run_dir} is in use by pid {os.getpid()}' in capsys.readouterr().err
         assert _digests(run_dir) == before

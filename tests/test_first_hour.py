@@ -10,16 +10,23 @@ import stat
 import pytest
 import torch
 
+import devices
+import logs
 import report
+import stopping
 import test_cifar
 import train
 import train_imagenet
 import train_search
 import utils
-from checkpoint import atomic_save, atomic_write_text, new_run_dir
+from augmentation import draw_augment, normalize, training_augment
+from checkpoint import atomic_save, atomic_write_text
 from conftest import SEARCH_TINY, TRAIN_TINY, call_main, run_script
-from data import Augment, TensorLoader, draw_augment, make_synthetic, normalize, training_augment
+from data import make_synthetic
 from engine import Tally, top5_text
+from loaders import TensorLoader
+from run_dirs import new_run_dir
+from settings import Augment
 
 
 def _failed_start(run_dir, program='train_search'):
@@ -179,17 +186,17 @@ def test_ctrl_c_before_the_loops_and_stops_under_torchrun_are_one_line(monkeypat
     def interrupted(args):
         raise KeyboardInterrupt
 
-    assert utils.run_main(interrupted, None) == 130
+    assert stopping.run_main(interrupted, None) == 130
     err = capsys.readouterr().err
     assert err.count('\n') == 1 and err.startswith('stopped: interrupted by Ctrl-C') and 'Traceback' not in err
 
     def stopped(args):
-        raise utils.Stop('interrupted by SIGTERM during generation 2', 143)
+        raise stopping.Stop('interrupted by SIGTERM during generation 2', 143)
 
     monkeypatch.setenv('RANK', '1')
-    assert utils.run_main(stopped, None) == 143 and capsys.readouterr().err == '', 'only rank 0 says it'
+    assert stopping.run_main(stopped, None) == 143 and capsys.readouterr().err == '', 'only rank 0 says it'
     monkeypatch.setenv('RANK', '0')
-    assert utils.run_main(stopped, None) == 143 and capsys.readouterr().err.count('stopped:') == 1
+    assert stopping.run_main(stopped, None) == 143 and capsys.readouterr().err.count('stopped:') == 1
 
 
 def test_messages_carry_no_errno_codes(tmp_path, capsys):
@@ -216,12 +223,12 @@ class TestOriginalFlags:
     def test_cudnn_is_deterministic_by_default_on_cuda(self, monkeypatch):
         monkeypatch.setattr(torch.backends.cudnn, 'deterministic', False)
         monkeypatch.setattr(torch.backends.cudnn, 'benchmark', True)
-        utils.configure_cudnn(torch.device('cpu'), False)
+        devices.configure_cudnn(torch.device('cpu'), False)
         assert torch.backends.cudnn.benchmark, 'nothing changes off CUDA'
-        utils.configure_cudnn(torch.device('cuda'), train.parse_args(TRAIN_TINY).cudnn_benchmark)
+        devices.configure_cudnn(torch.device('cuda'), train.parse_args(TRAIN_TINY).cudnn_benchmark)
         assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
         benchmark = train.parse_args(TRAIN_TINY + ['--cudnn_benchmark']).cudnn_benchmark
-        utils.configure_cudnn(torch.device('cuda'), benchmark)
+        devices.configure_cudnn(torch.device('cuda'), benchmark)
         assert torch.backends.cudnn.benchmark and not torch.backends.cudnn.deterministic
 
 
@@ -289,7 +296,7 @@ def test_run_files_follow_the_umask(tmp_path, mask, mode):
     try:
         atomic_save({'w': torch.zeros(1)}, str(tmp_path / 'checkpoint.pt'))
         atomic_write_text(str(tmp_path / 'args.json'), '{}')
-        utils.close_logger(utils.setup_logger('umask', str(tmp_path)))  # log.txt, as a run's logger opens it
+        logs.close_logger(logs.setup_logger('umask', str(tmp_path)))  # log.txt, as a run's logger opens it
     finally:
         os.umask(previous)
     for name in ('checkpoint.pt', 'args.json', 'log.txt'):

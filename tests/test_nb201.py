@@ -317,7 +317,7 @@ class TestSearch:
         search = NB201.search_data(settings.data, settings.augment)
         chosen = torch.randperm(3000, generator=utils.make_generator(args.seed + 2))[:256].sort().values
         indices = search.valid_indices[chosen]
-        from data import normalize
+        from augmentation import normalize
         x = normalize(search.valid.images[indices], search.valid.mean, search.valid.std)
         y = search.valid.labels[indices]
         # With running statistics in every BatchNorm, eval mode makes the batch order irrelevant. Top-1 alone

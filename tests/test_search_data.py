@@ -24,8 +24,9 @@ import model_search_nb201
 import search_space
 import train_search
 from architect_evolution import Individual
-from data import ImageArray, TensorLoader
+from data import ImageArray
 from engine import Monitor, evaluate_population
+from loaders import TensorLoader
 from search_space import DARTS, NB201
 
 NUM_IMAGES, CENTRE, SIZE = 96, 16, 32

@@ -1,0 +1,92 @@
+"""How a script stops: a stop requested by SIGTERM or Ctrl-C taken at the next safe point, the note that says
+where it stopped and how to continue, and run_main, which turns a user error or a stop into one line on
+stderr and the exit status."""
+import logging
+import os
+import signal
+import sys
+import threading
+from contextlib import contextmanager
+from typing import Callable
+
+from utils import UserError
+
+
+class Stop(Exception):
+    """A run that must end before it completes: a signal, or a diverged loss. Its last checkpoint is intact.
+    `exit_code` is 128 + the signal number for a signal (the shell's convention), 2 otherwise."""
+
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def stopped_note(reason: str, done: int, unit: str, run_dir: str, script: str, logger: logging.Logger) -> str:
+    """Log and return where a stopped run stands and how to continue it."""
+    kept = f"the checkpoint after {unit} {done} in {run_dir} is intact" if done else f"no {unit} had completed"
+    note = f"{reason}; {kept}; continue with: python {script} --resume {run_dir}"
+    # Into log.txt only: the terminal gets the note once, as the script's last line on stderr (run_main).
+    record = logger.makeRecord(logger.name, logging.INFO, __file__, 0, note, None, None)
+    for handler in logger.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+    return note
+
+
+@contextmanager
+def note_on_stop(done: int, unit: str, run_dir: str, script: str, logger: logging.Logger):
+    """A Stop raised inside the block comes out saying where the run stands and how to continue it."""
+    try:
+        yield
+    except Stop as e:
+        raise Stop(stopped_note(str(e), done, unit, run_dir, script, logger), e.exit_code) from None
+
+
+def run_main(main: Callable, args) -> int:
+    """Run a script's main(args), turning a UserError or a Stop into one line on stderr and an exit status.
+    Under torchrun every rank stops alike, so only rank 0 says so."""
+    try:
+        main(args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 2
+    except Stop as e:
+        if os.environ.get('RANK', '0') == '0':
+            print(f"stopped: {e}", file=sys.stderr, flush=True)
+        return e.exit_code
+    except KeyboardInterrupt:  # Ctrl-C before the training loops watch for it: reading data, building
+        print("stopped: interrupted by Ctrl-C (SIGINT) before the first step; nothing was saved", file=sys.stderr,
+              flush=True)
+        return 128 + signal.SIGINT
+    return 0
+
+
+class StopSignals:
+    """While active, SIGTERM and SIGINT (Ctrl-C) only raise a flag, which the training loops poll between
+    two steps, so a run stops at a safe point instead of in the middle of a write. Calling the object tells
+    whether a stop was requested. The previous handlers come back on exit."""
+
+    def __init__(self, handle_sigterm: bool = True):
+        self.received = []
+        self.previous = {}
+        self.handle_sigterm = handle_sigterm
+
+    def __enter__(self) -> 'StopSignals':
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT) if self.handle_sigterm else (signal.SIGINT,):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.received.append(signum)
+
+    def __call__(self) -> bool:
+        return bool(self.received)
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.received[0]) if self.received else 2
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)

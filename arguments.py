@@ -4,7 +4,7 @@ them takes settings objects (settings.py) or plain values, never the argparse na
 import argparse
 import copy
 import os
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterable, NoReturn, Optional, Sequence, Tuple
 
 from distributed import elastic_restart_count
 from genotypes import Genotype, load_genotype, resolve_genotype
@@ -12,12 +12,16 @@ from run_dirs import read_run_args, run_program
 from settings import RunSettings
 from utils import UserError
 
+# What add_argument is called on: a parser or one of its argument groups.
+Flags = argparse._ActionsContainer
+Argv = Optional[Sequence[str]]
+
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse whose errors are one line on stderr and status 2, as every other error of the scripts: the
     message and where the options are listed, not the whole usage block."""
 
-    def error(self, message: str):
+    def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message} (see: python {self.prog}.py --help)\n")
 
 
@@ -28,7 +32,7 @@ class _GpuIndex(argparse.Action):
         namespace.device = f"cuda:{value}"
 
 
-def add_seed_and_device(group, seed: int) -> None:
+def add_seed_and_device(group: Flags, seed: int) -> None:
     """--seed and --device (and the original's --gpu N), as every script takes them."""
     group.add_argument('--seed', type=int, default=seed, help=f'random seed (default: {seed})')
     group.add_argument('--device', type=str, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
@@ -36,7 +40,7 @@ def add_seed_and_device(group, seed: int) -> None:
                        help="the original EvNAS scripts' spelling of --device cuda:N")
 
 
-def add_run_arguments(group, seed: int, new_runs: str, report_freq: int) -> None:
+def add_run_arguments(group: Flags, seed: int, new_runs: str, report_freq: int) -> None:
     """The run group of the training scripts: --seed, --device, --save (new runs go to new_runs with NAME in
     it), --run_dir, --resume and --report_freq."""
     add_seed_and_device(group, seed)
@@ -52,7 +56,7 @@ def add_run_arguments(group, seed: int, new_runs: str, report_freq: int) -> None
 DEFAULT_ARCH = 'EvNASA'
 
 
-def add_network_arguments(parser, init_channels: int, layers: int, weights: str) -> None:
+def add_network_arguments(parser: Flags, init_channels: int, layers: int, weights: str) -> None:
     """The network flags of the evaluation scripts: which architecture, its sizes, and the weights."""
     parser.add_argument('--arch', type=str, default=None,
                         help=f'published architecture name (default: {DEFAULT_ARCH}, or the run\'s with --dir)')
@@ -64,7 +68,7 @@ def add_network_arguments(parser, init_channels: int, layers: int, weights: str)
     parser.add_argument('--model_path', type=str, default=None, help=f'checkpoint to evaluate (default: {weights})')
 
 
-def resolve_network_arguments(parser, args, weights_name: str) -> None:
+def resolve_network_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace, weights_name: str) -> None:
     """Fill in the architecture and the weights: from --dir RUN_DIR (its genotype.json and `weights_name`)
     where the command line names neither, else --arch's default; a missing --model_path is an error here,
     before any data is read."""
@@ -81,7 +85,8 @@ def resolve_network_arguments(parser, args, weights_name: str) -> None:
         parser.error("no weights to evaluate: give --model_path FILE, or --dir RUN_DIR of a training run")
 
 
-def check_args(parser, args, at_least_one=(), positive=(), non_negative=()) -> None:
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace, at_least_one: Iterable[str] = (),
+               positive: Iterable[str] = (), non_negative: Iterable[str] = ()) -> None:
     """Refuse out-of-range numbers before any work, with argparse's usage line and exit status 2."""
     for name in at_least_one:
         if getattr(args, name) < 1:
@@ -94,7 +99,7 @@ def check_args(parser, args, at_least_one=(), positive=(), non_negative=()) -> N
             parser.error(f"--{name} must not be negative (got {getattr(args, name)})")
 
 
-def explicit_options(parser, argv: Optional[Sequence[str]]) -> set:
+def explicit_options(parser: argparse.ArgumentParser, argv: Argv) -> set:
     """The option names (dests) given on the command line, as opposed to left at their defaults."""
     probe = copy.deepcopy(parser)
     for action in probe._actions:
@@ -104,13 +109,14 @@ def explicit_options(parser, argv: Optional[Sequence[str]]) -> set:
     return set(vars(namespace))
 
 
-def add_cudnn_argument(group) -> None:
+def add_cudnn_argument(group: Flags) -> None:
     group.add_argument('--cudnn_benchmark', action='store_true',
                        help='on CUDA, let cuDNN pick its fastest kernels (cudnn.benchmark) instead of the '
                             "original's deterministic ones: faster, not reproducible bit for bit")
 
 
-def take_run_settings(parser, argv, args, program: str, names) -> None:
+def take_run_settings(parser: argparse.ArgumentParser, argv: Argv, args: argparse.Namespace, program: str,
+                      names: Iterable[str]) -> None:
     """For --dir RUN_DIR of the evaluation scripts: each flag in `names` that the command line does not give
     takes the value of the `program` run there (its args.json)."""
     try:
@@ -123,8 +129,9 @@ def take_run_settings(parser, argv, args, program: str, names) -> None:
             setattr(args, name, saved[name])
 
 
-def resumed_args(parser, argv, args, program: str, may_change, checkpoint_name: str = 'checkpoint.pt',
-                 resolve_defaults: Optional[Callable] = None):
+def resumed_args(parser: argparse.ArgumentParser, argv: Argv, args: argparse.Namespace, program: str,
+                 may_change: Iterable[str], checkpoint_name: str = 'checkpoint.pt',
+                 resolve_defaults: Optional[Callable[[argparse.Namespace], Any]] = None) -> argparse.Namespace:
     """The saved args of the run in args.resume, with the flags in `may_change` taken from this command line.
 
     Any other flag given explicitly must equal the run's own value; everything is checked before any work.
@@ -158,7 +165,8 @@ def resumed_args(parser, argv, args, program: str, may_change, checkpoint_name: 
     return argparse.Namespace(**merged)
 
 
-def resume_after_restart(parser, args, checkpoint_name: str = 'checkpoint.pt') -> None:
+def resume_after_restart(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                         checkpoint_name: str = 'checkpoint.pt') -> None:
     """After torchrun restarts a failed job, continue from the run's last checkpoint, as --resume would.
     Needs --run_dir, so that the restarted processes find the run."""
     if elastic_restart_count() == 0 or args.resume:
@@ -170,7 +178,7 @@ def resume_after_restart(parser, args, checkpoint_name: str = 'checkpoint.pt') -
         args.resume = args.run_dir
 
 
-def add_augment_arguments(group, cutout_help: str, per_space: bool = False) -> None:
+def add_augment_arguments(group: Flags, cutout_help: str, per_space: bool = False) -> None:
     """The training augmentation's flags, as train_search.py and train.py take them. With per_space, the
     defaults of --cutout_length and --crop_padding are left None, for the search space to resolve."""
     group.add_argument('--cutout', action='store_true', help=cutout_help)
@@ -186,7 +194,7 @@ def add_augment_arguments(group, cutout_help: str, per_space: bool = False) -> N
                             + ('; 2 for ImageNet16-120' if per_space else '') + '; 0 = no crop)')
 
 
-def check_architecture_arguments(parser, args) -> None:
+def check_architecture_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """A training run names its architecture once: --arch NAME, --genotype FILE or --dir SEARCH_DIR, and
     --dir is a search run (a training run's directory holds a genotype.json too, which would otherwise be
     trained again, with the new run inside the old one)."""
@@ -203,7 +211,7 @@ def check_architecture_arguments(parser, args) -> None:
                          f"again use --genotype {os.path.join(args.dir, 'genotype.json')}")
 
 
-def training_genotype(args) -> Tuple[Genotype, str]:
+def training_genotype(args: argparse.Namespace) -> Tuple[Genotype, str]:
     """The architecture a training run trains: when resuming, the copy saved in its run directory; else
     --genotype, --dir or --arch (checked before anything is created)."""
     if getattr(args, 'resume', None):

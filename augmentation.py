@@ -1,13 +1,16 @@
 """How training images are augmented and normalised: the batch-wise path on the device (random crops, flips
 and cutout from draws made on the CPU, so that a seed gives the same augmentation everywhere) and the
 original's per-image torchvision transforms."""
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 
 from data import IMAGENET_MEAN, IMAGENET_STD
 from settings import Augment
+
+# A dataset's per-channel mean or std: a sequence, or a float32 tensor already on the images' device.
+ChannelStats = Union[Sequence[float], torch.Tensor]
 
 
 def training_augment(cutout: bool, cutout_length: int, crop_padding: int = 4, flip: bool = True) -> Augment:
@@ -16,8 +19,8 @@ def training_augment(cutout: bool, cutout_length: int, crop_padding: int = 4, fl
     return Augment(padding=crop_padding, flip=flip, cutout_length=cutout_length if cutout else 0)
 
 
-def normalize(images: torch.Tensor, mean, std, memory_format: torch.memory_format = torch.contiguous_format
-              ) -> torch.Tensor:
+def normalize(images: torch.Tensor, mean: ChannelStats, std: ChannelStats,
+              memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
     """uint8 (B, C, H, W) -> (x / 255 - mean) / std in float32 and `memory_format`: ToTensor + Normalize up to
     float rounding, in two passes (the multiply also converts type and layout). mean and std: sequences, or
     float32 tensors already on the images' device (a loader's, made once: a list copied to a GPU for every batch
@@ -59,7 +62,8 @@ class BatchAugmenter:
     NCHW over whole-image patterns because broadcasting over small inner dimensions is several times slower
     on CPUs (measured with bench.py's augment)."""
 
-    def __init__(self, channels: int, height: int, width: int, mean, std, augment: Augment, device,
+    def __init__(self, channels: int, height: int, width: int, mean: ChannelStats, std: ChannelStats,
+                 augment: Augment, device: torch.device,
                  memory_format: torch.memory_format = torch.contiguous_format):
         self.C, self.H, self.W = channels, height, width
         self.augment, self.memory_format = augment, memory_format
@@ -96,14 +100,16 @@ class BatchAugmenter:
         return out.contiguous(memory_format=self.memory_format)
 
 
-def apply_augment(padded: torch.Tensor, height: int, width: int, params: Dict[str, torch.Tensor], mean, std,
-                  augment: Augment, memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+def apply_augment(padded: torch.Tensor, height: int, width: int, params: Dict[str, torch.Tensor],
+                  mean: ChannelStats, std: ChannelStats, augment: Augment,
+                  memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
     """One batch through a BatchAugmenter (a loader keeps its augmenter between batches)."""
     augmenter = BatchAugmenter(padded.shape[1], height, width, mean, std, augment, padded.device, memory_format)
     return augmenter(padded, params)
 
 
-def augment_batch(images: torch.Tensor, mean, std, augment: Augment, generator: torch.Generator,
+def augment_batch(images: torch.Tensor, mean: ChannelStats, std: ChannelStats, augment: Augment,
+                  generator: torch.Generator,
                   memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
     """Draw and apply the augmentation of one uint8 batch."""
     params = draw_augment(images.shape[0], images.shape[2], images.shape[3], augment, generator)
@@ -128,7 +134,9 @@ class Cutout:
         return img * mask.expand_as(img)
 
 
-def cifar_transforms(mean, std, augment: Optional[Augment], image_size: int = 32):
+def cifar_transforms(mean: Sequence[float], std: Sequence[float], augment: Optional[Augment],
+                     image_size: int = 32) -> Callable:
+    """The original's per-image transforms of a PIL image (augment None: test images)."""
     import torchvision.transforms as transforms
     steps = []
     if augment is not None:
@@ -141,7 +149,9 @@ def cifar_transforms(mean, std, augment: Optional[Augment], image_size: int = 32
     return transforms.Compose(steps)
 
 
-def imagenet_transforms(train: bool, image_size: int = 224):
+def imagenet_transforms(train: bool, image_size: int = 224) -> Callable:
+    """P-DARTS's ImageNet transforms of a PIL image: random resized crops and colour jitter, or resize and
+    centre crop."""
     import torchvision.transforms as transforms
     normalize_t = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
     if train:

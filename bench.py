@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -58,7 +58,7 @@ from settings import Augment
 FULL_SEARCH = {'train_images': 25000, 'valid_images': 25000, 'batch': 64, 'pop_size': 50, 'generations': 50}
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = arguments.ArgumentParser('bench', description=__doc__,
                                       formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--device', type=str, default='auto', help='auto, cpu, cuda or cuda:N (default: auto)')
@@ -97,7 +97,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_seconds(fn: Callable, device, warmup: int, repeats: int) -> float:
+def median_seconds(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> float:
     for _ in range(warmup):
         fn()
     _sync(device)
@@ -111,7 +111,7 @@ def median_seconds(fn: Callable, device, warmup: int, repeats: int) -> float:
 
 
 @contextmanager
-def peak_memory(device: torch.device, out: Dict):
+def peak_memory(device: torch.device, out: Dict) -> Iterator[None]:
     """Peak memory while the block runs: CUDA allocator peak, or the process's peak RSS on Linux CPUs."""
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)

@@ -8,7 +8,7 @@ set) and the validation accuracy `x-valid` of `cifar10-valid` (trained on its tr
 ImageNet16-120 `x-test` and `x-valid` of the dataset, both halves of its test set.
 """
 import os
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 from utils import UserError, reason
 
@@ -25,7 +25,8 @@ METRICS = {
 class Benchmark:
     """The 200-epoch accuracies of architectures of the benchmark, for one search dataset."""
 
-    def __init__(self, api, dataset: str):
+    def __init__(self, api: Any, dataset: str):
+        """`api`: nas_201_api's NASBench201API, or anything with its get_more_info and query_index_by_arch."""
         self.api, self.metrics = api, METRICS[dataset]
 
     @classmethod

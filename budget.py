@@ -12,6 +12,7 @@ from typing import Dict, Optional, Sequence
 import torch
 
 from architect_evolution import Individual
+from search_space import SearchSpace
 from settings import BudgetSettings
 
 SIZES = ('cifar', 'imagenet')
@@ -20,13 +21,14 @@ SIZES = ('cifar', 'imagenet')
 class Budget:
     """--max_params and --max_macs (millions) at --budget_size, for one search space and dataset."""
 
-    def __init__(self, space, max_params: Optional[float], max_macs: Optional[float], size: str, num_classes: int):
+    def __init__(self, space: SearchSpace, max_params: Optional[float], max_macs: Optional[float], size: str,
+                 num_classes: int):
         self.space, self.size, self.num_classes = space, size, num_classes
         self.limits = {k: v * 1e6 for k, v in (('params', max_params), ('macs', max_macs)) if v is not None}
         self._costs: Dict[str, Dict[str, float]] = {}
 
     @classmethod
-    def of(cls, settings: BudgetSettings, space, num_classes: int) -> Optional['Budget']:
+    def of(cls, settings: BudgetSettings, space: SearchSpace, num_classes: int) -> Optional['Budget']:
         """The budget of a search's settings, or None without --max_params and --max_macs."""
         if not settings.limited:
             return None

@@ -11,7 +11,7 @@ import random
 import sys
 import tempfile
 import zipfile
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Iterable, Mapping, Optional, Union
 
 import numpy as np
 import torch
@@ -19,6 +19,8 @@ import torch.nn as nn
 
 from faults import fault_point
 from utils import UserError, reason
+
+MapLocation = Union[str, torch.device, None]  # torch.load's map_location
 
 
 def _atomic_write(path: str, write, fault_tag: int = -1) -> None:
@@ -95,7 +97,7 @@ def atomic_write_text(path: str, text: str) -> None:
     _atomic_write(path, lambda f: f.write(text.encode()))
 
 
-def load_checkpoint(path: str, map_location=None) -> Any:
+def load_checkpoint(path: str, map_location: MapLocation = None) -> Any:
     """torch.load(weights_only=True) with one clear error line for a missing, damaged or foreign file."""
     if os.path.isdir(path):
         raise UserError(f"{path} is a directory, not a checkpoint file")
@@ -175,8 +177,8 @@ def set_rng_state(state: Dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state['cuda']])
 
 
-def restore_run(state: Dict[str, Any], rank: int, model: nn.Module, optimizer, scaler=None, model_key: str = 'model',
-                **stateful) -> None:
+def restore_run(state: Dict[str, Any], rank: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+                scaler: Optional[torch.amp.GradScaler] = None, model_key: str = 'model', **stateful: Any) -> None:
     """Put a run checkpoint back: the model, the optimizer, the gradient scaler (when the run has one), each
     further stateful object under its key (a scheduler, a torch.Generator), and this rank's random streams."""
     model.load_state_dict(state[model_key])
@@ -188,7 +190,8 @@ def restore_run(state: Dict[str, Any], rank: int, model: nn.Module, optimizer, s
     set_rng_state(state['rng'][min(rank, len(state['rng']) - 1)])  # one state per rank
 
 
-def load_run_checkpoint(run_dir: str, fmt: str, run_args: Dict[str, Any], may_change, map_location='cpu',
+def load_run_checkpoint(run_dir: str, fmt: str, run_args: Dict[str, Any], may_change: Iterable[str],
+                        map_location: MapLocation = 'cpu',
                         checkpoint_name: str = 'checkpoint.pt') -> Dict[str, Any]:
     """RUN_DIR/checkpoint.pt, checked to be of format `fmt` and made with the same run-defining arguments as
     `run_args` (the run's args.json, as `vars(args)`), except those in `may_change`."""

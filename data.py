@@ -10,7 +10,7 @@ distributions as the per-image torchvision pipeline of DARTS/EvNAS, which `PerIm
 import os
 import socket
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ CIFAR_DATASETS = ('cifar10', 'cifar100')
 SYNTHETIC = 'synthetic'
 FOLDER = 'folder'
 DATASETS = CIFAR_DATASETS + (SYNTHETIC, FOLDER)
+Stats = Tuple[Sequence[float], Sequence[float]]  # a dataset's per-channel mean and std
 
 
 @dataclass
@@ -46,7 +47,7 @@ class ImageArray:
     def __len__(self) -> int:
         return self.labels.numel()
 
-    def to(self, device) -> 'ImageArray':
+    def to(self, device: Union[str, torch.device]) -> 'ImageArray':
         return ImageArray(self.images.to(device), self.labels.to(device), self.num_classes, self.mean, self.std,
                           self.classes)
 
@@ -145,7 +146,7 @@ def _folder_split(root: str, train: bool) -> str:
     raise UserError(f"{root} has no val/ or test/ folder to evaluate on (expected {root}/val/<class>/<image>)")
 
 
-def load_folder(root: str, train: bool, image_size: int = 32, stats=None) -> ImageArray:
+def load_folder(root: str, train: bool, image_size: int = 32, stats: Optional[Stats] = None) -> ImageArray:
     """An image-folder dataset (ROOT/train/<class>/*, ROOT/val or ROOT/test for evaluation), every image
     resized to image_size x image_size and held in memory as uint8.
 
@@ -188,7 +189,7 @@ def load_folder(root: str, train: bool, image_size: int = 32, stats=None) -> Ima
 
 
 def load_dataset(name: str, root: str, train: bool, synthetic_size: int = 2000, download: bool = True,
-                 image_size: int = 32, stats=None) -> ImageArray:
+                 image_size: int = 32, stats: Optional[Stats] = None) -> ImageArray:
     """CIFAR-10, CIFAR-100, the generated set or an image folder, as an ImageArray on the CPU."""
     if name in CIFAR_DATASETS:
         if image_size != 32:

@@ -20,7 +20,7 @@ import json
 import os
 import pickle
 from dataclasses import replace
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -106,7 +106,7 @@ class _ArrayUnpickler(pickle.Unpickler):
         return getattr(importlib.import_module(module), name)
 
 
-def read_imagenet16_file(path: str, image_size: int = 16):
+def read_imagenet16_file(path: str, image_size: int = 16) -> Tuple[np.ndarray, np.ndarray]:
     """One pickle of the downsampled-ImageNet format: (uint8 images (N, 3, S, S), 1-based int labels (N,))."""
     try:
         with open(path, 'rb') as f:

@@ -2,6 +2,7 @@
 autocast, or fp16 with a gradient scaler on GPUs without bf16)."""
 import functools
 from contextlib import nullcontext
+from typing import Callable, ContextManager, Optional, Tuple
 
 import torch
 
@@ -35,7 +36,8 @@ def configure_cudnn(device: torch.device, benchmark: bool) -> None:
         torch.backends.cudnn.benchmark = benchmark
 
 
-def mixed_precision(device: torch.device, enabled: bool):
+def mixed_precision(device: torch.device, enabled: bool
+                    ) -> Tuple[Callable[[], ContextManager], Optional[torch.amp.GradScaler], str]:
     """(autocast factory, GradScaler or None, name) for --amp: bf16 where the device supports it, else fp16
     with a gradient scaler. Disabled, it is a no-op context and fp32, as in the paper."""
     if not enabled:

@@ -6,12 +6,14 @@ import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 
+from architect_evolution import Individual
 from faults import with_faults
+from loaders import Loader
 from logs import Timer, format_duration
 from stopping import Stop, StopSignals
 from utils import count_parameters_in_MB
@@ -33,7 +35,7 @@ class Tally:
     """Sums of loss and top-1/top-5 hits over samples, kept on the device until read. With fewer than 6
     classes top-5 says nothing (with 5 it is 100 %), so it is NaN there and left out of the log lines."""
 
-    def __init__(self, device):
+    def __init__(self, device: torch.device):
         self.loss = torch.zeros((), device=device)
         self.correct1 = torch.zeros((), dtype=torch.int64, device=device)
         self.correct5 = torch.zeros((), dtype=torch.int64, device=device)
@@ -62,15 +64,15 @@ class Tally:
                 'top5': 100. * correct5 / count if self.classes > 5 else math.nan, 'samples': int(count)}
 
 
-def logits_of(output) -> torch.Tensor:
+def logits_of(output: Union[torch.Tensor, Tuple[torch.Tensor, Any]]) -> torch.Tensor:
     """The main logits of a network output: evaluation networks return (logits, logits_aux)."""
     return output[0] if isinstance(output, tuple) else output
 
 
 @torch.no_grad()
-def infer(model: nn.Module, loader: Iterable, criterion: nn.Module, device, logger: Optional[logging.Logger] = None,
-          report_freq: int = 50, tag: str = 'test', autocast: Callable = nullcontext,
-          all_reduce: Callable = None) -> Dict[str, float]:
+def infer(model: nn.Module, loader: Loader, criterion: nn.Module, device: torch.device,
+          logger: Optional[logging.Logger] = None, report_freq: int = 50, tag: str = 'test',
+          autocast: Callable = nullcontext, all_reduce: Optional[Callable] = None) -> Dict[str, float]:
     """Evaluate in eval mode; returns loss, top1, top5 (percent), samples, seconds and images_per_sec.
     With `all_reduce`, each rank evaluates its shard and the totals are summed over ranks."""
     model.eval()
@@ -88,7 +90,7 @@ def infer(model: nn.Module, loader: Iterable, criterion: nn.Module, device, logg
     return _timed(tally.result(all_reduce), start)
 
 
-def test_model(model: nn.Module, loader: Iterable, device, logger: logging.Logger, report_freq: int,
+def test_model(model: nn.Module, loader: Loader, device: torch.device, logger: logging.Logger, report_freq: int,
                tag: str = 'test') -> Dict[str, float]:
     """infer with cross-entropy, the parameter count, and the summary line of the test scripts."""
     result = infer(model, loader, nn.CrossEntropyLoss(), device, logger, report_freq, tag)
@@ -102,7 +104,7 @@ class NonFiniteWatch:
     """Remembers the first step whose loss was not finite, on the device, so the hot loop never syncs;
     `check` (called at report steps) reads it and stops the run."""
 
-    def __init__(self, device, where: str):
+    def __init__(self, device: torch.device, where: str):
         self.first_bad = torch.full((), -1, dtype=torch.int64, device=device)
         self.where = where
 
@@ -110,7 +112,7 @@ class NonFiniteWatch:
         bad = (self.first_bad < 0) & ~torch.isfinite(loss.detach())
         self.first_bad = torch.where(bad, torch.full_like(self.first_bad, step), self.first_bad)
 
-    def check(self, reduce: Callable = None) -> None:
+    def check(self, reduce: Optional[Callable] = None) -> None:
         first_bad = self.first_bad if reduce is None else reduce(self.first_bad)
         bad = first_bad.item()  # a host sync
         if bad >= 0:
@@ -171,7 +173,7 @@ class Monitor:
             self.logger.info(message)
 
 
-def train_epoch(model: nn.Module, loader: Iterable, criterion: nn.Module, optimize: OptimizerStep, device,
+def train_epoch(model: nn.Module, loader: Loader, criterion: nn.Module, optimize: OptimizerStep, device: torch.device,
                 monitor: Monitor, *, epoch: int, auxiliary_weight: float = 0.,
                 autocast: Callable = nullcontext) -> Dict[str, float]:
     """One epoch of evaluation-network training (DARTS recipe): the loss plus auxiliary_weight times the
@@ -208,8 +210,8 @@ def _timed(result: Dict[str, float], start: float) -> Dict[str, float]:
 # ----------------------------------------------------------------------------------------------------------
 # The two loops of an EvNAS generation (Sinha & Chen, GECCO 2021, Alg. 1)
 
-def train_generation(supernet: nn.Module, decoded: Sequence[List[torch.Tensor]], loader, optimize: OptimizerStep,
-                     monitor: Monitor, *, generation: int, net: Optional[nn.Module] = None,
+def train_generation(supernet: nn.Module, decoded: Sequence[List[torch.Tensor]], loader: Loader,
+                     optimize: OptimizerStep, monitor: Monitor, *, generation: int, net: Optional[nn.Module] = None,
                      autocast: Callable = nullcontext) -> List[Dict[str, float]]:
     """One epoch of supernet training: step i trains the decoded architecture of individual i mod pop_size.
     Returns each individual's training loss and accuracy over its steps (over all ranks). `net` is the module
@@ -241,9 +243,9 @@ def train_generation(supernet: nn.Module, decoded: Sequence[List[torch.Tensor]],
 
 
 @torch.no_grad()
-def evaluate_population(supernet: nn.Module, population: Sequence, decoded: Sequence[List[torch.Tensor]], loader,
-                        seeds: Sequence[int], monitor: Monitor, *, generation: int, rank: int = 0, world_size: int = 1,
-                        net: Optional[nn.Module] = None, autocast: Callable = nullcontext,
+def evaluate_population(supernet: nn.Module, population: Sequence[Individual], decoded: Sequence[List[torch.Tensor]],
+                        loader: Loader, seeds: Sequence[int], monitor: Monitor, *, generation: int, rank: int = 0,
+                        world_size: int = 1, net: Optional[nn.Module] = None, autocast: Callable = nullcontext,
                         train_mode: bool = True, prepare: Optional[Callable[[nn.Module], None]] = None) -> None:
     """Set every individual's fitness, loss and top5: the top-1 accuracy (%) of its decoded architecture on
     the held-out images. A non-finite loss makes the fitness NaN, which ranks below every measured individual.

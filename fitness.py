@@ -21,6 +21,7 @@ The original EvNAS estimator is the default of every script. The others are opt-
 The flags combine (e.g. shared draws and recalibrated statistics). `recalibrate` puts back the BatchNorm
 statistics it replaced once the population is scored, so that supernet training continues as it would have.
 """
+import argparse
 from dataclasses import dataclass, replace
 from typing import Callable, List, Optional, Sequence
 
@@ -28,10 +29,13 @@ import torch
 import torch.nn as nn
 
 from architect_evolution import Individual
+from data import ImageArray, SearchData
 from devices import mixed_precision
-from engine import evaluate_population
-from loaders import make_loader
+from engine import Monitor, evaluate_population
+from loaders import Loader, make_loader
+from search_space import SearchSpace
 from settings import Augment, LoaderSettings
+from speed import SpeedConfig
 from utils import make_generator
 
 DATA_CHOICES, BN_CHOICES, AUGMENT_CHOICES = ('own', 'shared'), ('original', 'recalibrate'), ('original', 'none')
@@ -60,7 +64,7 @@ ESTIMATORS = {'original': Estimator(), 'shared': Estimator(data='shared'), 'reca
               'no_augment': Estimator(augment='none'), 'bf16': Estimator(dtype='bf16')}
 
 
-def add_estimator_arguments(group) -> None:
+def add_estimator_arguments(group: argparse._ActionsContainer) -> None:
     """The search's flags of the estimator (this module's table)."""
     group.add_argument('--fitness_data', choices=DATA_CHOICES, default='own',
                        help='own: each individual its own batch order and augmentation draws (EvNAS); shared: the '
@@ -112,7 +116,8 @@ def recalibrate_batchnorm(model: nn.Module, batches: Sequence[torch.Tensor], net
     model.eval()
 
 
-def fitness_loader(settings: LoaderSettings, data, valid_data, device: torch.device, config):
+def fitness_loader(settings: LoaderSettings, data: SearchData, valid_data: ImageArray, device: torch.device,
+                   config: SpeedConfig) -> Loader:
     """The loader of the images fitness is measured on: the held-out images (or a fixed --valid_size subset of
     them, the same for the whole run, so that fitness values of different generations compare), batches of
     --valid_batch_size, each pass in a fresh random order (EvNAS's SubsetRandomSampler) with the space's
@@ -132,8 +137,9 @@ class FitnessMeasure:
     augmentation, or none), the BatchNorm mode, and for `recalibrate` the R training batches, drawn once with
     the training augmentation (`train_augment`) and used for every individual."""
 
-    def __init__(self, estimator: Estimator, settings: LoaderSettings, data, device, config, space,
-                 train_augment: Augment, valid_data=None, train_data=None):
+    def __init__(self, estimator: Estimator, settings: LoaderSettings, data: SearchData, device: torch.device,
+                 config: SpeedConfig, space: SearchSpace, train_augment: Augment,
+                 valid_data: Optional[ImageArray] = None, train_data: Optional[ImageArray] = None):
         self.estimator, self.space = estimator, space
         if estimator.augment == 'none' and data.valid_augment is not None:
             data = replace(data, valid_augment=None)
@@ -153,9 +159,10 @@ class FitnessMeasure:
                     break
                 self.batches.append(x)
 
-    def __call__(self, supernet: nn.Module, population: Sequence[Individual], seeds: Sequence[int], monitor,
-                 generation: int, decoded=None, rank: int = 0, world_size: int = 1, net: Optional[nn.Module] = None,
-                 autocast: Callable = None) -> None:
+    def __call__(self, supernet: nn.Module, population: Sequence[Individual], seeds: Sequence[int], monitor: Monitor,
+                 generation: int, decoded: Optional[Sequence[List[torch.Tensor]]] = None, rank: int = 0,
+                 world_size: int = 1, net: Optional[nn.Module] = None,
+                 autocast: Optional[Callable] = None) -> None:
         """Set every individual's fitness, loss and top5 (engine.evaluate_population)."""
         if decoded is None:
             device = next(supernet.parameters()).device

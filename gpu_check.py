@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 import warnings
-from typing import Dict
+from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -63,7 +63,7 @@ TOLERANCE = {'fast': {'logits': 1e-2, 'loss': 1e-3, 'gradients': 2e-2, 'fitness_
 BF16_MARGIN = 1.5  # the fast path under bf16: at most 1.5x as far from float32 as paper-exact under bf16 (+ the above)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = arguments.ArgumentParser('gpu_check', description=__doc__,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group()

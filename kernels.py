@@ -8,7 +8,7 @@ when a network is built (speed.py says which, per device, and why; docs/performa
 not apply. tests/test_kernels.py checks every one against its parent, and tests/test_shape_grid.py whole
 networks against the paper-exact ones over a grid of shapes.
 """
-from typing import List, Optional
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -18,6 +18,8 @@ from torch.autograd.function import once_differentiable
 from genotypes import NONE_INDEX
 from model_search import MixedOp
 from operations import FactorizedReduce
+
+Pair = Tuple[int, int]  # nn.Conv2d's kernel_size, stride, padding and dilation, as it stores them
 
 # One 64-byte cache line of float32 accumulators: ATen's channels_last BatchNorm kernels make threads share
 # lines below this many channels.
@@ -42,7 +44,7 @@ class NCHWStridedConv2d(nn.Conv2d):
     memory in PyTorch 2.14.1: the process crashes, aborts or hangs (docs/performance.md). The same conv in
     NCHW is exact."""
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type == 'cpu' and torch.is_grad_enabled():
             # Both operands NCHW: oneDNN takes channels_last if either is. clone, not contiguous(): a
             # channels_last 1x1 weight counts as contiguous and would keep its strides. The input is often a
@@ -141,7 +143,7 @@ class PhaseSplitDilatedConv2d(nn.Conv2d):
     _DilatedDepthwiseConv's backward, stride 2 the conv of the even sub-image (_even_subimage_conv). Elsewhere,
     and without gradients (fitness, testing), nn.Conv2d's forward."""
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         H, W = x.shape[-2:]
         if (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad) and H % 2 == 0
                 and W % 2 == 0 and min(H, W) >= 8):
@@ -151,8 +153,8 @@ class PhaseSplitDilatedConv2d(nn.Conv2d):
         return super().forward(x)
 
 
-def is_phase_splittable(in_channels: int, out_channels: int, kernel_size, stride, padding, dilation, groups: int,
-                        bias: bool) -> bool:
+def is_phase_splittable(in_channels: int, out_channels: int, kernel_size: Pair, stride: Pair, padding: Pair,
+                        dilation: Pair, groups: int, bias: bool) -> bool:
     """Whether a conv with these nn.Conv2d arguments (pairs) is one PhaseSplitDilatedConv2d computes."""
     k = kernel_size[0]
     return (kernel_size == (k, k) and k in (3, 5) and dilation == (2, 2) and padding == (k - 1, k - 1)
@@ -297,7 +299,7 @@ class NarrowBatchNorm2d(nn.BatchNorm2d):
     tensor, normalises as _WideBatchNorm (no false sharing between threads); everywhere else, and for shapes
     whose pixels cannot be grouped into rows of 16 floats or more, nn.BatchNorm2d's own forward."""
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = _narrow_rows(x)
         if not (k and self.training and self.track_running_stats and x.device.type == 'cpu'
                 and x.dtype in (torch.float32, torch.float64) and not torch.compiler.is_compiling()):
@@ -312,7 +314,7 @@ def _rows_of(bn: nn.BatchNorm2d, z: torch.Tensor) -> int:
     return _narrow_rows(z) if isinstance(bn, NarrowBatchNorm2d) else 0
 
 
-def train_mode_affine(bn: nn.BatchNorm2d, z: torch.Tensor):
+def train_mode_affine(bn: nn.BatchNorm2d, z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """(scale, shift), per channel, such that bn(z) == z * scale + shift for a BatchNorm2d in training mode
     (to float rounding); like bn(z), it updates bn's running statistics and num_batches_tracked."""
     mean, var = _batch_statistics(z, _rows_of(bn, z), bn.running_mean, bn.running_var, _count_batch(bn))
@@ -368,7 +370,7 @@ class _BatchNormMix(torch.autograd.Function):
         return (grad_weights, None, None, *grad_zs)
 
 
-def batch_norm_mix(zs, weights: torch.Tensor, bns) -> torch.Tensor:
+def batch_norm_mix(zs: Sequence[torch.Tensor], weights: torch.Tensor, bns: Sequence[nn.BatchNorm2d]) -> torch.Tensor:
     """sum_i weights[i] * bns[i](zs[i]), with autograd, for BatchNorm2d layers in training mode without affine
     parameters (the supernet's): see _BatchNormMix. Updates each bn's running statistics as bn(z) would."""
     assert all(bn.training and bn.track_running_stats and bn.weight is None for bn in bns)
@@ -402,7 +404,7 @@ class FusedMixedOp(MixedOp):
     are kept for the backward anyway); without, each op's z is added and freed as it comes. Running
     statistics are updated as BN(z) updates them."""
 
-    def forward(self, x, weights):
+    def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         fold = self.folds(x)
         if fold and torch.is_grad_enabled():
             terms = list(self._terms(x, fold))
@@ -428,7 +430,7 @@ class FusedMixedOp(MixedOp):
                 shift_left = weights[i] * shift if shift_left is None else shift_left.add_(weights[i] * shift)
         return out if shift_left is None else add_per_channel(out, shift=shift_left)
 
-    def folds(self, x) -> bool:
+    def folds(self, x: torch.Tensor) -> bool:
         """Whether the closing BatchNorms are folded: in training mode on CPU, the only device measured."""
         return self.training and x.device.type == 'cpu'
 
@@ -469,7 +471,7 @@ class BoxFilterAvgPool2d(nn.AvgPool2d):
     least 16 x 16 where autograd does not need it (fitness evaluation, testing); oneDNN's depthwise conv beats
     ATen's pool there, and in whole training steps it did not."""
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (self.kernel_size == 3 and self.stride == 1 and self.padding == 1 and not self.count_include_pad
                 and not self.ceil_mode and self.divisor_override is None and x.dim() == 4
                 and x.device.type == 'cpu' and min(x.shape[-2:]) >= 16 and not torch.compiler.is_compiling()

@@ -2,7 +2,7 @@
 device with --loader tensor, augmented batch-wise), the original's per-image pipeline in worker processes
 (--loader torchvision), and ImageNet's folder loader; make_loader picks one."""
 import os
-from typing import Iterator, Optional, Tuple
+from typing import Callable, Iterable, Iterator, Optional, Protocol, Tuple
 
 import torch
 from PIL import Image
@@ -11,6 +11,19 @@ from augmentation import BatchAugmenter, cifar_transforms, draw_augment, normali
 from data import ImageArray, read_rgb
 from settings import Augment
 from utils import UserError, reason
+
+Batch = Tuple[torch.Tensor, torch.Tensor]  # images and labels, on the loader's device
+
+
+class Loader(Protocol):
+    """What the training and evaluation loops (engine.py) need of a loader: a pass of batches, the number of
+    batches and of images in a pass, and the batch size."""
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def num_samples(self) -> int: ...
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[Batch]: ...
 
 
 class TensorLoader:
@@ -67,7 +80,7 @@ class TensorLoader:
                                              self.array.std, self.augment, images.device, self.memory_format)
         return self._padded_images, self._augmenter
 
-    def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[Batch]:
         # Positions into self.indices; the generator draws exactly as a DataLoader with a RandomSampler would.
         order = torch.randperm(len(self.indices), generator=self.generator) if self.shuffle \
             else torch.arange(len(self.indices))
@@ -91,7 +104,7 @@ class TensorLoader:
 
 
 class _PerImageDataset(torch.utils.data.Dataset):
-    def __init__(self, array: ImageArray, transform):
+    def __init__(self, array: ImageArray, transform: Callable):
         self.images = array.images.permute(0, 2, 3, 1).numpy()
         self.labels = array.labels.tolist()
         self.transform = transform
@@ -108,7 +121,8 @@ class PerImageLoader:
 
     def __init__(self, array: ImageArray, batch_size: int, indices: Optional[torch.Tensor] = None,
                  shuffle: bool = False, augment: Optional[Augment] = None,
-                 generator: Optional[torch.Generator] = None, num_workers: int = 2, device=None,
+                 generator: Optional[torch.Generator] = None, num_workers: int = 2,
+                 device: Optional[torch.device] = None,
                  memory_format: torch.memory_format = torch.contiguous_format):
         dataset = _PerImageDataset(array.to('cpu'), cifar_transforms(array.mean, array.std, augment,
                                                                      array.images.shape[-1]))
@@ -127,18 +141,20 @@ class PerImageLoader:
         self.batch_size = batch_size
         self.num_samples = len(indices)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.loader)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Batch]:
         for x, y in self.loader:
             x = x.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
             yield x, y.to(self.device, non_blocking=True)
 
 
-def make_loader(kind: str, array: ImageArray, batch_size: int, device, indices=None, shuffle=False,
-                augment=None, generator=None, num_workers: int = 2, rank: int = 0, world_size: int = 1,
-                memory_format: torch.memory_format = torch.contiguous_format):
+def make_loader(kind: str, array: ImageArray, batch_size: int, device: torch.device,
+                indices: Optional[torch.Tensor] = None, shuffle: bool = False, augment: Optional[Augment] = None,
+                generator: Optional[torch.Generator] = None, num_workers: int = 2, rank: int = 0,
+                world_size: int = 1, memory_format: torch.memory_format = torch.contiguous_format
+                ) -> Loader:
     """`tensor`: the batch-wise pipeline on `device`; `torchvision`: the original per-image pipeline (one
     process only). `array` may already be on `device`; it is moved there once otherwise."""
     if kind == 'tensor':
@@ -153,7 +169,8 @@ def make_loader(kind: str, array: ImageArray, batch_size: int, device, indices=N
     raise ValueError(f"unknown loader '{kind}'")
 
 
-def image_folder(root: str, split: str, transform, what: str = 'ImageNet'):
+def image_folder(root: str, split: str, transform: Callable, what: str = 'ImageNet'
+                 ) -> torch.utils.data.Dataset:
     """An ImageFolder at root/split with a clear message when it is not there or not a class tree."""
     import torchvision.datasets as dset
     folder = os.path.join(root, split)
@@ -170,19 +187,21 @@ class FolderLoader:
     """A DataLoader over an image folder that moves batches to the device and reports an unreadable image
     as one UserError line (a worker's error arrives wrapped in its traceback)."""
 
-    def __init__(self, dataset, batch_size: int, device, shuffle: bool = False, num_workers: int = 4,
-                 sampler=None, generator: Optional[torch.Generator] = None):
+    def __init__(self, dataset: torch.utils.data.Dataset, batch_size: int, device: torch.device,
+                 shuffle: bool = False, num_workers: int = 4, sampler: Optional[Iterable[int]] = None,
+                 generator: Optional[torch.Generator] = None):
         self.loader = torch.utils.data.DataLoader(
             dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
             num_workers=num_workers, generator=generator, pin_memory=torch.device(device).type == 'cuda',
             persistent_workers=num_workers > 0)
         self.device = device
+        self.batch_size = batch_size
         self.num_samples = len(dataset)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.loader)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Batch]:
         try:
             for x, y in self.loader:
                 yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)

@@ -5,7 +5,10 @@ import math
 import os
 import sys
 import time
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
+
+if TYPE_CHECKING:  # tensorboard is optional
+    from torch.utils.tensorboard import SummaryWriter
 
 
 def format_duration(seconds: float) -> str:
@@ -57,7 +60,7 @@ class Timer:
         return self.elapsed() / done * (total - done) if done > 0 else float('nan')
 
 
-def summary_writer(log_dir: str, logger: logging.Logger):
+def summary_writer(log_dir: str, logger: logging.Logger) -> Optional['SummaryWriter']:
     """A TensorBoard SummaryWriter when tensorboard is installed, else None (and one line in the log)."""
     try:
         from torch.utils.tensorboard import SummaryWriter
@@ -68,7 +71,7 @@ def summary_writer(log_dir: str, logger: logging.Logger):
     return SummaryWriter(log_dir)
 
 
-def add_scalars(writer, row: dict, keys: Sequence[str], step: int) -> None:
+def add_scalars(writer: Optional['SummaryWriter'], row: dict, keys: Sequence[str], step: int) -> None:
     """row[key] for each key to TensorBoard as 'train_loss' -> train/loss (nothing without a writer)."""
     if writer is None:
         return

@@ -115,7 +115,7 @@ class FactorizedReduce(nn.Module):
     def forward(self, x):
         return self.bn(self.reduce(self.relu(x)))
 
-    def reduce(self, x):
+    def reduce(self, x: torch.Tensor) -> torch.Tensor:
         """The two convs on the rectified input, concatenated (everything but the ReLU and the BN)."""
         return torch.cat([self.conv_1(x), self.conv_2(x[:, :, 1:, 1:])], dim=1)
 

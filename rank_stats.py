@@ -11,11 +11,12 @@ import math
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 Statistic = Callable[[np.ndarray, np.ndarray], float]
 
 
-def average_ranks(values) -> np.ndarray:
+def average_ranks(values: ArrayLike) -> np.ndarray:
     """1-based ranks, ties sharing the mean of the ranks they span ([10, 20, 20, 30] -> [1, 2.5, 2.5, 4])."""
     v = np.asarray(values, dtype=float).ravel()
     order = np.argsort(v, kind='stable')
@@ -30,7 +31,7 @@ def average_ranks(values) -> np.ndarray:
     return ranks
 
 
-def _pair_signs(values: np.ndarray) -> np.ndarray:
+def _pair_signs(values: ArrayLike) -> np.ndarray:
     """sign(v_j - v_i) for every ordered pair: the n x n matrix both tau-b and the permutation test use."""
     v = np.asarray(values, dtype=float).ravel()
     return np.sign(v[None, :] - v[:, None])
@@ -45,7 +46,7 @@ def _tau_from_signs(sx: np.ndarray, sy: np.ndarray) -> float:
     return float(np.sum(sx * sy) / math.sqrt(float(untied_x) * float(untied_y)))
 
 
-def kendall_tau_b(x, y) -> float:
+def kendall_tau_b(x: ArrayLike, y: ArrayLike) -> float:
     """Kendall's tau-b, (C - D) / sqrt((n0 - n1)(n0 - n2)): ties in either ranking lower neither bound of +-1.
 
     NaN when either side is constant or has fewer than 2 items.
@@ -58,7 +59,7 @@ def kendall_tau_b(x, y) -> float:
     return _tau_from_signs(_pair_signs(x), _pair_signs(y))
 
 
-def spearman_rho(x, y) -> float:
+def spearman_rho(x: ArrayLike, y: ArrayLike) -> float:
     """Spearman's rho: the Pearson correlation of average ranks, the usual handling of ties; NaN for a constant side."""
     x, y = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
     if x.size != y.size:
@@ -81,7 +82,7 @@ def spearman_brown(r: float, n: float) -> float:
     return float(n * r / (1.0 + (n - 1.0) * r))
 
 
-def reliability(columns, n: Optional[float] = None) -> float:
+def reliability(columns: ArrayLike, n: Optional[float] = None) -> float:
     """Rank reliability of a K items x S repeats table, stepped up to the mean of n repeats (default S).
 
     The single-repeat reliability is the mean Spearman rho over all pairs of repeat columns (seeds); the
@@ -166,7 +167,7 @@ def kendall_critical_tau(n: int, alpha: float = 0.05) -> float:
     return critical
 
 
-def permutation_pvalue(x, y, iterations: int = 10000, seed: int = 0) -> float:
+def permutation_pvalue(x: ArrayLike, y: ArrayLike, iterations: int = 10000, seed: int = 0) -> float:
     """Two-sided permutation p-value of tau-b: (1 + #{|tau(x, perm y)| >= |tau_obs|}) / (1 + iterations).
 
     Valid with ties, unlike the exact null; the 1 + counts the observed arrangement, so p is never 0.
@@ -186,7 +187,7 @@ def permutation_pvalue(x, y, iterations: int = 10000, seed: int = 0) -> float:
     return (1 + hits) / (1 + iterations)
 
 
-def _as_draws(fitness, k: int, name: str) -> np.ndarray:
+def _as_draws(fitness: ArrayLike, k: int, name: str) -> np.ndarray:
     """Fitness as K x F (F draws per architecture; a 1-D fitness is one draw)."""
     f = np.asarray(fitness, dtype=float)
     f = f[:, None] if f.ndim == 1 else f
@@ -195,7 +196,7 @@ def _as_draws(fitness, k: int, name: str) -> np.ndarray:
     return f
 
 
-def _as_reference(reference) -> np.ndarray:
+def _as_reference(reference: ArrayLike) -> np.ndarray:
     ref = np.asarray(reference, dtype=float)
     if ref.ndim != 2:
         raise ValueError(f'reference must be (K, S): K architectures x S seeds, got shape {ref.shape}')
@@ -215,8 +216,8 @@ def _percentile_interval(values: np.ndarray, level: float) -> Tuple[float, float
     return float(low), float(high)
 
 
-def bootstrap_interval(fitness, reference, statistic: Statistic, iterations: int = 2000, seed: int = 0,
-                       level: float = 0.95) -> Tuple[float, float]:
+def bootstrap_interval(fitness: ArrayLike, reference: ArrayLike, statistic: Statistic, iterations: int = 2000,
+                       seed: int = 0, level: float = 0.95) -> Tuple[float, float]:
     """Two-level bootstrap percentile interval of statistic(fitness, reference mean).
 
     Each iteration resamples the K architectures, then each one's S seeds (and its F fitness draws when fitness is
@@ -234,8 +235,9 @@ def bootstrap_interval(fitness, reference, statistic: Statistic, iterations: int
     return _percentile_interval(values[~np.isnan(values)], level)
 
 
-def paired_bootstrap_difference(fitness_a, fitness_b, reference, statistic: Statistic, iterations: int = 2000,
-                                seed: int = 0, level: float = 0.95) -> Dict[str, float]:
+def paired_bootstrap_difference(fitness_a: ArrayLike, fitness_b: ArrayLike, reference: ArrayLike,
+                                statistic: Statistic, iterations: int = 2000, seed: int = 0,
+                                level: float = 0.95) -> Dict[str, float]:
     """Is estimator a better than b? Bootstrap of statistic(a) - statistic(b) on the same resample each iteration.
 
     Same two levels as bootstrap_interval; pairing removes the noise the two share (which architectures, which
@@ -254,7 +256,8 @@ def paired_bootstrap_difference(fitness_a, fitness_b, reference, statistic: Stat
     return _difference_summary(float(difference), values, level)
 
 
-def pooled_paired_difference(runs: Sequence[Tuple], statistic: Statistic, iterations: int = 2000, seed: int = 0,
+def pooled_paired_difference(runs: Sequence[Tuple[ArrayLike, ArrayLike, ArrayLike]], statistic: Statistic,
+                             iterations: int = 2000, seed: int = 0,
                              level: float = 0.95) -> Dict[str, float]:
     """paired_bootstrap_difference over several search runs: runs is a list of (fitness_a, fitness_b, reference),
     one per run (its own architectures and supernet). The difference is the mean over runs of each run's
@@ -293,7 +296,7 @@ def _difference_summary(difference: float, values: np.ndarray, level: float) -> 
     return {'difference': difference, 'low': low, 'high': high, 'p_below_zero': p_below_zero}
 
 
-def top_k_overlap(x, y, k: int) -> Dict[str, float]:
+def top_k_overlap(x: ArrayLike, y: ArrayLike, k: int) -> Dict[str, float]:
     """How many of x's k best are among y's k best, and the 'chance' expectation k^2 / K under random rankings.
 
     Best = largest; ties go to the lower index (a stable descending sort), so the answer is deterministic.
@@ -306,7 +309,7 @@ def top_k_overlap(x, y, k: int) -> Dict[str, float]:
     return {'overlap': len(top_x & top_y), 'chance': k * k / x.size}
 
 
-def regret(pick: int, reference) -> Dict[str, float]:
+def regret(pick: int, reference: ArrayLike) -> Dict[str, float]:
     """Stand-alone accuracy lost by picking architecture `pick` instead of the best one.
 
     Choosing the best on the same seeds it is then measured on favours whichever architecture had lucky seeds, so

@@ -17,7 +17,8 @@ import shlex
 import statistics
 import sys
 from collections import Counter
-from typing import Dict, List, Optional
+from dataclasses import dataclass, fields
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import arguments
 import stopping
@@ -30,7 +31,39 @@ from genotypes_nb201 import NB201_OPS, load_arch, parse_arch
 from visualize import cell_text, draw, draw_nb201, nb201_cell_text
 
 
-def _pct(value) -> str:
+@dataclass(frozen=True)
+class RecordedSearch:
+    """What a report reads of a search's args.json. A flag the run predates (absent from its args.json) takes
+    the value every run had before the flag existed, which is also train.py's default."""
+    space: str = 'darts'
+    dataset: str = 'cifar10'
+    data: str = '../data'
+    synthetic_size: Optional[int] = None
+    image_size: int = 32
+    no_flip: bool = False
+    crop_padding: int = 4
+    cutout_length: int = 16
+    init_channels: Optional[int] = None
+    layers: Optional[int] = None
+    num_cells: Optional[int] = None
+    epochs: Optional[int] = None
+    pop_size: Optional[int] = None
+    max_params: Optional[float] = None
+    max_macs: Optional[float] = None
+    budget_size: str = 'cifar'
+
+    @classmethod
+    def from_args(cls, saved: Mapping[str, Any]) -> 'RecordedSearch':
+        """From a search's args (args.json, or vars() of its namespace); the other flags are left out."""
+        return cls(**{f.name: saved[f.name] for f in fields(cls) if f.name in saved})
+
+    @classmethod
+    def read(cls, run_dir: str) -> 'RecordedSearch':
+        with open(os.path.join(run_dir, 'args.json')) as f:
+            return cls.from_args(json.load(f))
+
+
+def _pct(value: Optional[float]) -> str:
     return 'n/a' if value is None else f"{value:.2f}"
 
 
@@ -68,14 +101,14 @@ def _point(individual: Dict) -> Dict[str, float]:
             'macs': individual['macs']}
 
 
-def _budget_lines(records: List[Dict], args: Dict) -> List[str]:
+def _budget_lines(records: List[Dict], search: RecordedSearch) -> List[str]:
     """The budget section: the limits, and the non-dominated front of the final population (fitness against
     MACs), best fitness first."""
     population = records[-1]['population']
-    limits = ', '.join(f"{args[k]:g} M {name}" for k, name in (('max_params', 'parameters'), ('max_macs', 'MACs'))
-                       if args.get(k) is not None)
+    limits = ', '.join(f"{value:g} M {name}" for value, name in ((search.max_params, 'parameters'),
+                                                                 (search.max_macs, 'MACs')) if value is not None)
     front = sorted(pareto_front([_point(p) for p in population]), key=lambda i: -_point(population[i])['fitness'])
-    lines = ['', '## Budget', '', f"At most {limits} at the {args.get('budget_size', 'cifar')} size; "
+    lines = ['', '## Budget', '', f"At most {limits} at the {search.budget_size} size; "
              f"{records[-1]['feasible']} of {len(population)} individuals of the last generation fit.", '',
              'Non-dominated front of the last generation (no other individual is both fitter and cheaper):', '',
              '| rank | fitness | parameters (M) | MACs (M) | feasible |', '| ---: | ---: | ---: | ---: | --- |']
@@ -194,31 +227,30 @@ def _save(fig, path: str) -> str:
     return path
 
 
-def train_command(run_dir: str, args: Dict) -> str:
-    """The train.py command for a search's result, with the data flags the search ran with (its args.json)
-    and the paper's training recipe (auxiliary tower, cutout)."""
-    words = ['python', 'train.py', '--dir', run_dir] + search_data_flags(args)
+def train_command(run_dir: str, search: RecordedSearch) -> str:
+    """The train.py command for a search's result, with the data flags the search ran with and the paper's
+    training recipe (auxiliary tower, cutout)."""
+    words = ['python', 'train.py', '--dir', run_dir] + search_data_flags(search)
     return ' '.join(shlex.quote(w) for w in words + ['--auxiliary', '--cutout'])
 
 
-def search_data_flags(args: Dict) -> List[str]:
-    """train.py's flags for the images a search ran on (its args.json), where they differ from train.py's
-    defaults."""
+def search_data_flags(search: RecordedSearch) -> List[str]:
+    """train.py's flags for the images a search ran on, where they differ from train.py's defaults."""
     words = []
-    if args.get('dataset', 'cifar10') != 'cifar10':
-        words += ['--dataset', args['dataset']]
-    if args.get('dataset') != 'synthetic' and args.get('data', '../data') != '../data':
-        words += ['--data', args['data']]
-    if args.get('dataset') == 'synthetic':
-        words += ['--synthetic_size', str(args.get('synthetic_size'))]
-    if args.get('image_size', 32) != 32:
-        words += ['--image_size', str(args['image_size'])]
-    if args.get('no_flip'):
+    if search.dataset != 'cifar10':
+        words += ['--dataset', search.dataset]
+    if search.dataset != 'synthetic' and search.data != '../data':
+        words += ['--data', search.data]
+    if search.dataset == 'synthetic':
+        words += ['--synthetic_size', str(search.synthetic_size)]
+    if search.image_size != 32:
+        words += ['--image_size', str(search.image_size)]
+    if search.no_flip:
         words += ['--no_flip']
-    if args.get('crop_padding', 4) != 4:
-        words += ['--crop_padding', str(args['crop_padding'])]
-    if args.get('cutout_length', 16) != 16:
-        words += ['--cutout_length', str(args['cutout_length'])]
+    if search.crop_padding != 4:
+        words += ['--crop_padding', str(search.crop_padding)]
+    if search.cutout_length != 16:
+        words += ['--cutout_length', str(search.cutout_length)]
     return words
 
 
@@ -226,16 +258,15 @@ def write_report(run_dir: str) -> Dict:
     """Write RUN_DIR/report.md (and plots); returns the numbers it reports."""
     records = read_records(run_dir)
     last = records[-1]
-    with open(os.path.join(run_dir, 'args.json')) as f:
-        args = json.load(f)
+    search = RecordedSearch.read(run_dir)
     ops = operation_counts(last)
     plots = _plots(run_dir, records, ops)
-    nb201 = args.get('space', 'darts') == 'nb201'
-    network = (f"NAS-Bench-201 supernet C={args.get('init_channels')}, N={args.get('num_cells')}" if nb201 else
-               f"supernet C={args.get('init_channels')} with {args.get('layers')} layers")
+    nb201 = search.space == 'nb201'
+    network = (f"NAS-Bench-201 supernet C={search.init_channels}, N={search.num_cells}" if nb201 else
+               f"supernet C={search.init_channels} with {search.layers} layers")
     lines = [f"# EvNAS search report: {os.path.basename(os.path.abspath(run_dir))}", '',
-             f"{len(records)} of {args.get('epochs')} generations, population {args.get('pop_size')}, dataset "
-             f"{args.get('dataset')}, {network}.", '',
+             f"{len(records)} of {search.epochs} generations, population {search.pop_size}, dataset "
+             f"{search.dataset}, {network}.", '',
              f"Best fitness of the last generation: **{_pct(last['best'])} %** (top-1 on the held-out images).", '']
     if 'feasible' in last and last['population']:
         chosen = last['population'][0]
@@ -267,13 +298,13 @@ def write_report(run_dir: str) -> Dict:
               + (f" {_tau(r.get('benchmark_tau'))} |" if with_tau else '')
               for r in records]
     if budgeted:
-        lines += _budget_lines(records, args)
+        lines += _budget_lines(records, search)
     cells = list(ops)
     lines += ['', '## Operations chosen in the final population', '',
               '| operation | ' + ' | '.join({'reduce': 'reduction', 'cell': 'edges'}.get(c, c) for c in cells) + ' |',
               '| --- |' + ' ---: |' * len(cells)]
     lines += [f"| {name} | " + ' | '.join(str(ops[c][name]) for c in cells) + ' |' for name in _op_names(ops)]
-    result = (_nb201_best(run_dir, last, truth) if nb201 else _darts_best(run_dir, last, args))
+    result = (_nb201_best(run_dir, last, truth) if nb201 else _darts_best(run_dir, last, search))
     lines += result.pop('lines')
     atomic_write_text(os.path.join(run_dir, 'report.md'), '\n'.join(lines))
     return {'records': records, 'operations': ops, 'plots': plots, **result}
@@ -284,7 +315,7 @@ def _diagram_lines(diagram: Dict, fallback: str) -> List[str]:
     return [f"![{name}]({name})" for name in images] or [fallback]
 
 
-def _darts_best(run_dir: str, last: Dict, args: Dict) -> Dict:
+def _darts_best(run_dir: str, last: Dict, search: RecordedSearch) -> Dict:
     """The best cell of a DARTS-space search, its diagram, its cost, and the command that trains it."""
     genotype_path = os.path.join(run_dir, 'genotype.json')
     best = load_genotype(genotype_path) if os.path.exists(genotype_path) else \
@@ -294,7 +325,7 @@ def _darts_best(run_dir: str, last: Dict, args: Dict) -> Dict:
     num_classes = json.load(open(info_path))['num_classes'] if os.path.exists(info_path) else 10
     costs = {'cifar': network_cost(best, 'cifar10', num_classes=num_classes),
              'imagenet': network_cost(best, 'imagenet')}
-    command = train_command(run_dir, args)
+    command = train_command(run_dir, search)
     lines = ['', '## Best architecture', '', '```', cell_text(best.normal, best.normal_concat, 'normal cell')
              + cell_text(best.reduce, best.reduce_concat, 'reduction cell') + '```', '']
     lines += _diagram_lines(diagram, 'Diagrams: `genotype_normal.dot`, `genotype_reduction.dot` (install Graphviz '
@@ -340,7 +371,7 @@ def compare_runs(summaries: List[Dict]) -> List[str]:
     return lines
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = arguments.ArgumentParser('report', description=__doc__,
                                       formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('run_dirs', nargs='+', metavar='run_dir',

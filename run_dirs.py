@@ -8,6 +8,7 @@ import os
 from typing import Any, Dict, Optional
 
 from checkpoint import atomic_write_text
+from data import ImageArray
 from utils import UserError, json_number, reason
 
 
@@ -110,7 +111,7 @@ def save_args(run_dir: str, program: str, values: Dict[str, Any]) -> None:
     atomic_write_text(os.path.join(run_dir, 'args.json'), json.dumps({'program': program, **values}, indent=1) + '\n')
 
 
-def save_dataset_info(run_dir: str, data, dataset: str, root: str) -> None:
+def save_dataset_info(run_dir: str, data: ImageArray, dataset: str, root: str) -> None:
     """RUN_DIR/dataset.json: what the networks of a run were built for (`data`: the training images of
     --dataset from --data `root`), and the normalisation its images used (for a folder dataset, computed from
     its training images)."""

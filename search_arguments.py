@@ -4,6 +4,7 @@ args.json (--resume; trust.py)."""
 import argparse
 import os
 from dataclasses import dataclass
+from typing import Optional, Sequence
 
 import arguments
 import fitness
@@ -198,7 +199,7 @@ def _check_benchmark(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         parser.error(f"--api_path {args.api_path} is not a file; {BENCHMARK_WHERE}")
 
 
-def parse_args(argv=None, description: str = '') -> argparse.Namespace:
+def parse_args(argv: Optional[Sequence[str]] = None, description: str = '') -> argparse.Namespace:
     """The resolved arguments (train_search.parse_args passes the script's docstring for --help)."""
     parser = build_parser(description)
     args = parser.parse_args(argv)

@@ -2,6 +2,7 @@
 TensorBoard scalars (when tensorboard is installed), and at the end genotype.json and report.md; files on
 rank 0 only."""
 import json
+import logging
 import math
 import os
 from typing import Dict, List, Sequence
@@ -15,10 +16,11 @@ from benchmark_nb201 import Benchmark
 from budget import is_feasible
 from checkpoint import atomic_write_text
 from cost import describe_cost
+from search_space import SearchSpace
 
 
-def summarize(ranked: Sequence[Individual], train_stats: Sequence[Dict], generation: int, lr: float, space,
-              **timings: float) -> Dict:
+def summarize(ranked: Sequence[Individual], train_stats: Sequence[Dict], generation: int, lr: float,
+              space: SearchSpace, **timings: float) -> Dict:
     fitness = [ind.fitness for ind in ranked if not math.isnan(ind.fitness)]
     train_stats = [t for t in train_stats if t['samples']]
     seen = sum(t['samples'] for t in train_stats)
@@ -36,7 +38,7 @@ def summarize(ranked: Sequence[Individual], train_stats: Sequence[Dict], generat
     }
 
 
-def population_tau(ranked: Sequence[Individual], benchmark: Benchmark, space) -> float:
+def population_tau(ranked: Sequence[Individual], benchmark: Benchmark, space: SearchSpace) -> float:
     """Kendall tau-b of the population's fitness against the benchmark's 200-epoch test accuracy (mean over its
     seeds): how well the supernet ranks this generation (NaN where it cannot be told: fewer than two measured
     individuals in the benchmark, or a constant side)."""
@@ -51,7 +53,7 @@ def population_tau(ranked: Sequence[Individual], benchmark: Benchmark, space) ->
 
 
 def generation_record(ranked: Sequence[Individual], train_stats: Sequence[Dict], summary: Dict,
-                      order: Sequence[int], seeds: Sequence[int], space) -> Dict:
+                      order: Sequence[int], seeds: Sequence[int], space: SearchSpace) -> Dict:
     """The human-readable record of one generation, best individual first. Each individual's fitness seed (its
     batch order and augmentation draws) lets trust.py measure its fitness again exactly."""
     return {
@@ -76,14 +78,16 @@ class Records:
     """What a search shows and keeps: one log row and generations/gen_NNN.json per generation, TensorBoard
     scalars when tensorboard is installed, genotype.json and the report at the end (files on rank 0 only)."""
 
-    def __init__(self, run_dir: str, is_main: bool, logger, epochs: int, generations_done: int, space):
+    def __init__(self, run_dir: str, is_main: bool, logger: logging.Logger, epochs: int, generations_done: int,
+                 space: SearchSpace):
         self.run_dir, self.is_main, self.logger, self.space = run_dir, is_main, logger, space
         self.epochs, self.first = epochs, generations_done
         self.writer = logs.summary_writer(os.path.join(run_dir, 'runs'), logger) if is_main else None
         self.timer = logs.Timer()
         self.genotype_path = os.path.join(run_dir, 'genotype.json')
 
-    def write(self, generation: int, ranked, train_stats, summary: Dict, order, seeds, elapsed_before: float) -> None:
+    def write(self, generation: int, ranked: Sequence[Individual], train_stats: Sequence[Dict], summary: Dict,
+              order: Sequence[int], seeds: Sequence[int], elapsed_before: float) -> None:
         elapsed = elapsed_before + self.timer.elapsed()
         remaining = self.timer.remaining(generation - self.first, self.epochs - self.first)
         self.logger.info(f"gen {generation:3d}/{self.epochs} | best {summary['best']:6.2f} "

@@ -11,7 +11,7 @@ search data and augmentation, and how its fitness is measured.
 """
 import json
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Protocol, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -22,11 +22,48 @@ from augmentation import training_augment
 from checkpoint import atomic_write_text
 from cost import count_macs, network_cost
 from data import SearchData, load_dataset
-from genotypes import genotype_to_dict, save_genotype
+from genotypes import Genotype, genotype_to_dict, save_genotype
 from genotypes_nb201 import NB201_OPS, arch_string, max_nodes_of, num_edges, parse_arch
 from operations import Layers
 from settings import Augment, DataSettings, Recipe, SupernetSettings
 from utils import UserError, count_parameters
+
+# An architecture as a space writes it: a DARTS Genotype, or a NAS-Bench-201 arch string.
+Architecture = Any
+
+
+class SearchSpace(Protocol):
+    """What every space provides (DartsSpace and NB201Space below); what code outside this module may use.
+    Its attributes are read-only (properties here, class attributes in the spaces)."""
+    @property
+    def name(self) -> str: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def cells(self) -> Tuple[str, ...]: ...
+    @property
+    def fitness_train_mode(self) -> bool: ...
+    @property
+    def datasets(self) -> Tuple[str, ...]: ...
+    @property
+    def flags(self) -> Tuple[str, ...]: ...
+
+    def alpha_shapes(self, supernet: SupernetSettings) -> List[Tuple[int, int]]: ...
+    def decode(self, alphas: Sequence[torch.Tensor]) -> List[torch.Tensor]: ...
+    def genotype(self, alphas: Sequence[torch.Tensor]) -> Architecture: ...
+    def record(self, alphas: Sequence[torch.Tensor]) -> Dict: ...
+    def describe(self, alphas: Sequence[torch.Tensor]) -> str: ...
+    def key(self, alphas: Sequence[torch.Tensor]) -> str: ...
+    def genotype_key(self, genotype: Architecture) -> str: ...
+    def save_result(self, alphas: Sequence[torch.Tensor], path: str) -> None: ...
+    def augment_defaults(self, dataset: str, crop_padding: Optional[int], cutout_length: Optional[int]
+                         ) -> Tuple[int, int]: ...
+    def train_augment(self, cutout: bool, cutout_length: int, crop_padding: int, flip: bool) -> Augment: ...
+    def build_supernet(self, supernet: SupernetSettings, num_classes: int, impl: Layers) -> nn.Module: ...
+    def cost_size(self, size: str) -> str: ...
+    def cost(self, alphas: Sequence[torch.Tensor], size: str, num_classes: int) -> Dict[str, float]: ...
+    def optimizer(self, parameters: Iterable[nn.Parameter], recipe: Recipe) -> torch.optim.Optimizer: ...
+    def search_data(self, data: DataSettings, augment: Augment) -> SearchData: ...
 
 
 class DartsSpace:
@@ -46,7 +83,7 @@ class DartsSpace:
     def decode(self, alphas: Sequence[torch.Tensor]) -> List[torch.Tensor]:
         return decode(alphas)
 
-    def genotype(self, alphas: Sequence[torch.Tensor]):
+    def genotype(self, alphas: Sequence[torch.Tensor]) -> Genotype:
         return derive_genotype(alphas)
 
     def record(self, alphas: Sequence[torch.Tensor]) -> Dict:
@@ -60,7 +97,7 @@ class DartsSpace:
     def key(self, alphas: Sequence[torch.Tensor]) -> str:
         return self.genotype_key(self.genotype(alphas))
 
-    def genotype_key(self, genotype) -> str:
+    def genotype_key(self, genotype: Genotype) -> str:
         """The architecture, the same for every genotype that builds the same network: each node's two edges in
         input order (decoding lists them by strength, which does not change the cell)."""
         cells = [[sorted(map(tuple, edges[i:i + 2]), key=lambda e: (e[1], e[0])) for i in range(0, len(edges), 2)]
@@ -92,7 +129,7 @@ class DartsSpace:
                     else network_cost(self.genotype(alphas), 'cifar10', num_classes=num_classes))
         return {'params': measured['params'], 'macs': measured['macs']}
 
-    def optimizer(self, parameters, recipe: Recipe) -> torch.optim.Optimizer:
+    def optimizer(self, parameters: Iterable[nn.Parameter], recipe: Recipe) -> torch.optim.Optimizer:
         return torch.optim.SGD(parameters, recipe.learning_rate, momentum=recipe.momentum,
                                weight_decay=recipe.weight_decay)
 
@@ -181,7 +218,7 @@ class NB201Space:
             model = Network(16, 5, classes, arch=parse_arch(self.genotype(alphas)))
         return {'params': count_parameters(model), 'macs': count_macs(model, (1, 3, image, image))}
 
-    def optimizer(self, parameters, recipe: Recipe) -> torch.optim.Optimizer:
+    def optimizer(self, parameters: Iterable[nn.Parameter], recipe: Recipe) -> torch.optim.Optimizer:
         # NOTE (faithful to EvNAS): its NAS-Bench-201 config trains the supernet with Nesterov momentum (the
         # DARTS space's SGD does not).
         return torch.optim.SGD(parameters, recipe.learning_rate, momentum=recipe.momentum,
@@ -200,7 +237,7 @@ DARTS, NB201 = DartsSpace(), NB201Space()
 SPACES = {space.name: space for space in (DARTS, NB201)}
 
 
-def get_space(name: str):
+def get_space(name: str) -> SearchSpace:
     try:
         return SPACES[name]
     except KeyError:

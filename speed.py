@@ -33,6 +33,7 @@ channels_last also builds FactorizedReduce's 1x1 stride-2 convs of fewer than 16
 kernels.NCHWStridedConv2d, which on CPU runs them in NCHW: their channels_last weight gradient crashes oneDNN
 in PyTorch 2.14.1 (on other devices it is nn.Conv2d).
 """
+import argparse
 import ctypes
 from dataclasses import asdict, dataclass, replace
 from typing import Tuple, Union
@@ -86,7 +87,7 @@ def config_for(device: torch.device, paper_exact: bool = False) -> SpeedConfig:
     return PAPER_EXACT if paper_exact else default_config(device)
 
 
-def add_paper_exact_argument(group) -> None:
+def add_paper_exact_argument(group: argparse._ActionsContainer) -> None:
     """--paper_exact, as every script takes it."""
     group.add_argument('--paper_exact', action='store_true',
                        help='compute as the original code does (torch.nn layers, every supernet op including none, '

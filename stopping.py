@@ -1,13 +1,14 @@
 """How a script stops: a stop requested by SIGTERM or Ctrl-C taken at the next safe point, the note that says
 where it stopped and how to continue, and run_main, which turns a user error or a stop into one line on
 stderr and the exit status."""
+import argparse
 import logging
 import os
 import signal
 import sys
 import threading
 from contextlib import contextmanager
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 from utils import UserError
 
@@ -34,7 +35,7 @@ def stopped_note(reason: str, done: int, unit: str, run_dir: str, script: str, l
 
 
 @contextmanager
-def note_on_stop(done: int, unit: str, run_dir: str, script: str, logger: logging.Logger):
+def note_on_stop(done: int, unit: str, run_dir: str, script: str, logger: logging.Logger) -> Iterator[None]:
     """A Stop raised inside the block comes out saying where the run stands and how to continue it."""
     try:
         yield
@@ -42,7 +43,7 @@ def note_on_stop(done: int, unit: str, run_dir: str, script: str, logger: loggin
         raise Stop(stopped_note(str(e), done, unit, run_dir, script, logger), e.exit_code) from None
 
 
-def run_main(main: Callable, args) -> int:
+def run_main(main: Callable[[argparse.Namespace], Any], args: argparse.Namespace) -> int:
     """Run a script's main(args), turning a UserError or a Stop into one line on stderr and an exit status.
     Under torchrun every rank stops alike, so only rank 0 says so."""
     try:

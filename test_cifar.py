@@ -13,6 +13,7 @@ auxiliary head's keys are dropped unless --auxiliary. Any other mismatch is an e
 """
 import argparse
 import sys
+from typing import Optional, Sequence
 
 import arguments
 import devices
@@ -32,7 +33,7 @@ from weight_files import load_weights_file, read_weights_file
 RUN_SETTINGS = ('dataset', 'data', 'image_size', 'synthetic_size', 'init_channels', 'layers', 'auxiliary')
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = arguments.ArgumentParser('test_cifar', description=__doc__,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--dir', type=str, default=None, metavar='RUN_DIR',

@@ -15,6 +15,7 @@ dropped unless --auxiliary. Any other mismatch is an error (exit status 2).
 """
 import argparse
 import sys
+from typing import Optional, Sequence
 
 import arguments
 import devices
@@ -33,7 +34,7 @@ from weight_files import load_weights_file, read_weights_file
 RUN_SETTINGS = ('data', 'image_size', 'init_channels', 'layers', 'auxiliary')
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = arguments.ArgumentParser('test_imagenet', description=__doc__,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--dir', type=str, default=None, metavar='RUN_DIR',

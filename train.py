@@ -20,7 +20,7 @@ import os
 import shlex
 import sys
 from functools import partial
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -37,7 +37,7 @@ from checkpoint import atomic_save, load_run_checkpoint, restore_run
 from cost import describe_cost, network_cost
 from data import DATASETS, ImageArray, load_dataset
 from engine import Monitor, OptimizerStep
-from genotypes import save_genotype
+from genotypes import Genotype, save_genotype
 from loaders import TensorLoader, make_loader
 from model import NetworkCIFAR
 from run_dirs import save_args, save_dataset_info
@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
     arguments.resume_after_restart(parser, args)
@@ -131,7 +131,7 @@ def main(args: argparse.Namespace) -> Dict:
                            lambda device: load_train_test(args), body)
 
 
-def load_train_test(args) -> Tuple[ImageArray, ImageArray]:
+def load_train_test(args: argparse.Namespace) -> Tuple[ImageArray, ImageArray]:
     """The training and test images, read before the run directory exists; the test set is normalised with
     the training set's statistics."""
     utils.seed_everything(args.seed)
@@ -143,7 +143,7 @@ def load_train_test(args) -> Tuple[ImageArray, ImageArray]:
 
 
 def train(args: argparse.Namespace, data: Tuple[ImageArray, ImageArray], run_dir: str,
-          dist: distributed.Distributed, device: torch.device, stop: stopping.StopSignals, genotype,
+          dist: distributed.Distributed, device: torch.device, stop: stopping.StopSignals, genotype: Genotype,
           arch_name: str) -> Dict:
     logger = logs.setup_logger('train', run_dir if dist.is_main else None, enabled=dist.is_main)
     devices.configure_cudnn(device, args.cudnn_benchmark)
@@ -211,7 +211,8 @@ def train(args: argparse.Namespace, data: Tuple[ImageArray, ImageArray], run_dir
                           test_images=len(test_data), run_dir=run_dir))
 
 
-def save_checkpoint(run_dir: str, args: argparse.Namespace, run: TrainingRun, scheduler,
+def save_checkpoint(run_dir: str, args: argparse.Namespace, run: TrainingRun,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler,
                     data_generator: torch.Generator, epoch: int, rng: list) -> None:
     """RUN_DIR/weights.pt (the bare state_dict) and RUN_DIR/checkpoint.pt (what --resume needs)."""
     model, optimize = run.model, run.optimize

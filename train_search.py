@@ -25,6 +25,7 @@ NAS-Bench-201 arch string) and alphas), genotype.json (the best architecture), r
 (what --resume needs).
 """
 import argparse
+import logging
 import os
 import sys
 import time
@@ -51,16 +52,16 @@ from checkpoint import atomic_save, load_run_checkpoint, restore_run, rng_state
 from data import SearchData
 from engine import Monitor, OptimizerStep, train_generation
 from faults import fault_point
-from loaders import make_loader
+from loaders import Loader, make_loader
 from run_dirs import save_args, save_dataset_info
 from search_arguments import RESUME_MAY_CHANGE, search_settings
 from search_records import Records, population_tau, summarize
-from search_space import get_space
+from search_space import SearchSpace, get_space
 
 CHECKPOINT_FORMAT = 'evnas-search/1'
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return search_arguments.parse_args(argv, __doc__)
 
 
@@ -130,14 +131,14 @@ class SearchInputs:
 @dataclass
 class SearchRun:
     """What the generations read and change, and a checkpoint holds."""
-    space: object         # search_space.DARTS or NB201
+    space: SearchSpace    # search_space.DARTS or NB201
     model: nn.Module      # the space's supernet
     train_net: nn.Module  # what a training step calls: the model, or its DDP and/or torch.compile wrapper
     eval_net: nn.Module   # what fitness calls: the model, or its torch.compile wrapper (never DDP)
     optimize: OptimizerStep
     scheduler: torch.optim.lr_scheduler.LRScheduler
     autocast: Callable
-    train_loader: object
+    train_loader: Loader
     measure: fitness.FitnessMeasure  # the fitness estimator, its loader and BatchNorm mode
     ga_generator: torch.Generator
     data_generator: torch.Generator
@@ -148,7 +149,7 @@ class SearchRun:
     elapsed_before: float = 0.
 
 
-def load_search_inputs(args) -> SearchInputs:
+def load_search_inputs(args: argparse.Namespace) -> SearchInputs:
     """The search's images (split by its space) and the benchmark, read before the run directory exists."""
     utils.seed_everything(args.seed)
     settings = search_settings(args)
@@ -158,8 +159,8 @@ def load_search_inputs(args) -> SearchInputs:
     return SearchInputs(data, Benchmark.open(args.api_path, args.dataset) if reads_benchmark else None)
 
 
-def set_up(args, data: SearchData, run_dir: str, dist: distributed.Distributed, device: torch.device,
-           logger) -> SearchRun:
+def set_up(args: argparse.Namespace, data: SearchData, run_dir: str, dist: distributed.Distributed,
+           device: torch.device, logger: logging.Logger) -> SearchRun:
     """The supernet of the space and its optimiser, the loaders, the first population; with --resume, the
     state of the run's last checkpoint."""
     settings = search_settings(args)
@@ -238,7 +239,8 @@ def set_up(args, data: SearchData, run_dir: str, dist: distributed.Distributed, 
     return run
 
 
-def save_checkpoint(run_dir: str, args, run: SearchRun, elapsed: float, dist: distributed.Distributed) -> None:
+def save_checkpoint(run_dir: str, args: argparse.Namespace, run: SearchRun, elapsed: float,
+                    dist: distributed.Distributed) -> None:
     """RUN_DIR/checkpoint.pt after a generation, which --resume continues from bit for bit; every rank waits
     for it, so that none runs ahead of the checkpoint it would resume from."""
     fault_point('evolve', run.generations_done)
@@ -282,8 +284,6 @@ def check_agreement(population: Sequence[Individual], dist: distributed.Distribu
                               "with the same arguments)")
 
 
-
-
 def rank_population(population: Sequence[Individual], budget: Optional[Budget] = None
                     ) -> Tuple[List[Individual], List[int]]:
     """The population best first (with a budget, each individual's cost measured first: constraint
@@ -293,7 +293,6 @@ def rank_population(population: Sequence[Individual], budget: Optional[Budget] =
     index_of = {id(ind): i for i, ind in enumerate(population)}
     ranked = sort_population(population)
     return ranked, [index_of[id(ind)] for ind in ranked]
-
 
 
 if __name__ == '__main__':

@@ -6,7 +6,7 @@ a checkpoint holds, what the summary says) they pass in."""
 import logging
 import os
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Tuple, Union
+from typing import Callable, Dict, List, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -16,6 +16,7 @@ import logs
 import stopping
 from checkpoint import rng_state
 from engine import Monitor, OptimizerStep, infer, top5_text, train_epoch
+from loaders import Loader
 from run_dirs import save_summary
 
 
@@ -67,9 +68,9 @@ class TrainingRun:
     net: nn.Module          # what a training step calls: the model, or its DDP and/or torch.compile wrapper
     optimize: OptimizerStep
     learning_rate: Union[SchedulerLR, EpochLR]
-    train_batches: Callable[[int], Iterable]  # the training loader of an epoch
+    train_batches: Callable[[int], Loader]  # the training loader of an epoch
     criterion: nn.Module    # the training loss
-    eval_loader: Iterable
+    eval_loader: Loader
     eval_criterion: nn.Module
     autocast: Callable
     history: List[Dict]     # one row per completed epoch

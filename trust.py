@@ -78,7 +78,7 @@ class Candidate:
     scores: Dict[str, List[float]] = field(default_factory=dict)  # estimator -> fitness per draw
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = arguments.ArgumentParser('trust', description=__doc__,
                                       formatter_class=argparse.RawDescriptionHelpFormatter)
     what = parser.add_mutually_exclusive_group(required=True)
@@ -403,7 +403,7 @@ def _train_one(run_args, space, candidate: Candidate, k: int, seed: int, args, o
                  '--layers', args.layers, '--batch_size', args.batch_size, '--seed', seed, '--device', str(device),
                  '--report_freq', 10 ** 6, '--run_dir', run_dir]
                 + (['--auxiliary'] if args.auxiliary else []) + (['--cutout'] if args.cutout else [])
-                + report.search_data_flags(vars(run_args)))
+                + report.search_data_flags(report.RecordedSearch.from_args(vars(run_args))))
     started = time.time()
     with open(os.devnull, 'w') as sink, contextlib.redirect_stdout(sink), one_process():  # its log.txt keeps it all
         summary = train.main(train.parse_args([str(a) for a in argv]))['summary']

@@ -18,7 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
-from typing import Dict, List
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import arguments
 import stopping
@@ -33,7 +33,7 @@ def _node(index: int) -> str:
     return INPUT_NAMES[index] if index < 2 else str(index - 2)
 
 
-def cell_dot(edges, concat, title: str) -> str:
+def cell_dot(edges: Sequence[Tuple[str, int]], concat: Sequence[int], title: str) -> str:
     """Graphviz source of one cell: inputs c_{k-2} and c_{k-1}, intermediate nodes 0.., output c_{k}."""
     lines = [
         'digraph cell {',
@@ -56,7 +56,7 @@ def cell_dot(edges, concat, title: str) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def cell_text(edges, concat, title: str) -> str:
+def cell_text(edges: Sequence[Tuple[str, int]], concat: Sequence[int], title: str) -> str:
     lines = [f"{title} (output: concat of {', '.join(_node(i) for i in concat)})"]
     for i in range(len(edges) // 2):
         (op1, in1), (op2, in2) = edges[2 * i], edges[2 * i + 1]
@@ -137,7 +137,7 @@ def draw_nb201(arch: str, out_dir: str, name: str, image_format: str = 'png') ->
                    out_dir, name, image_format)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = arguments.ArgumentParser('visualize', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('genotype', help=f"an architecture name ({', '.join(ARCHITECTURES)}), a genotype JSON file, "

@@ -1,7 +1,7 @@
 """Weights of a trained network: the state_dict inside any accepted file (the published CIFAR and ImageNet
 files, this project's runs), loaded strictly, with one line naming the keys that do not match."""
 import os
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -40,7 +40,7 @@ def _shape(value) -> str:
 
 
 def load_weights_strict(model: nn.Module, state_dict: Dict[str, torch.Tensor], expected: str,
-                        drop_prefixes=()) -> None:
+                        drop_prefixes: Sequence[str] = ()) -> None:
     """Load with strict key and shape checks, reporting the first offending keys and what was expected.
 
     Keys under `drop_prefixes` are ignored when the model has none of them (e.g. the auxiliary head of a

@@ -144,12 +144,13 @@ class TestArchitectureFlags:
         assert 'is a train.py run, not a search run' in err and 'genotype.json' in err
 
     def test_the_search_hint_carries_its_data_flags(self):
-        command = report.train_command('my run', {'dataset': 'folder', 'data': '/data/digits', 'image_size': 28,
-                                                  'no_flip': True, 'crop_padding': 2, 'cutout_length': 16})
+        recorded = {'dataset': 'folder', 'data': '/data/digits', 'image_size': 28, 'no_flip': True, 'crop_padding': 2,
+                    'cutout_length': 16, 'learning_rate': 0.025}  # and a flag the command does not carry
+        command = report.train_command('my run', report.RecordedSearch.from_args(recorded))
         assert command == ("python train.py --dir 'my run' --dataset folder --data /data/digits --image_size 28 "
                            "--no_flip --crop_padding 2 --auxiliary --cutout")
-        assert report.train_command('r', {'dataset': 'cifar10', 'data': '../data'}) == \
-            'python train.py --dir r --auxiliary --cutout'
+        cifar = report.RecordedSearch.from_args({'dataset': 'cifar10', 'data': '../data'})
+        assert report.train_command('r', cifar) == 'python train.py --dir r --auxiliary --cutout'
 
     def test_runs_end_with_the_next_command(self, tiny_training, tiny_search):
         log = open(os.path.join(tiny_training[0], 'log.txt')).read()

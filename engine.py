@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from architect_evolution import Individual
 from faults import with_faults
-from loaders import Loader
+from loaders import Loader, SeededLoader
 from logs import Timer, format_duration
 from stopping import Stop, StopSignals
 from utils import count_parameters_in_MB
@@ -127,7 +127,7 @@ class OptimizerStep:
     grad_clip: float
     scaler: Optional[torch.amp.GradScaler] = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         self.parameters = [p for group in self.optimizer.param_groups for p in group['params']]
 
     def __call__(self, loss: torch.Tensor) -> None:
@@ -244,7 +244,7 @@ def train_generation(supernet: nn.Module, decoded: Sequence[List[torch.Tensor]],
 
 @torch.no_grad()
 def evaluate_population(supernet: nn.Module, population: Sequence[Individual], decoded: Sequence[List[torch.Tensor]],
-                        loader: Loader, seeds: Sequence[int], monitor: Monitor, *, generation: int, rank: int = 0,
+                        loader: SeededLoader, seeds: Sequence[int], monitor: Monitor, *, generation: int, rank: int = 0,
                         world_size: int = 1, net: Optional[nn.Module] = None, autocast: Callable = nullcontext,
                         train_mode: bool = True, prepare: Optional[Callable[[nn.Module], None]] = None) -> None:
     """Set every individual's fitness, loss and top5: the top-1 accuracy (%) of its decoded architecture on

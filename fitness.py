@@ -32,7 +32,7 @@ from architect_evolution import Individual
 from data import ImageArray, SearchData
 from devices import mixed_precision
 from engine import Monitor, evaluate_population
-from loaders import Loader, make_loader
+from loaders import SeededLoader, make_loader
 from search_space import SearchSpace
 from settings import Augment, LoaderSettings
 from speed import SpeedConfig
@@ -117,7 +117,7 @@ def recalibrate_batchnorm(model: nn.Module, batches: Sequence[torch.Tensor], net
 
 
 def fitness_loader(settings: LoaderSettings, data: SearchData, valid_data: ImageArray, device: torch.device,
-                   config: SpeedConfig) -> Loader:
+                   config: SpeedConfig) -> SeededLoader:
     """The loader of the images fitness is measured on: the held-out images (or a fixed --valid_size subset of
     them, the same for the whole run, so that fitness values of different generations compare), batches of
     --valid_batch_size, each pass in a fresh random order (EvNAS's SubsetRandomSampler) with the space's

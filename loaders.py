@@ -16,14 +16,21 @@ Batch = Tuple[torch.Tensor, torch.Tensor]  # images and labels, on the loader's 
 
 
 class Loader(Protocol):
-    """What the training and evaluation loops (engine.py) need of a loader: a pass of batches, the number of
-    batches and of images in a pass, and the batch size."""
+    """What the loops (engine.py, training.py) and their callers need of a loader: a pass of batches, the
+    number of batches and of images in a pass, and the batch size."""
     @property
     def batch_size(self) -> int: ...
     @property
     def num_samples(self) -> int: ...
     def __len__(self) -> int: ...
     def __iter__(self) -> Iterator[Batch]: ...
+
+
+class SeededLoader(Loader, Protocol):
+    """A loader whose order and augmentation are drawn from one generator (make_loader's): fitness reseeds it
+    for every individual (engine.evaluate_population)."""
+    @property
+    def generator(self) -> torch.Generator: ...
 
 
 class TensorLoader:
@@ -154,7 +161,7 @@ def make_loader(kind: str, array: ImageArray, batch_size: int, device: torch.dev
                 indices: Optional[torch.Tensor] = None, shuffle: bool = False, augment: Optional[Augment] = None,
                 generator: Optional[torch.Generator] = None, num_workers: int = 2, rank: int = 0,
                 world_size: int = 1, memory_format: torch.memory_format = torch.contiguous_format
-                ) -> Loader:
+                ) -> SeededLoader:
     """`tensor`: the batch-wise pipeline on `device`; `torchvision`: the original per-image pipeline (one
     process only). `array` may already be on `device`; it is moved there once otherwise."""
     if kind == 'tensor':

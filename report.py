@@ -34,7 +34,8 @@ from visualize import cell_text, draw, draw_nb201, nb201_cell_text
 @dataclass(frozen=True)
 class RecordedSearch:
     """What a report reads of a search's args.json. A flag the run predates (absent from its args.json) takes
-    the value every run had before the flag existed, which is also train.py's default."""
+    its default here: for the data flags, the value every run had before the flag existed (train.py's default
+    too); the sizes of the search (None) only appear in the report's header."""
     space: str = 'darts'
     dataset: str = 'cifar10'
     data: str = '../data'
@@ -59,8 +60,12 @@ class RecordedSearch:
 
     @classmethod
     def read(cls, run_dir: str) -> 'RecordedSearch':
-        with open(os.path.join(run_dir, 'args.json')) as f:
-            return cls.from_args(json.load(f))
+        path = os.path.join(run_dir, 'args.json')
+        with open(path) as f:
+            saved = json.load(f)
+        if not isinstance(saved, dict):
+            raise utils.UserError(f"{path} does not hold a search's arguments (a JSON object)")
+        return cls.from_args(saved)
 
 
 def _pct(value: Optional[float]) -> str:

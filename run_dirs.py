@@ -79,7 +79,7 @@ class RunLock:
             os.unlink(stale)
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self.file is not None:
             self.file.close()
             self.file = None

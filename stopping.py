@@ -88,6 +88,6 @@ class StopSignals:
     def exit_code(self) -> int:
         return 128 + int(self.received[0]) if self.received else 2
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)

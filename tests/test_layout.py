@@ -28,11 +28,27 @@ def is_script(tree: ast.Module) -> bool:
 def top_level_imports(tree: ast.Module, modules: Set[str]) -> Set[str]:
     """The project modules a module imports when it is imported (not inside functions, not for type checkers)."""
     found = set()
-    for node in tree.body:
+    for node in _module_level(tree.body):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names if alias.name in modules}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module in modules:
             found.add(node.module)
+    return found
+
+
+def _module_level(statements: List[ast.stmt]) -> List[ast.stmt]:
+    """The statements that run on import: these, and those inside top-level if/try blocks, except the blocks
+    under `if TYPE_CHECKING:`."""
+    found = []
+    for node in statements:
+        if isinstance(node, ast.If):
+            if 'TYPE_CHECKING' not in ast.unparse(node.test):
+                found += _module_level(node.body + node.orelse)
+        elif isinstance(node, ast.Try):
+            found += _module_level(node.body + [s for h in node.handlers for s in h.body] + node.orelse
+                                   + node.finalbody)
+        else:
+            found.append(node)
     return found
 
 
@@ -76,6 +92,13 @@ def import_cycle(graph: Dict[str, Set[str]]) -> List[str]:
     return []
 
 
+FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def _is_dunder(name: str) -> bool:
+    return name.startswith('__') and name.endswith('__')
+
+
 def _unannotated(function: ast.FunctionDef) -> List[str]:
     args = function.args
     missing = [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs
@@ -88,17 +111,18 @@ def _unannotated(function: ast.FunctionDef) -> List[str]:
 
 def boundary_functions(module: str, tree: ast.Module, used: Set[str]):
     """(qualified name, function) of what other modules meet: in a library module its public functions and the
-    public methods of its public classes; in a script, what other modules import from it."""
+    public and special methods (__init__, __call__, __iter__, ...) of its public classes; in a script, what
+    other modules import from it."""
     script = is_script(tree)
     for node in tree.body:
         public = not node.name.startswith('_') if hasattr(node, 'name') else False
-        if isinstance(node, ast.FunctionDef) and (node.name in used if script else public):
+        if isinstance(node, FUNCTIONS) and (node.name in used if script else public):
             yield node.name, node
         elif isinstance(node, ast.ClassDef) and (node.name in used if script else public):
             for method in node.body:
-                if not isinstance(method, ast.FunctionDef):
+                if not isinstance(method, FUNCTIONS):
                     continue
-                if method.name.startswith('_') and method.name != '__init__':
+                if method.name.startswith('_') and not _is_dunder(method.name):
                     continue
                 if method.name == 'forward' and module in DARTS_NAMED:
                     continue
@@ -140,11 +164,17 @@ def planted(**sources: str) -> Dict[str, ast.Module]:
 
 # ----------------------------------------------------------------------------------------------------------
 
+def modules_without_a_job(trees: Dict[str, ast.Module]) -> List[str]:
+    return [name for name, tree in trees.items() if not (ast.get_docstring(tree) or '').strip()]
+
+
 def test_every_module_opens_with_the_job_it_does():
     trees = parse_modules()
     assert len(trees) > 30
-    silent = [name for name, tree in trees.items() if not (ast.get_docstring(tree) or '').strip()]
-    assert silent == []
+    assert modules_without_a_job(trees) == []
+    assert modules_without_a_job(planted(said='"""Does one thing."""\nimport os\n', silent='import os\n',
+                                         late='import os\n"""Too late to be the docstring."""\n')) == \
+        ['silent', 'late']
 
 
 def test_the_imports_have_no_cycle():
@@ -154,6 +184,11 @@ def test_the_imports_have_no_cycle():
     assert import_cycle(graph) == []
     assert import_cycle({'a': {'b'}, 'b': {'c'}, 'c': {'a'}, 'd': {'a'}}) == ['a', 'b', 'c', 'a']
     assert import_cycle({'a': {'b'}, 'b': set(), 'c': {'a', 'b'}}) == []
+    guarded = planted(a='try:\n    import b\nexcept ImportError:\n    b = None\n',
+                      b='from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import a\n'
+                        'def f():\n    import a\n')
+    assert top_level_imports(guarded['a'], {'a', 'b'}) == {'b'}
+    assert top_level_imports(guarded['b'], {'a', 'b'}) == set()
 
 
 def test_only_the_command_line_layer_takes_the_argparse_namespace():
@@ -171,6 +206,7 @@ def test_what_one_module_uses_of_another_is_typed():
     trees = planted(
         lib='class Space:\n'
             '    def decode(self, alphas):\n        return alphas\n'
+            '    def __call__(self, x) -> int:\n        return x\n'
             '    def _private(self, x):\n        return x\n'
             'def typed(x: int) -> int:\n    return x\n'
             'def untyped(x: int):\n    return x\n',
@@ -179,4 +215,5 @@ def test_what_one_module_uses_of_another_is_typed():
              "def main(argv=None) -> None:\n    pass\n"
              "if __name__ == '__main__':\n    main()\n",
         user='import lib\nfrom tool import main\n')
-    assert untyped_boundaries(trees) == ['lib.Space.decode: alphas, return', 'lib.untyped: return', 'tool.main: argv']
+    assert untyped_boundaries(trees) == ['lib.Space.decode: alphas, return', 'lib.Space.__call__: x',
+                                         'lib.untyped: return', 'tool.main: argv']

@@ -112,6 +112,26 @@ def init_population(pop_size: int, shapes: Sequence[Tuple[int, int]], generator:
     return [random_individual(shapes, generator) for _ in range(pop_size)]
 
 
+def random_population(pop_size: int, shapes: Sequence[Tuple[int, int]], generator: torch.Generator,
+                      accept: Optional[Callable[[Individual], bool]] = None, max_draws: int = 100000
+                      ) -> List[Individual]:
+    """A generation of the random strategy (the GA without selection): drawn as EvNAS draws its first one. With
+    `accept` (a budget's feasibility) each individual is drawn again until accepted, since random search, unlike
+    the GA, cannot move towards the feasible region; ValueError after `max_draws` draws in a row rejected."""
+    if accept is None:
+        return init_population(pop_size, shapes, generator)
+    population: List[Individual] = []
+    rejected = 0
+    while len(population) < pop_size:
+        individual = random_individual(shapes, generator)
+        if accept(individual):
+            population.append(individual)
+            rejected = 0
+        elif (rejected := rejected + 1) >= max_draws:
+            raise ValueError(f"{max_draws} random architectures in a row were rejected")
+    return population
+
+
 def _rank_key(individual: Individual) -> Tuple[float, float]:
     """Constraint domination (Deb, 2000): a feasible individual (violation 0) beats an infeasible one, two
     infeasible ones compare by how far over budget they are, and equal violations (two feasible ones) by

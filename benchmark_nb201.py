@@ -8,7 +8,7 @@ set) and the validation accuracy `x-valid` of `cifar10-valid` (trained on its tr
 ImageNet16-120 `x-test` and `x-valid` of the dataset, both halves of its test set.
 """
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from utils import UserError, reason
 
@@ -76,16 +76,25 @@ class Benchmark:
                 'accuracies': [float(results.get_metrics(dataset, setname, is_random=seed)['accuracy'])
                                for seed in seeds]}
 
+    def every_test_accuracy(self) -> List[float]:
+        """The 200-epoch test accuracy (mean over the benchmark's seeds) of every architecture it holds, in its
+        index order: what a pick's percentile among all of them is read from."""
+        dataset, setname = self.metrics['test']
+        return [float(self._query(index).get_metrics(dataset, setname)['accuracy']) for index in range(len(self.api))]
+
+    def _query(self, index: int):
+        try:
+            return self.api.query_by_index(index, hp='200')
+        except TypeError:  # nas-bench-201 1.x: no hp argument, and the 200-epoch results by default
+            return self.api.query_by_index(index)
+
     def lookup(self, arch: str) -> Optional[Dict[str, float]]:
         """{'index', 'test', 'valid'} of an architecture string (200 epochs, mean over the benchmark's seeds),
         or None when the benchmark does not hold it."""
         index = self.api.query_index_by_arch(arch)
         if index < 0:
             return None
-        try:
-            results = self.api.query_by_index(index, hp='200')
-        except TypeError:  # nas-bench-201 1.x: no hp argument, and the 200-epoch results by default
-            results = self.api.query_by_index(index)
+        results = self._query(index)
         found = {'index': int(index)}
         for key, (dataset, setname) in self.metrics.items():
             found[key] = float(results.get_metrics(dataset, setname)['accuracy'])

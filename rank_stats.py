@@ -8,7 +8,7 @@ and permutation p-values, and two-level bootstrap intervals that resample archit
 numpy only; everything random takes a seed and draws from np.random.default_rng(seed).
 """
 import math
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -77,9 +77,26 @@ def spearman_rho(x: ArrayLike, y: ArrayLike) -> float:
 def spearman_brown(r: float, n: float) -> float:
     """Reliability of the mean of n measurements of single-measurement reliability r: n r / (1 + (n - 1) r).
 
-    n may be fractional: n = 0.5 steps a reliability down to that of half a measurement.
+    n may be fractional: n = 0.5 steps a reliability down to that of half a measurement. A negative r (a
+    small sample can give one by chance) means no signal, not a negative one: it is clipped at 0 first, which
+    also keeps the result in [0, 1] (the formula divides by zero at r = -1/(n - 1) and leaves [-1, 1] below it).
+    NaN in, NaN out.
     """
+    if math.isnan(r):
+        return math.nan
+    r = max(float(r), 0.0)
     return float(n * r / (1.0 + (n - 1.0) * r))
+
+
+def single_repeat_rho(columns: ArrayLike) -> float:
+    """The mean Spearman rho over all pairs of repeat columns of a K items x S repeats table: how well one repeat
+    (a seed, a fitness draw) ranks like another. NaN with fewer than 2 columns or a constant column."""
+    table = np.asarray(columns, dtype=float)
+    if table.ndim != 2 or table.shape[1] < 2:
+        return math.nan
+    repeats = table.shape[1]
+    return float(np.mean([spearman_rho(table[:, i], table[:, j])
+                          for i in range(repeats) for j in range(i + 1, repeats)]))
 
 
 def reliability(columns: ArrayLike, n: Optional[float] = None) -> float:
@@ -92,25 +109,69 @@ def reliability(columns: ArrayLike, n: Optional[float] = None) -> float:
     table = np.asarray(columns, dtype=float)
     if table.ndim != 2 or table.shape[1] < 2:
         return math.nan
-    repeats = table.shape[1]
-    rhos = [spearman_rho(table[:, i], table[:, j]) for i in range(repeats) for j in range(i + 1, repeats)]
-    return spearman_brown(float(np.mean(rhos)), repeats if n is None else n)
+    return spearman_brown(single_repeat_rho(table), table.shape[1] if n is None else n)
 
 
-def noise_ceiling(reliability_x: float, reliability_y: float) -> Dict[str, float]:
-    """The largest correlation two noisy measurements of the same ranking can show: {'rho', 'tau'}.
+def reliability_interval(columns: ArrayLike, iterations: int = 2000, seed: int = 0,
+                         level: float = 0.95) -> Tuple[float, float]:
+    """Bootstrap percentile interval of reliability(columns): the K items resampled with replacement (the
+    repeats are the measurement, the items the sample it was measured on). Resamples with a constant column
+    are skipped."""
+    table = np.asarray(columns, dtype=float)
+    if table.ndim != 2 or table.shape[1] < 2:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    values = np.array([reliability(table[rng.integers(0, table.shape[0], size=table.shape[0])])
+                       for _ in range(iterations)])
+    return _percentile_interval(values[~np.isnan(values)], level)
 
-    rho = sqrt(Rx Ry) is Spearman's correction for attenuation read backwards. tau = (2 / pi) arcsin(rho) is
-    Greiner's relation, exact for a bivariate normal: it assumes the two measurements are monotone transforms of
-    a bivariate normal whose correlation is that rho (for a normal, Spearman's and Pearson's correlation differ by
-    under 0.02, so the rank ceiling is used as the latent correlation). Reliabilities are clipped to [0, 1] first
-    (a negative estimate means no signal, not a negative one); NaN in, NaN out.
+
+def pearson_from_spearman(rho: float) -> float:
+    """The Pearson correlation of a bivariate normal whose Spearman correlation is rho: 2 sin(pi rho / 6)."""
+    return 2.0 * math.sin(math.pi * rho / 6.0)
+
+
+def _latent_reliability(columns: np.ndarray) -> float:
+    """Pearson-scale reliability of the mean of a table's S columns: the single-repeat Spearman rho converted
+    to Pearson's r, clipped at 0, stepped up by Spearman-Brown (which holds for Pearson's r, not for ranks)."""
+    rho = single_repeat_rho(columns)
+    return math.nan if math.isnan(rho) else spearman_brown(pearson_from_spearman(rho), columns.shape[1])
+
+
+def _tau_of_perfect(reference: np.ndarray, fitness: Optional[np.ndarray]) -> Tuple[float, float, float]:
+    r_ref = _latent_reliability(reference)
+    r_fit = 1.0 if fitness is None else _latent_reliability(fitness)
+    if math.isnan(r_ref) or math.isnan(r_fit):
+        return math.nan, r_ref, r_fit
+    return (2.0 / math.pi) * math.asin(math.sqrt(r_ref * r_fit)), r_ref, r_fit
+
+
+def perfect_supernet_tau(reference: ArrayLike, fitness: Optional[ArrayLike] = None, iterations: int = 2000,
+                         seed: int = 0, level: float = 0.95) -> Dict[str, Any]:
+    """The Kendall tau a perfect supernet is expected to reach against this reference: one whose fitness,
+    averaged over endless draws, ranks the architectures exactly as the reference averaged over endless seeds.
+
+    A model, not a bound: each side is taken as a monotone transform of a bivariate normal. Each side's
+    single-repeat Spearman rho becomes Pearson's r (2 sin(pi rho / 6)), is stepped up to the mean of its repeats
+    (Spearman-Brown, negative values clipped at 0), the two attenuate the perfect correlation to
+    sqrt(R_ref R_fit), and Greiner's relation turns that into tau = (2 / pi) asin(r). An observed tau exceeds it
+    about as often as not. `fitness` (K x F draws) adds the supernet's own draw noise; None (or a single draw)
+    leaves it out, and 'supernet_reliability' is then None. 'interval' resamples the architectures (bootstrap):
+    with 20 architectures the estimate itself is uncertain by about +-0.1, so conclusions should rest on the
+    interval, not on the point.
     """
-    rx = float(np.clip(reliability_x, 0.0, 1.0))
-    ry = float(np.clip(reliability_y, 0.0, 1.0))
-    rho = math.sqrt(rx * ry) if not (math.isnan(rx) or math.isnan(ry)) else math.nan
-    tau = (2.0 / math.pi) * math.asin(rho) if not math.isnan(rho) else math.nan
-    return {'rho': rho, 'tau': tau}
+    ref = _as_reference(reference)
+    fit = None if fitness is None else _as_draws(fitness, ref.shape[0], 'fitness')
+    fit = None if fit is not None and fit.shape[1] < 2 else fit
+    tau, r_ref, r_fit = _tau_of_perfect(ref, fit)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(iterations):
+        rows = rng.integers(0, ref.shape[0], size=ref.shape[0])
+        values.append(_tau_of_perfect(ref[rows], None if fit is None else fit[rows])[0])
+    values = np.array(values)
+    return {'tau': tau, 'interval': _percentile_interval(values[~np.isnan(values)], level),
+            'reference_reliability': r_ref, 'supernet_reliability': None if fit is None else r_fit}
 
 
 def _mahonian(n: int) -> List[int]:
@@ -296,39 +357,48 @@ def _difference_summary(difference: float, values: np.ndarray, level: float) -> 
     return {'difference': difference, 'low': low, 'high': high, 'p_below_zero': p_below_zero}
 
 
-def top_k_overlap(x: ArrayLike, y: ArrayLike, k: int) -> Dict[str, float]:
+def top_k_overlap(x: ArrayLike, y: ArrayLike, k: int, seed: int = 0) -> Dict[str, float]:
     """How many of x's k best are among y's k best, and the 'chance' expectation k^2 / K under random rankings.
 
-    Best = largest; ties go to the lower index (a stable descending sort), so the answer is deterministic.
+    Best = largest. Ties are broken at random (seeded): breaking them by index would favour whatever sits first,
+    and the pick does (index 0 of trust.py's sample), which lifted a null overlap from 0.81 to 0.93.
     """
     x, y = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
     if x.size != y.size:
         raise ValueError(f'x and y differ in length: {x.size} != {y.size}')
-    top_x = set(np.argsort(-x, kind='stable')[:k].tolist())
-    top_y = set(np.argsort(-y, kind='stable')[:k].tolist())
-    return {'overlap': len(top_x & top_y), 'chance': k * k / x.size}
+    rng = np.random.default_rng(seed)
+
+    def best(values: np.ndarray) -> set:
+        shuffled = rng.permutation(values.size)  # a stable sort of a shuffled order: ties in random order
+        return set(shuffled[np.argsort(-values[shuffled], kind='stable')][:k].tolist())
+
+    return {'overlap': len(best(x) & best(y)), 'chance': k * k / x.size}
 
 
 def regret(pick: int, reference: ArrayLike) -> Dict[str, float]:
-    """Stand-alone accuracy lost by picking architecture `pick` instead of the best one.
+    """Stand-alone accuracy lost by picking architecture `pick` instead of the best one, as a bracket.
 
-    Choosing the best on the same seeds it is then measured on favours whichever architecture had lucky seeds, so
-    that regret is biased upward. The unbiased 'regret' chooses the best on the mean of seeds 0..S-2 and measures
-    it and the pick on the held-out seed S-1 (it can be negative; NaN with one seed). 'percentile' is the percent
-    of the other K - 1 architectures whose mean over all seeds is strictly below the pick's (100 = the pick is the
-    best, 0 = the worst). 'regret_all_seeds' is the biased best-minus-pick on the mean of all seeds.
+    The true regret (the best architecture's true accuracy minus the pick's) cannot be measured without bias
+    from S seeds, but it can be bracketed. 'regret_all_seeds' chooses the best on the mean of all seeds and
+    measures it there: the best of K noisy means is lucky, so this overestimates. 'regret_held_out' chooses the
+    best on S - 1 seeds and measures it and the pick on the seed left out, averaged over every seed left out:
+    unbiased for that choice, which is worse than the true best, so this underestimates (NaN with one seed; it
+    can be negative). 'best' is the best on all seeds; 'percentile' is the percent of the other K - 1
+    architectures whose mean over all seeds is strictly below the pick's (100 = the pick is the best).
     """
     ref = _as_reference(reference)
     k, seeds = ref.shape
     mean_all = ref.mean(axis=1)
+    held_out = math.nan
     if seeds >= 2:
-        best = int(np.argmax(ref[:, :-1].mean(axis=1)))
-        unbiased = float(ref[best, -1] - ref[pick, -1])
-    else:
-        best, unbiased = int(np.argmax(mean_all)), math.nan
+        gaps = []
+        for left_out in range(seeds):
+            chosen = int(np.argmax(np.delete(ref, left_out, axis=1).mean(axis=1)))
+            gaps.append(ref[chosen, left_out] - ref[pick, left_out])
+        held_out = float(np.mean(gaps))
     below = int(np.count_nonzero(mean_all < mean_all[pick]))
-    return {'regret': unbiased, 'best': best, 'percentile': 100.0 * below / (k - 1) if k > 1 else 100.0,
-            'regret_all_seeds': float(mean_all.max() - mean_all[pick])}
+    return {'regret_held_out': held_out, 'regret_all_seeds': float(mean_all.max() - mean_all[pick]),
+            'best': int(np.argmax(mean_all)), 'percentile': 100.0 * below / (k - 1) if k > 1 else 100.0}
 
 
 def binomial_standard_error(accuracy_percent: float, n: int) -> float:
@@ -338,3 +408,86 @@ def binomial_standard_error(accuracy_percent: float, n: int) -> float:
     """
     p = accuracy_percent / 100.0
     return 100.0 * math.sqrt(p * (1.0 - p) / n)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Paired differences over a few replicates (search seeds, training seeds)
+
+def student_t_cdf(t: float, df: int) -> float:
+    """P(T <= t) for Student's t with an integer number of degrees of freedom, from the closed forms of
+    Abramowitz & Stegun 26.7.3-4 (a finite series in cos(theta), theta = atan(t / sqrt(df)))."""
+    if df < 1:
+        raise ValueError(f'degrees of freedom must be at least 1 (got {df})')
+    theta = math.atan(abs(t) / math.sqrt(df))
+    c2, s = math.cos(theta) ** 2, math.sin(theta)
+    if df % 2:  # odd: 2/pi (theta + sin cos (1 + 2/3 cos^2 + (2*4)/(3*5) cos^4 + ...)), terms up to cos^(df-2)
+        term, total = 1.0, 1.0 if df > 1 else 0.0
+        for i in range(1, (df - 1) // 2):
+            term *= c2 * 2 * i / (2 * i + 1)
+            total += term
+        within = 2.0 / math.pi * (theta + s * math.cos(theta) * total)
+    else:  # even: sin (1 + 1/2 cos^2 + (1*3)/(2*4) cos^4 + ...), terms up to cos^(df-2)
+        term, total = 1.0, 1.0
+        for i in range(1, df // 2):
+            term *= c2 * (2 * i - 1) / (2 * i)
+            total += term
+        within = s * total
+    return 0.5 + 0.5 * within if t >= 0 else 0.5 - 0.5 * within  # `within` is P(|T| <= |t|)
+
+
+def student_t_quantile(p: float, df: int) -> float:
+    """The t with P(T <= t) = p, by bisection on student_t_cdf (to 1e-10)."""
+    if not 0.0 < p < 1.0:
+        raise ValueError(f'p must be in (0, 1) (got {p})')
+    low, high = -1.0, 1.0
+    while student_t_cdf(low, df) > p:
+        low *= 2.0
+    while student_t_cdf(high, df) < p:
+        high *= 2.0
+    while high - low > 1e-10:
+        middle = (low + high) / 2.0
+        low, high = (middle, high) if student_t_cdf(middle, df) < p else (low, middle)
+    return (low + high) / 2.0
+
+
+def sign_flip_pvalue(differences: ArrayLike, iterations: int = 100000, seed: int = 0) -> float:
+    """Two-sided sign-flip (paired permutation) p-value of a mean difference: the share of the 2^n sign patterns
+    whose mean is at least as far from 0 as the observed one. Exact by enumeration up to n = 20, Monte Carlo
+    (with the observed pattern counted) above. Assumes each difference is symmetric about 0 under the null,
+    nothing else. NaN for no differences."""
+    d = np.asarray(differences, dtype=float).ravel()
+    if d.size == 0 or np.isnan(d).any():
+        return math.nan
+    observed = abs(d.mean()) - 1e-12 * max(1.0, float(np.abs(d).max()))  # room for rounding in the sums
+    if d.size <= 20:
+        patterns = ((np.arange(2 ** d.size)[:, None] >> np.arange(d.size)) & 1) * 2 - 1
+        return float(np.mean(np.abs(patterns @ d) / d.size >= observed))
+    rng = np.random.default_rng(seed)
+    signs = rng.choice([-1.0, 1.0], size=(iterations, d.size))
+    return float((1 + np.count_nonzero(np.abs(signs @ d) / d.size >= observed)) / (1 + iterations))
+
+
+def paired_differences(differences: ArrayLike, level: float = 0.95, power: float = 0.8) -> Dict[str, float]:
+    """What n paired differences (a minus b, one per replicate) say about the mean difference.
+
+    'mean', 'sd' and 'n'; 'low'/'high', the Student t interval at `level`; 'p', the sign-flip p-value (no
+    normality assumed); 'detectable', the smallest true difference this design finds with probability `power`
+    at the 5 % level, (t_0.975 + t_power) sd / sqrt(n); 'equivalence', the smallest margin m for which two
+    one-sided tests at 5 % declare the difference within +-m (the larger end of the 90 % interval, in absolute
+    value): where no difference shows, the data still rule out any larger than that. NaN where n < 2.
+    """
+    d = np.asarray(differences, dtype=float).ravel()
+    d = d[~np.isnan(d)]
+    n = int(d.size)
+    result = {'n': n, 'mean': float(d.mean()) if n else math.nan, 'sd': math.nan, 'low': math.nan, 'high': math.nan,
+              'p': sign_flip_pvalue(d), 'detectable': math.nan, 'equivalence': math.nan}
+    if n < 2:
+        return result
+    sd = float(d.std(ddof=1))
+    se = sd / math.sqrt(n)
+    half = student_t_quantile(0.5 + level / 2.0, n - 1) * se
+    half90 = student_t_quantile(0.95, n - 1) * se
+    result.update(sd=sd, low=result['mean'] - half, high=result['mean'] + half,
+                  detectable=(student_t_quantile(0.975, n - 1) + student_t_quantile(power, n - 1)) * se,
+                  equivalence=abs(result['mean']) + half90)
+    return result

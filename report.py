@@ -21,6 +21,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import arguments
+import random_search
 import stopping
 import utils
 from budget import pareto_front
@@ -37,6 +38,7 @@ class RecordedSearch:
     its default here: for the data flags, the value every run had before the flag existed (train.py's default
     too); the sizes of the search (None) only appear in the report's header."""
     space: str = 'darts'
+    strategy: str = 'evolution'
     dataset: str = 'cifar10'
     data: str = '../data'
     synthetic_size: Optional[int] = None
@@ -269,9 +271,11 @@ def write_report(run_dir: str) -> Dict:
     nb201 = search.space == 'nb201'
     network = (f"NAS-Bench-201 supernet C={search.init_channels}, N={search.num_cells}" if nb201 else
                f"supernet C={search.init_channels} with {search.layers} layers")
+    strategy = ('' if search.strategy == 'evolution' else
+                ' Strategy: random (no selection; every generation drawn afresh, as the first).')
     lines = [f"# EvNAS search report: {os.path.basename(os.path.abspath(run_dir))}", '',
              f"{len(records)} of {search.epochs} generations, population {search.pop_size}, dataset "
-             f"{search.dataset}, {network}.", '',
+             f"{search.dataset}, {network}.{strategy}", '',
              f"Best fitness of the last generation: **{_pct(last['best'])} %** (top-1 on the held-out images).", '']
     if 'feasible' in last and last['population']:
         chosen = last['population'][0]
@@ -304,6 +308,9 @@ def write_report(run_dir: str) -> Dict:
               for r in records]
     if budgeted:
         lines += _budget_lines(records, search)
+    weight_sharing = random_search.read(run_dir)
+    if weight_sharing is not None:
+        lines += _weight_sharing_lines(run_dir, weight_sharing, search)
     cells = list(ops)
     lines += ['', '## Operations chosen in the final population', '',
               '| operation | ' + ' | '.join({'reduce': 'reduction', 'cell': 'edges'}.get(c, c) for c in cells) + ' |',
@@ -312,7 +319,24 @@ def write_report(run_dir: str) -> Dict:
     result = (_nb201_best(run_dir, last, truth) if nb201 else _darts_best(run_dir, last, search))
     lines += result.pop('lines')
     atomic_write_text(os.path.join(run_dir, 'report.md'), '\n'.join(lines))
-    return {'records': records, 'operations': ops, 'plots': plots, **result}
+    return {'records': records, 'operations': ops, 'plots': plots, 'strategy': search.strategy,
+            'weight_sharing': weight_sharing, **result}
+
+
+def _weight_sharing_lines(run_dir: str, result: Dict, search: RecordedSearch) -> List[str]:
+    pick = result['pick']
+    described = pick['arch'] if 'arch' in pick else str(genotype_from_dict(pick['genotype']))
+    lines = ['', '## Random search with weight sharing', '',
+             f"Every architecture the run drew ({result['architectures']} distinct over {result['generations']} "
+             f"generations) scored again on the final supernet (Li & Talwalkar, 2019): {result['fitness_calls']} more "
+             f"fitness calls, {result['seconds']:.0f} s (the generations' fitness took "
+             f"{result['search_fitness_seconds']:.0f} s). The best of them, fitness {_pct(pick['fitness'])} %:", '',
+             f"`{described}`", '']
+    if search.space != 'nb201':
+        genotype = os.path.join(run_dir, random_search.GENOTYPE)
+        words = ['python', 'train.py', '--genotype', genotype] + search_data_flags(search) + ['--auxiliary', '--cutout']
+        lines += [f"Train it: `{' '.join(shlex.quote(w) for w in words)}`", '']
+    return lines
 
 
 def _diagram_lines(diagram: Dict, fallback: str) -> List[str]:
@@ -359,7 +383,21 @@ def _nb201_best(run_dir: str, last: Dict, truth: Optional[Dict]) -> Dict:
 
 def compare_runs(summaries: List[Dict]) -> List[str]:
     """Mean and spread over several runs (the original's three seeds) of the last generation's best fitness and,
-    where looked up, its true accuracies."""
+    where looked up, its true accuracies; runs of different strategies side by side, each group on its own."""
+    groups: Dict[str, List[Dict]] = {}
+    for summary in summaries:
+        groups.setdefault(summary['strategy'], []).append(summary)
+    if len(groups) == 1:
+        return _compare_group(summaries)
+    lines = []
+    for strategy, group in groups.items():
+        lines += [f"strategy {strategy} ({len(group)} runs):"] + ['  ' + line for line in _compare_group(group)]
+    return lines + ["Fitness is not compared across strategies: each run's fitness comes from its own supernet, "
+                    "trained on different architectures. To compare what they found, train the results alone "
+                    "(trust.py --compare)."]
+
+
+def _compare_group(summaries: List[Dict]) -> List[str]:
     lines = []
     # The result's fitness: the best individual's, or with a budget the best feasible one's (rank 1 either way).
     columns = {'fitness': [s['records'][-1]['population'][0]['fitness'] for s in summaries]}

@@ -30,6 +30,10 @@ class SearchSettings:
     budget: BudgetSettings
 
 
+STRATEGIES = ('evolution', 'random')
+# What only the genetic algorithm reads: an explicit one with --strategy random is an error.
+GA_FLAGS = ('tsize', 'num_elites', 'mutate_rate')
+
 # Flags that do not change what a run computes; only these may differ when a run is resumed.
 RESUME_MAY_CHANGE = {'device', 'report_freq', 'num_workers', 'data', 'resume', 'dir', 'run_dir', 'cudnn_benchmark',
                      'api_path'}
@@ -87,6 +91,11 @@ def build_parser(description: str = '') -> argparse.ArgumentParser:
     supernet.add_argument('--grad_clip', type=float, default=5, help='gradient clipping (default: 5)')
 
     evolution = parser.add_argument_group('evolution')
+    evolution.add_argument('--strategy', choices=STRATEGIES, default='evolution',
+                           help='evolution: EvNAS\'s genetic algorithm; random: the same loop without selection, '
+                                'every generation drawn afresh as the first (the same supernet training, fitness calls '
+                                'and seeds), and at the end every architecture drawn scored on the final supernet '
+                                '(random search with weight sharing), a baseline for the search (default: evolution)')
     evolution.add_argument('--epochs', type=int, default=50, help='num of generations (default: 50)')
     evolution.add_argument('--pop_size', type=int, default=50, help='population size (default: 50)')
     evolution.add_argument('--tsize', type=int, default=10, help='tournament size (default: 10)')
@@ -141,10 +150,10 @@ def _check_ranges(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
                      positive=('learning_rate', 'grad_clip'),
                      non_negative=('learning_rate_min', 'momentum', 'weight_decay', 'cutout_length', 'crop_padding',
                                    'num_workers'))
-    if args.tsize > args.pop_size:
+    if args.strategy == 'evolution' and args.tsize > args.pop_size:
         parser.error(f"--tsize {args.tsize} is larger than --pop_size {args.pop_size}: a tournament draws "
                      f"without replacement")
-    if not 0 <= args.num_elites < args.pop_size:
+    if args.strategy == 'evolution' and not 0 <= args.num_elites < args.pop_size:
         parser.error(f"--num_elites must be in [0, --pop_size) = [0, {args.pop_size}) (got {args.num_elites})")
     if not 0. <= args.mutate_rate <= 1.:
         parser.error(f"--mutate_rate must be in [0, 1] (got {args.mutate_rate})")
@@ -182,6 +191,13 @@ def resolve_space_defaults(args: argparse.Namespace) -> None:
                                                                                    args.cutout_length)
 
 
+def _check_strategy(parser: argparse.ArgumentParser, args: argparse.Namespace, explicit: set) -> None:
+    ga_only = [f"--{name}" for name in GA_FLAGS if name in explicit]
+    if args.strategy == 'random' and ga_only:
+        parser.error(f"{', '.join(ga_only)} set(s) the genetic algorithm, which --strategy random does not run "
+                     f"(it draws every generation afresh)")
+
+
 def _check_benchmark(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """--api_path (which --resume may add, change, or drop with --api_path ''): a NAS-Bench-201 search of the
     benchmark's cell on one of its datasets, and a file that is there."""
@@ -209,7 +225,9 @@ def parse_args(argv: Optional[Sequence[str]] = None, description: str = '') -> a
                             resolve_defaults=resolve_space_defaults)
         resolve_space_defaults(args)  # a run older than a flag used its default
     else:
-        _check_space(parser, args, arguments.explicit_options(parser, argv))
+        explicit = arguments.explicit_options(parser, argv)
+        _check_space(parser, args, explicit)
+        _check_strategy(parser, args, explicit)
     _check_benchmark(parser, args)
     _check_ranges(parser, args)
     return args

@@ -141,10 +141,12 @@ class Records:
                 self.logger.warning(f"no individual of the last generation fits the budget: genotype.json holds the "
                                     f"least infeasible one ({cost}); loosen the budget or search longer")
 
-    def finish(self, history: List[Dict], population: List[Individual]) -> Dict:
+    def finish(self, history: List[Dict], population: List[Individual], ended_now: bool) -> Dict:
+        """The report and the next step, where this process did work (`ended_now`); a run resumed after it had
+        ended does nothing."""
         if self.writer is not None:
             self.writer.close()
-        if self.first >= self.epochs:
+        if not ended_now:
             self.logger.info(f"{self.run_dir} already completed its {self.epochs} generations; nothing to do")
         elif self.is_main:
             summary = report.write_report(self.run_dir)

@@ -8,6 +8,10 @@ Each generation (Sinha & Chen, GECCO 2021, Alg. 1):
   3. keep the elites, fill the rest with mutated crossover children of tournament winners.
 The best individual of the last generation is the result: RUN_DIR/genotype.json, for train.py.
 
+--strategy random runs the same loop without step 3, each generation drawn afresh as the first: the baseline
+that says whether the evolution was worth it. At its end every architecture it drew is scored on the final
+supernet (random search with weight sharing, random_search.py).
+
 Examples:
     # the paper's search (CIFAR-10, 50 individuals, 50 generations)
     python train_search.py --cutout
@@ -16,6 +20,8 @@ Examples:
         --valid_batch_size 256 --device cpu --run_dir search-quick
     # continue an interrupted run where its last completed generation ended
     python train_search.py --resume search-quick
+    # the same budget of supernet training and fitness calls without selection, as a baseline
+    python train_search.py --strategy random --cutout
     # the original's NAS-Bench-201 search (searchNAS201.sh), with the benchmark's true accuracies
     python train_search.py --space nb201 --cutout --track_running_stats --dataset cifar10 \\
         --api_path NAS-Bench-201-v1_1-096897.pth
@@ -40,11 +46,12 @@ import devices
 import distributed
 import fitness
 import logs
+import random_search
 import search_arguments
 import speed
 import stopping
 import utils
-from architect_evolution import Individual, evolve, init_population, sort_population
+from architect_evolution import Individual, evolve, init_population, random_population, sort_population
 from benchmark_nb201 import WHERE as BENCHMARK_WHERE
 from benchmark_nb201 import Benchmark
 from budget import Budget
@@ -59,6 +66,9 @@ from search_records import Records, population_tau, summarize
 from search_space import SearchSpace, get_space
 
 CHECKPOINT_FORMAT = 'evnas-search/1'
+# --strategy random under a budget: after this many random architectures in a row that do not fit (under 1 in
+# 1,000 fits), the budget is out of random search's reach; each costs a network built on the meta device.
+MAX_REJECTED = 1000
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -86,6 +96,9 @@ def search(args: argparse.Namespace, inputs: 'SearchInputs', run_dir: str, stop:
     records = Records(run_dir, dist.is_main, logger, args.epochs, run.generations_done, space)
     for generation in range(run.generations_done + 1, args.epochs + 1):
         lr = run.scheduler.get_last_lr()[0]
+        if run.draws is not None:
+            for individual in run.population:
+                run.draws.add(individual.alphas)
         # Decode each individual once per generation; the device copies are reused by every step.
         decoded = [[a.to(device) for a in space.decode(ind.alphas)] for ind in run.population]
         seeds = fitness.draw_seeds(run.measure.estimator, run.data_generator, len(run.population))
@@ -109,12 +122,18 @@ def search(args: argparse.Namespace, inputs: 'SearchInputs', run_dir: str, stop:
         if generation == args.epochs:
             run.population = ranked
             records.best(ranked[0])
+        elif run.draws is not None:  # the GA without selection: drawn afresh, as the first generation
+            run.population = draw_population(args.pop_size, run)
         else:
             run.population = evolve(ranked, args.num_elites, args.tsize, args.mutate_rate, run.ga_generator)
             check_agreement(run.population, dist)
         run.generations_done = generation
         save_checkpoint(run_dir, args, run, run.elapsed_before + records.timer.elapsed(), dist)
-    return records.finish(run.history, run.population)
+    ended_now = run.generations_done > records.first
+    if run.draws is not None and not dist.broadcast_object(random_search.done(run_dir)):
+        score_every_draw(args, run, run_dir, dist, monitor, logger)
+        ended_now = True
+    return records.finish(run.history, run.population, ended_now)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -143,7 +162,9 @@ class SearchRun:
     ga_generator: torch.Generator
     data_generator: torch.Generator
     population: List[Individual]
+    shapes: List[Tuple[int, int]]    # of an individual's alpha matrices
     budget: Optional[Budget] = None  # --max_params / --max_macs
+    draws: Optional[random_search.Draws] = None  # --strategy random: every architecture drawn
     history: List[Dict] = field(default_factory=list)
     generations_done: int = 0
     elapsed_before: float = 0.
@@ -214,9 +235,11 @@ def set_up(args: argparse.Namespace, data: SearchData, run_dir: str, dist: distr
                                  memory_format=config.memory_format),
         measure=fitness.FitnessMeasure(settings.fitness, settings.loader, data, device, config, space,
                                        settings.augment, valid_data=valid_data, train_data=train_data),
-        ga_generator=ga_generator, data_generator=data_generator,
-        population=init_population(args.pop_size, space.alpha_shapes(settings.supernet), ga_generator),
-        budget=Budget.of(settings.budget, space, data.train.num_classes))
+        ga_generator=ga_generator, data_generator=data_generator, population=[],
+        shapes=space.alpha_shapes(settings.supernet), budget=Budget.of(settings.budget, space, data.train.num_classes),
+        draws=random_search.Draws(space) if args.strategy == 'random' else None)
+    run.population = (draw_population(args.pop_size, run) if run.draws is not None
+                      else init_population(args.pop_size, run.shapes, ga_generator))
     split = len(data.train_indices)
     logger.info(f"{args.dataset}: {split} images train the supernet, {run.measure.loader.num_samples} measure fitness "
                 f"({'training augmentation' if run.measure.augmented else 'test transform'}; fitness estimator: "
@@ -232,7 +255,11 @@ def set_up(args: argparse.Namespace, data: SearchData, run_dir: str, dist: distr
                        f"{args.batch_size}) for {args.pop_size} individuals: {args.pop_size - steps} of them never "
                        f"train the supernet; use more images{smaller_batch} or --pop_size {steps} or less")
     if run.budget is not None:
-        logger.info(f"budget: {run.budget.describe()}; selection by constraint domination")
+        logger.info(f"budget: {run.budget.describe()}; selection by constraint domination"
+                    + ('; every random draw rejected until it fits' if run.draws is not None else ''))
+    if run.draws is not None:
+        logger.info("strategy: random (no selection: every generation drawn afresh, as the first); at the end every "
+                    "architecture drawn is scored on the final supernet (random search with weight sharing)")
     if args.resume:
         restore(run, load_run_checkpoint(run_dir, CHECKPOINT_FORMAT, vars(args), RESUME_MAY_CHANGE), dist.rank)
         logger.info(f"resumed after generation {run.generations_done} of {args.epochs}")
@@ -261,6 +288,7 @@ def save_checkpoint(run_dir: str, args: argparse.Namespace, run: SearchRun, elap
             'rng': all_rng,
             'history': run.history,
             'elapsed': elapsed,
+            **({} if run.draws is None else {'draws': run.draws.state()}),
         }, os.path.join(run_dir, 'checkpoint.pt'), fault_tag=run.generations_done)
     dist.barrier()
 
@@ -270,6 +298,36 @@ def restore(run: SearchRun, state: Dict, rank: int) -> None:
                 ga_generator=run.ga_generator, data_generator=run.data_generator)
     run.population = [Individual.from_state(s) for s in state['population']]
     run.generations_done, run.history, run.elapsed_before = state['generation'], state['history'], state['elapsed']
+    if run.draws is not None:
+        run.draws = random_search.Draws(run.space, state['draws'])
+
+
+def draw_population(pop_size: int, run: SearchRun) -> List[Individual]:
+    """A generation of the random strategy from the search's own generator; under a budget, every draw that does
+    not fit is drawn again."""
+    budget = run.budget
+    accept = None if budget is None else (lambda ind: budget.violation(budget.cost(ind.alphas)) == 0.)
+    try:
+        return random_population(pop_size, run.shapes, run.ga_generator, accept, MAX_REJECTED)
+    except ValueError:
+        raise utils.UserError(f"none of {MAX_REJECTED} random architectures in a row fits the budget "
+                              f"({budget.describe()}): loosen it, or search it with --strategy evolution") from None
+
+
+def score_every_draw(args: argparse.Namespace, run: SearchRun, run_dir: str, dist: distributed.Distributed,
+                     monitor: Monitor, logger: logging.Logger) -> None:
+    """Random search with weight sharing at the end of a random-strategy run (random_search.py); the ranks
+    share the fitness calls as in a generation."""
+    def score(individuals, seeds):
+        run.measure(run.model, individuals, seeds, monitor, args.epochs + 1, rank=dist.rank,
+                    world_size=dist.world_size, net=run.eval_net, autocast=run.autocast)
+
+    result = random_search.score_every_draw(run.draws, score, args.seed, run.measure.estimator, run.budget)
+    search_fitness_seconds = sum(h.get('fitness_seconds', 0.) for h in run.history)
+    random_search.log(logger, run.space, result, search_fitness_seconds)
+    if dist.is_main:
+        random_search.write(run_dir, run.space, result, args.epochs, search_fitness_seconds)
+    dist.barrier()
 
 
 def check_agreement(population: Sequence[Individual], dist: distributed.Distributed) -> None:

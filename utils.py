@@ -2,7 +2,7 @@
 counts, and JSON numbers. The rest lives by job: stopping.py, devices.py, logs.py, arguments.py, run_dirs.py."""
 import math
 import random
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -46,5 +46,18 @@ def count_parameters_in_MB(model: nn.Module) -> float:
 def json_number(value: float) -> Optional[float]:
     """NaN and infinities are not JSON: a missing measurement is written as null."""
     return value if math.isfinite(value) else None
+
+
+def json_numbers(value: Any) -> Any:
+    """json_number through dicts, lists and tuples (and numpy or torch scalars) alike."""
+    if isinstance(value, float):
+        return json_number(value)
+    if isinstance(value, dict):
+        return {k: json_numbers(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_numbers(v) for v in value]
+    if hasattr(value, 'item'):
+        return json_numbers(value.item())
+    return value
 
 

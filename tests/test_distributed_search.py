@@ -117,7 +117,7 @@ class TestSyncBatchNorm:
 RESCORE = '''
 import sys, json, torch
 sys.path.insert(0, sys.argv[1])
-import trust, report, train_search
+import trust, report, train_search, random_search
 from architect_evolution import Individual
 from budget import Budget
 run_args = trust.search_run_args(sys.argv[2])
@@ -133,7 +133,13 @@ for record in records:  # each generation ranked again from its fitness, in the 
     individuals = [Individual([torch.tensor(p["alphas"][c]) for c in side.space.cells], fitness=p["fitness"])
                    for p in population]
     orders.append(train_search.rank_population(individuals, budget)[1])
-print(json.dumps({"measured": measured, "recorded": [p["fitness"] for p in last], "orders": orders}))
+shared = random_search.read(sys.argv[2])  # a random-strategy run: every draw scored again at its end
+rescored = None if shared is None else side.score(
+    side.settings.fitness, [[torch.tensor(s["alphas"][c]) for c in side.space.cells] for s in shared["scored"]],
+    [s["fitness_seed"] for s in shared["scored"]])
+print(json.dumps({"measured": measured, "recorded": [p["fitness"] for p in last], "orders": orders,
+                  "weight_sharing": None if shared is None else [s["fitness"] for s in shared["scored"]],
+                  "weight_sharing_measured": rescored}))
 '''
 
 
@@ -158,6 +164,12 @@ NB201_TINY = ['--space', 'nb201', '--dataset', 'synthetic', '--synthetic_size', 
     pytest.param(NB201_TINY + ['--epochs', '2', '--pop_size', '5', '--track_running_stats'], id='nb201'),
     # a budget: ranked by constraint domination from costs each rank measures (about half fit at 3M parameters)
     pytest.param(SEARCH_TINY + ['--epochs', '2', '--pop_size', '4', '--max_params', '3'], id='darts-budget'),
+    # the random strategy (no --tsize: it runs no tournament), its weight-sharing scores shared by the ranks too
+    pytest.param([a for a in SEARCH_TINY if a not in ('--tsize', '2')] + ['--epochs', '2', '--strategy', 'random'],
+                 id='darts-random'),
+    pytest.param([a for a in NB201_TINY if a not in ('--tsize', '2')]
+                 + ['--epochs', '2', '--pop_size', '5', '--track_running_stats', '--strategy', 'random'],
+                 id='nb201-random'),
 ])
 def test_two_processes_record_what_one_process_measures_and_ranks(argv, tmp_path):
     # Every fitness of the last generation is what one process measures with the same weights and seeds, and every
@@ -170,6 +182,9 @@ def test_two_processes_record_what_one_process_measures_and_ranks(argv, tmp_path
     recorded = records(run_dir)
     for record, order in zip(recorded, one['orders']):
         assert [p['index'] for p in record['population']] == order
+    if '--strategy' in argv:
+        assert one['weight_sharing_measured'] == one['weight_sharing'] and len(one['weight_sharing']) > 0
+        return
     for before, after in zip(recorded, recorded[1:]):
         assert after['population'][[p['index'] for p in after['population']].index(0)]['alphas'] == \
             before['population'][0]['alphas'], 'the elite is the best of the generation before'

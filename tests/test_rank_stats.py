@@ -95,19 +95,61 @@ class TestReliability:
     def test_fewer_than_two_columns_is_nan(self):
         assert math.isnan(rs.reliability(np.ones((5, 1))))
 
+    def test_a_negative_rho_is_clipped_at_zero_before_stepping_up(self):
+        # The formula alone divides by zero at r = -1 (n = 2) and leaves [-1, 1] below -1/(n-1): 3 seeds at -0.45
+        # gave -13.5. A negative single-seed rho means no signal.
+        assert rs.spearman_brown(-1.0, 2) == 0.0
+        assert rs.spearman_brown(-0.45, 3) == 0.0
+        reversed_columns = np.stack([np.arange(4.0), -np.arange(4.0)], axis=1)  # rho -1 between the two seeds
+        assert rs.reliability(reversed_columns) == 0.0
+        assert math.isnan(rs.spearman_brown(math.nan, 2))
 
-class TestNoiseCeiling:
-    def test_perfect_reliability_has_no_ceiling(self):
-        assert rs.noise_ceiling(1.0, 1.0) == pytest.approx({'rho': 1.0, 'tau': 1.0})
+    def test_its_interval_resamples_the_architectures(self):
+        rng = np.random.default_rng(0)
+        truth = np.arange(20.0)
+        reliable = truth[:, None] + 2.0 * rng.standard_normal((20, 3))
+        low, high = rs.reliability_interval(reliable, iterations=400, seed=1)
+        assert low < rs.reliability(reliable) < high and 0.8 < low
+        assert rs.reliability_interval(reliable, iterations=400, seed=1) == (low, high)
+        noise = rng.standard_normal((20, 3))
+        low, high = rs.reliability_interval(noise, iterations=400, seed=1)
+        assert low == 0.0 and high < 0.8
 
-    def test_attenuated(self):
-        ceiling = rs.noise_ceiling(0.64, 1.0)
-        assert ceiling['rho'] == pytest.approx(0.8)
-        assert ceiling['tau'] == pytest.approx(2 / math.pi * math.asin(0.8))  # 0.5903
 
-    def test_negative_clipped_and_nan_passes_through(self):
-        assert rs.noise_ceiling(-0.2, 0.9) == pytest.approx({'rho': 0.0, 'tau': 0.0})
-        assert all(math.isnan(v) for v in rs.noise_ceiling(math.nan, 0.9).values())
+class TestPerfectSupernetTau:
+    def test_perfect_reliability_gives_one(self):
+        column = np.arange(6.0)
+        result = rs.perfect_supernet_tau(np.stack([column, column], axis=1), iterations=50)
+        assert result['tau'] == pytest.approx(1.0) and result['supernet_reliability'] is None
+
+    def test_spearman_reliability_is_converted_to_pearson_before_stepping_up(self):
+        # Two seeds with Spearman rho 0.5 (TIED_X, TIED_Y): Pearson r = 2 sin(pi 0.5 / 6) = 0.5176, stepped up to
+        # the mean of 2 seeds 2r / (1 + r) = 0.6822; a perfect supernet's latent correlation sqrt(0.6822), so
+        # tau = 2/pi asin(0.8260) = 0.6188. Stepping the rank reliability up directly gave 2/3 and tau 0.6082.
+        reference = np.stack([TIED_X, TIED_Y], axis=1)
+        r = 2 * math.sin(math.pi * 0.5 / 6)
+        stepped = 2 * r / (1 + r)
+        result = rs.perfect_supernet_tau(reference, iterations=50)
+        assert result['reference_reliability'] == pytest.approx(stepped)
+        assert result['tau'] == pytest.approx(2 / math.pi * math.asin(math.sqrt(stepped)))
+        assert result['tau'] == pytest.approx(0.6188, abs=1e-4)
+
+    def test_fitness_draw_noise_attenuates_it_too(self):
+        reference = np.stack([TIED_X, TIED_Y], axis=1)
+        fitness = np.stack([TIED_Y, TIED_X], axis=1)  # the same reliability on the supernet side
+        result = rs.perfect_supernet_tau(reference, fitness, iterations=50)
+        r = 2 * math.sin(math.pi * 0.5 / 6)
+        assert result['tau'] == pytest.approx(2 / math.pi * math.asin(2 * r / (1 + r)))
+        one_draw = rs.perfect_supernet_tau(reference, fitness[:, :1], iterations=50)
+        assert one_draw['supernet_reliability'] is None and one_draw['tau'] > result['tau']
+
+    def test_negative_reliability_means_zero_and_the_interval_holds_the_estimate(self):
+        reversed_columns = np.stack([np.arange(5.0), -np.arange(5.0)], axis=1)
+        assert rs.perfect_supernet_tau(reversed_columns, iterations=50)['tau'] == 0.0
+        _, reference = _correlated(k=20, seeds=2, seed=3)
+        result = rs.perfect_supernet_tau(reference, iterations=400, seed=2)
+        low, high = result['interval']
+        assert low <= result['tau'] <= high and high - low > 0.02
 
 
 class TestKendallNull:
@@ -220,36 +262,56 @@ class TestTopKOverlap:
         # top-2 of x: indices 0 (5) and 4 (4); of y: 4 (5) and 3 (4)
         assert rs.top_k_overlap([5, 3, 3, 1, 4], [1, 2, 3, 4, 5], 2) == {'overlap': 1, 'chance': 0.8}
 
-    def test_ties_go_to_the_lower_index(self):
-        # x's top-2 is {0, 1} (not {1, 2}), y's is {3, 2}: no overlap
-        assert rs.top_k_overlap([3, 3, 3, 0], [0, 0, 1, 2], 2)['overlap'] == 0
+    def test_ties_are_broken_at_random_so_a_tied_reference_overlaps_by_chance(self):
+        # Fitness ranks the pick (index 0) first; the reference ties everything. Breaking ties by index put the
+        # pick in the reference's top-k every time (overlap 2 of 2 here); at random the mean is k^2 / K = 0.4.
+        fitness, tied = np.arange(10.0)[::-1], np.zeros(10)
+        overlaps = [rs.top_k_overlap(fitness, tied, 2, seed=s)['overlap'] for s in range(400)]
+        assert np.mean(overlaps) == pytest.approx(0.4, abs=0.1)
+        assert rs.top_k_overlap(fitness, tied, 2, seed=7) == rs.top_k_overlap(fitness, tied, 2, seed=7)
 
 
 class TestRegret:
-    # seeds 0-1 mean: 90.5, 92.5, 88, 91 -> best = 1; held-out seed 2: 89, 90, 88, 94
-    # all-seed mean: 90, 91.67, 88, 92
+    # all-seed mean: 90, 91.67, 88, 92 -> best 3
+    # leaving out seed 0: means of seeds 1-2 90, 91.5, 88, 92.5 -> 3; on seed 0: 91 - 90 = 1
+    # leaving out seed 1: means of seeds 0, 2 89.5, 91, 88, 92.5 -> 3; on seed 1: 91 - 91 = 0
+    # leaving out seed 2: means of seeds 0-1 90.5, 92.5, 88, 91 -> 1; on seed 2: 90 - 89 = 1
     REFERENCE = np.array([[90.0, 91.0, 89.0],
                           [92.0, 93.0, 90.0],
                           [88.0, 88.0, 88.0],
                           [91.0, 91.0, 94.0]])
 
-    def test_known_answer(self):
+    def test_known_answer_a_bracket(self):
         result = rs.regret(0, self.REFERENCE)
-        assert result['best'] == 1
-        assert result['regret'] == pytest.approx(1.0)  # 90 - 89 on seed 2
-        assert result['percentile'] == pytest.approx(100 / 3)  # only arch 2 (88) of the other 3 is below 90
+        assert result['best'] == 3
+        assert result['regret_held_out'] == pytest.approx(2 / 3)  # every seed left out in turn, not only the last
         assert result['regret_all_seeds'] == pytest.approx(2.0)  # 92 - 90
+        assert result['percentile'] == pytest.approx(100 / 3)  # only arch 2 (88) of the other 3 is below 90
 
     def test_held_out_regret_can_be_negative_and_the_best_scores_100(self):
         result = rs.regret(3, self.REFERENCE)
-        assert result['regret'] == pytest.approx(-4.0)  # 90 - 94: arch 1 was chosen on lucky seeds
+        assert result['regret_held_out'] == pytest.approx(-4 / 3)  # (0 + 0 + (90 - 94)) / 3
         assert result['percentile'] == 100.0
         assert result['regret_all_seeds'] == 0.0
 
-    def test_one_seed_has_no_unbiased_regret(self):
+    def test_one_seed_has_no_held_out_regret(self):
         result = rs.regret(0, self.REFERENCE[:, :1])
-        assert math.isnan(result['regret'])
+        assert math.isnan(result['regret_held_out'])
         assert result['regret_all_seeds'] == pytest.approx(2.0)  # 92 - 90 on seed 0
+
+    def test_the_bracket_holds_the_true_regret_on_average(self):
+        # 12 architectures whose true accuracies are known, 3 seeds of noise each: averaged over many samples the
+        # held-out regret lies below the true one and the all-seeds regret above it.
+        rng = np.random.default_rng(5)
+        truth = np.linspace(90.0, 92.0, 12)
+        held, everything = [], []
+        for _ in range(300):
+            reference = truth[:, None] + rng.normal(0.0, 0.8, size=(12, 3))
+            result = rs.regret(0, reference)
+            held.append(result['regret_held_out'])
+            everything.append(result['regret_all_seeds'])
+        true_regret = truth.max() - truth[0]
+        assert np.mean(held) < true_regret < np.mean(everything)
 
 
 class TestBinomialStandardError:
@@ -268,3 +330,41 @@ def test_pooling_one_run_is_its_paired_bootstrap_and_averages_the_runs():
     assert rs.pooled_paired_difference([(a, b, reference)], rs.kendall_tau_b, iterations=300, seed=2) == single
     twice = rs.pooled_paired_difference([(a, b, reference), (b, a, reference)], rs.kendall_tau_b, iterations=300)
     assert twice['difference'] == pytest.approx(0.0)
+
+
+class TestPairedDifferences:
+    def test_student_t_against_published_quantiles(self):
+        # two-sided 95 % critical values of Student's t (any statistics table)
+        for df, t in [(1, 12.706), (2, 4.303), (4, 2.776), (9, 2.262), (19, 2.093), (30, 2.042)]:
+            assert rs.student_t_quantile(0.975, df) == pytest.approx(t, abs=5e-4)
+        assert rs.student_t_cdf(0.0, 7) == pytest.approx(0.5)
+        assert rs.student_t_cdf(1.0, 1) == pytest.approx(0.75)  # Cauchy: 1/2 + atan(1) / pi
+        assert rs.student_t_cdf(-1.0, 2) == pytest.approx(0.5 - 0.5 / math.sqrt(3))  # df 2: t / (2 sqrt(2 + t^2))
+
+    def test_sign_flip_pvalue_by_hand(self):
+        # 4 positive differences: only all-plus and all-minus of the 16 sign patterns reach |mean| 2.5
+        assert rs.sign_flip_pvalue([1.0, 2.0, 3.0, 4.0]) == pytest.approx(2 / 16)
+        # [1, 1, -1]: patterns with |sum| >= 1 are all 8 (a sum of three +-1 is odd)
+        assert rs.sign_flip_pvalue([1.0, 1.0, -1.0]) == 1.0
+        # [3, 1]: +-3 +-1 gives 4, 2, -2, -4: all reach |mean| 1, and only +-4 reach 2
+        assert rs.sign_flip_pvalue([3.0, 1.0]) == pytest.approx(2 / 4)
+
+    def test_sign_flip_pvalue_matches_enumeration(self):
+        d = np.array([0.5, 1.2, -0.3, 0.8, 0.9, 0.1, 0.4, 1.0])
+        count = sum(abs(np.dot(signs, d)) >= abs(d.sum()) - 1e-9 for signs in itertools.product([-1, 1], repeat=8))
+        assert rs.sign_flip_pvalue(d) == pytest.approx(count / 256)
+
+    def test_known_answer(self):
+        d = [1.0, 2.0, 3.0, 4.0]  # mean 2.5, sd sqrt(5/3), se sqrt(5/12)
+        result = rs.paired_differences(d)
+        se = math.sqrt(5 / 12)
+        assert result['mean'] == 2.5 and result['n'] == 4
+        assert result['low'] == pytest.approx(2.5 - 3.1824 * se, abs=1e-3)
+        assert result['high'] == pytest.approx(2.5 + 3.1824 * se, abs=1e-3)
+        assert result['equivalence'] == pytest.approx(2.5 + 2.3534 * se, abs=1e-3)  # t_0.95 with 3 df
+        assert result['detectable'] == pytest.approx((3.1824 + 0.9785) * se, abs=1e-3)  # t_0.8 with 3 df
+        assert result['p'] == pytest.approx(2 / 16)
+
+    def test_one_difference_has_no_interval(self):
+        result = rs.paired_differences([1.0])
+        assert result['mean'] == 1.0 and math.isnan(result['low']) and math.isnan(result['detectable'])

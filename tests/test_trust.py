@@ -49,7 +49,9 @@ def _records(run_dir):
 def _table(result):
     """trust.json without what no two runs share (training times)."""
     return {**result, 'architectures': [{k: v for k, v in a.items() if k != 'train_seconds'}
-                                        for a in result['architectures']]}
+                                        for a in result['architectures']],
+            'baselines': {name: {k: v for k, v in b.items() if k != 'train_seconds'}
+                          for name, b in result.get('baselines', {}).items()}}
 
 
 class TestSample:
@@ -113,9 +115,12 @@ class TestTrust:
         for arch in result['architectures']:
             assert len(arch['fitness']['original']) == 2 and len(arch['reference']) == 2
         agreement = result['agreement']['original']
-        for key in ('kendall_tau_b', 'spearman_rho', 'permutation_p', 'reliability_reference', 'noise_ceiling',
-                    'top_stratum', 'top_k_overlap', 'pick', 'seed_spread', 'test_sampling_error'):
+        for key in ('kendall_tau_b', 'spearman_rho', 'permutation_p', 'reliability_reference',
+                    'reliability_reference_interval', 'perfect_supernet', 'top_stratum', 'top_k_overlap', 'pick',
+                    'seed_spread', 'test_sampling_error'):
             assert key in agreement
+        assert {'interval', 'critical_tau'} <= set(agreement['top_stratum'])
+        assert {'regret_held_out', 'regret_all_seeds', 'percentile'} <= set(agreement['pick'])
         text = open(os.path.join(run_dir, 'trust', 'trust.md')).read()
         assert 'stand-alone reference at 2 epochs' in text and '**Warning:** only 4 architectures' in text
         assert 'trust/trust.md' in open(os.path.join(run_dir, 'report.md')).read()
@@ -144,13 +149,41 @@ class TestTrust:
                                             '--run_dir', str(tmp_path / 'train')]))
         assert arch['reference'][1] == done['history'][-1]['test_top1']
 
+    def test_the_published_cells_are_trained_with_the_samples_recipe_and_seeds(self, trusted, tmp_path):
+        run_dir, result = trusted
+        assert list(result['baselines']) == ['EvNASA', 'EvNASB', 'EvNASC', 'DARTS_V2']
+        done = train.main(train.parse_args(['--arch', 'EvNASC', '--dataset', 'synthetic', '--synthetic_size', '128',
+                                            '--epochs', '2', '--init_channels', '4', '--layers', '3',
+                                            '--batch_size', '32', '--seed', '1', '--device', 'cpu',
+                                            '--run_dir', str(tmp_path / 'train')]))
+        assert result['baselines']['EvNASC']['reference'][1] == done['history'][-1]['test_top1']
+        pick = next(a for a in result['architectures'] if a['pick'])
+        versus = result['baselines']['EvNASC']['pick_minus_this']
+        assert versus['mean'] == pytest.approx(sum(pick['reference']) / 2 - sum(result['baselines']['EvNASC']
+                                                                                ['reference']) / 2)
+        assert '| EvNASC |' in open(os.path.join(run_dir, 'trust', 'trust.md')).read()
+
+    def test_runs_that_share_a_cache_train_each_network_once(self, trusted, search_run, tmp_path):
+        run_dir, result = trusted
+        cache = os.path.join(run_dir, 'trust', 'reference')
+        again = str(tmp_path / 'again')
+        shutil.copytree(search_run, again)
+        before = sorted(os.listdir(cache))
+        assert call_main(trust, ['--dir', again, '--archs', '4', '--estimators', 'original,shared',
+                                 '--reference_cache', cache] + REFERENCE) == 0
+        assert sorted(os.listdir(cache)) == before, 'nothing trained again'
+        assert not os.path.exists(os.path.join(again, 'trust', 'reference'))
+        ours = json.load(open(os.path.join(again, 'trust', 'trust.json')))
+        assert _table(ours) == {**_table(result), 'run': os.path.abspath(again)}
+
     def test_killed_during_a_training_then_run_again_ends_with_the_same_table(self, trusted, search_run, tmp_path):
         run_dir = str(tmp_path / 'run')
         shutil.copytree(search_run, run_dir)
         argv = ['--dir', run_dir, '--archs', '4', '--estimators', 'original,shared'] + REFERENCE
         killed = run_script('trust.py', *argv, env={'EVNAS_FAULT': 'kill@train:2:1'})
         assert killed.returncode == -9, killed.stderr[-2000:]
-        assert os.path.isfile(os.path.join(run_dir, 'trust', 'reference', 'arch000_seed0', 'checkpoint.pt'))
+        reference = os.path.join(run_dir, 'trust', 'reference')
+        assert any(os.path.isfile(os.path.join(reference, name, 'checkpoint.pt')) for name in os.listdir(reference))
         assert call_main(trust, argv) == 0
         assert _table(json.load(open(os.path.join(run_dir, 'trust', 'trust.json')))) == \
             {**_table(trusted[1]), 'run': os.path.abspath(run_dir)}
@@ -159,7 +192,8 @@ class TestTrust:
         run_dir = tmp_path / 'old'
         shutil.copytree(search_run, run_dir)
         args = json.loads((run_dir / 'args.json').read_text())
-        for flag in ('fitness_data', 'fitness_bn', 'fitness_bn_batches', 'fitness_augment', 'fitness_dtype'):
+        for flag in ('fitness_data', 'fitness_bn', 'fitness_bn_batches', 'fitness_augment', 'fitness_dtype',
+                     'strategy'):
             del args[flag]
         (run_dir / 'args.json').write_text(json.dumps(args))
         for path in (run_dir / 'generations').iterdir():
@@ -198,6 +232,90 @@ class TestTrust:
         assert len(err.strip().splitlines()) == 1
 
 
+class TestAgainstRandom:
+    """A random-strategy run of the search's seed, measured with the same recipe, and the comparison."""
+
+    @pytest.fixture(scope='class')
+    @classmethod
+    def random_run(cls, trusted, tmp_path_factory):
+        run_dir = str(tmp_path_factory.mktemp('random') / 'run')
+        argv = [a for a in SEARCH if a not in ('--tsize', '2')] + ['--strategy', 'random', '--run_dir', run_dir]
+        assert call_main(train_search, argv) == 0
+        cache = os.path.join(trusted[0], 'trust', 'reference')  # the published cells are trained already
+        assert call_main(trust, ['--dir', run_dir, '--archs', '5', '--reference_cache', cache] + REFERENCE) == 0
+        return run_dir, json.load(open(os.path.join(run_dir, 'trust', 'trust.json')))
+
+    def test_both_picks_and_a_uniform_sample(self, random_run):
+        run_dir, result = random_run
+        archs = result['architectures']
+        assert archs[0]['pick'] and result['strategy'] == 'random'
+        shared = json.load(open(os.path.join(run_dir, 'weight_sharing.json')))['pick']
+        assert [a['describe'] for a in archs if a['weight_sharing_pick']] == \
+            [DARTS.describe([torch.tensor(shared['alphas'][c]) for c in DARTS.cells])]
+        candidates = trust.distinct_architectures(_records(run_dir), DARTS, shared and {'pick': shared})
+        others = [c for c in candidates if not (c.pick or c.weight_sharing_pick)]
+        draws = {tuple(c.key for c in trust.choose(candidates, '5', seed, DARTS, uniform=True)[-3:])
+                 for seed in range(20)}
+        assert len(draws) > 1 and all(set(d) <= {c.key for c in others} for d in draws)
+        assert 'a uniformly random architecture (the mean of' in open(os.path.join(run_dir, 'trust',
+                                                                                     'trust.md')).read()
+
+    def test_compare_pairs_the_seeds_and_differences_each_comparator(self, trusted, random_run, tmp_path, capsys):
+        (search, ours), (random_dir, theirs) = trusted, random_run
+        result = trust.main(trust.parse_args(['--compare', search, '--against', random_dir, '--out', str(tmp_path)]))
+        (row,) = result['per_seed']
+
+        def mean(values):
+            return sum(values) / len(values)
+
+        assert row['seed'] == 18 and row['pick'] == mean(ours['architectures'][0]['reference'])
+        assert row['random'] == mean(theirs['architectures'][0]['reference'])
+        assert row['uniform'] == mean([mean(a['reference']) for a in theirs['architectures']
+                                       if not (a['pick'] or a['weight_sharing_pick'])])
+        assert result['differences']['uniform']['mean'] == pytest.approx(row['pick'] - row['uniform'])
+        published = result['published_cell']
+        assert row['published'] == max(mean(b['reference']) for b in ours['baselines'].values()) == \
+            mean(ours['baselines'][published]['reference'])
+        assert '| random search with weight sharing |' in capsys.readouterr().out
+        assert json.load(open(tmp_path / 'compare.json'))['per_seed'][0]['seed'] == 18
+
+    @pytest.mark.parametrize('case, message', [('swapped', 'is a --strategy random run, not evolution'),
+                                               ('other seed', 'differ: each search needs the random run of its seed'),
+                                               ('other flags', 'differ in --epochs (3 and 4)')])
+    def test_unpaired_runs_are_one_line(self, trusted, random_run, case, message, tmp_path, capsys):
+        search, random_dir = trusted[0], random_run[0]
+        other = str(tmp_path / 'other')
+        shutil.copytree(random_dir, other)
+        if case == 'other seed':
+            data = json.load(open(os.path.join(other, 'trust', 'trust.json')))
+            json.dump({**data, 'search_seed': 99}, open(os.path.join(other, 'trust', 'trust.json'), 'w'))
+        if case == 'other flags':
+            data = json.load(open(os.path.join(other, 'args.json')))
+            json.dump({**data, 'epochs': 4}, open(os.path.join(other, 'args.json'), 'w'))
+        argv = ['--compare', random_dir, '--against', search] if case == 'swapped' else \
+            ['--compare', search, '--against', other]
+        assert call_main(trust, argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_pooling_averages_the_runs_with_a_tau(tmp_path, capsys):
+    # A constant side leaves a run's tau undefined (null): the mean is over the runs that have one, not a 0 for it.
+    runs = []
+    for k, tau in enumerate((0.4, None, 0.2)):
+        run_dir = tmp_path / f"run{k}"
+        (run_dir / 'trust').mkdir(parents=True)
+        pick = {'regret_held_out': 0.1, 'regret_all_seeds': 0.5, 'percentile': 50.0}
+        (run_dir / 'trust' / 'trust.json').write_text(json.dumps(
+            {'estimators': ['original'], 'architectures': [],
+             'agreement': {'original': {'kendall_tau_b': tau, 'pick': pick}}}))
+        runs.append(str(run_dir))
+    pooled = trust.main(trust.parse_args(['--pool'] + runs))
+    assert pooled['estimators']['original']['mean'] == pytest.approx(0.3)
+    assert trust.main(trust.parse_args(['--pool', runs[1]]))['estimators']['original']['mean'] is None
+    assert '[0.10, 0.50]' in capsys.readouterr().out
+
+
 class TestTorchrun:
     def test_two_processes_give_the_table_of_one(self, search_run, tmp_path):
         argv = ['--archs', '3', '--seeds', '2', '--epochs', '1', '--fitness_seeds', '1', '--init_channels', '4',
@@ -219,7 +337,7 @@ class TestTorchrun:
 
 
 def arch_genotype(run_dir, k):
-    return json.load(open(os.path.join(run_dir, 'trust', 'reference', f'arch{k:03d}.json')))
+    return json.load(open(os.path.join(run_dir, 'trust', 'trust.json')))['architectures'][k]['genotype']
 
 
 class TestEstimatorsInASearch:
@@ -315,6 +433,22 @@ class TestNB201:
             assert arch['reference'] == [accuracy_of(every.index(arch['describe']), 'ImageNet16-120', 'x-test', 200)]
         assert not os.path.exists(run_dir / 'trust' / 'reference')
         assert result['exact_fitness_check']['status'] == 'equal'
+
+    def test_the_pick_is_placed_among_every_architecture_of_the_benchmark(self, nb201_run):
+        from test_nb201 import accuracy_of
+        run_dir, api_path, every = nb201_run
+        assert call_main(trust, ['--dir', run_dir, '--archs', '2', '--api_path', api_path, '--fitness_seeds', '1',
+                                 '--device', 'cpu', '--iterations', '50']) == 0
+        result = json.load(open(run_dir / 'trust' / 'trust.json'))
+        placement = result['placement']['pick']
+        pick = next(a for a in result['architectures'] if a['pick'])['describe']
+        test = [accuracy_of(i, 'ImageNet16-120', 'x-test', 200) for i in range(len(every))]
+        ours = test[every.index(pick)]
+        assert placement['architectures'] == 5 ** 6 and placement['test'] == pytest.approx(ours)
+        assert placement['gap'] == pytest.approx(max(test) - ours)
+        assert placement['percentile'] == pytest.approx(100 * sum(t < ours for t in test) / len(test))
+        assert 'among all 15625 architectures of NAS-Bench-201' in open(run_dir / 'trust' / 'trust.md').read()
+        assert result['baselines'] == {}
 
     def test_a_nb201_run_needs_the_benchmark_or_no_reference(self, nb201_run, capsys):
         assert call_main(trust, ['--dir', nb201_run[0], '--archs', '3', '--device', 'cpu']) == 2

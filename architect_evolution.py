@@ -112,12 +112,16 @@ def init_population(pop_size: int, shapes: Sequence[Tuple[int, int]], generator:
     return [random_individual(shapes, generator) for _ in range(pop_size)]
 
 
+class NoFeasibleDraw(ValueError):
+    """No random draw was accepted (random_population)."""
+
+
 def random_population(pop_size: int, shapes: Sequence[Tuple[int, int]], generator: torch.Generator,
                       accept: Optional[Callable[[Individual], bool]] = None, max_draws: int = 100000
                       ) -> List[Individual]:
     """A generation of the random strategy (the GA without selection): drawn as EvNAS draws its first one. With
     `accept` (a budget's feasibility) each individual is drawn again until accepted, since random search, unlike
-    the GA, cannot move towards the feasible region; ValueError after `max_draws` draws in a row rejected."""
+    the GA, cannot move towards the feasible region; NoFeasibleDraw after `max_draws` draws in a row rejected."""
     if accept is None:
         return init_population(pop_size, shapes, generator)
     population: List[Individual] = []
@@ -128,7 +132,7 @@ def random_population(pop_size: int, shapes: Sequence[Tuple[int, int]], generato
             population.append(individual)
             rejected = 0
         elif (rejected := rejected + 1) >= max_draws:
-            raise ValueError(f"{max_draws} random architectures in a row were rejected")
+            raise NoFeasibleDraw(f"{max_draws} random architectures in a row were rejected")
     return population
 
 

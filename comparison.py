@@ -17,18 +17,20 @@ where no difference shows, no difference larger than that margin is compatible w
 import json
 import math
 import os
+import statistics
 from typing import Dict, Optional, Sequence
 
 import rank_stats
 import utils
 from checkpoint import atomic_write_text
 
+ALPHA = 0.05
 # What may differ between a search and the random run it is set against: the strategy, the GA's flags, and
 # what does not change what a run computes.
 MAY_DIFFER = {'strategy', 'tsize', 'num_elites', 'mutate_rate', 'run_dir', 'dir', 'resume', 'device', 'report_freq',
               'num_workers', 'data', 'cudnn_benchmark', 'api_path'}
 
-COMPARATORS = (('random', "random strategy's pick (the GA without selection)"),
+COMPARATORS = (('random', "the random strategy's pick (the GA without selection)"),
                ('weight_sharing', 'random search with weight sharing'),
                ('uniform', 'a uniformly random architecture (sample mean)'),
                ('published', 'the best published cell'))
@@ -45,7 +47,8 @@ def _read(run_dir: str) -> Dict:
         raise utils.UserError(f"{path} has no reference (it was measured with --no_reference)")
     if 'strategy' not in result:
         raise utils.UserError(f"{path} was written before trust.py recorded the search's strategy and seed: run "
-                              f"trust.py --dir {run_dir} again (its trainings are kept and not repeated)")
+                              f"trust.py --dir {run_dir} again (this version keeps trainings under new names, so "
+                              f"those made before it are trained again)")
     return result
 
 
@@ -115,6 +118,10 @@ def compare(search_dirs: Sequence[str], random_dirs: Sequence[str], out_dir: Opt
             raise utils.UserError(f"{result['run']} was measured with another recipe, seeds or data than "
                                   f"{searches[seeds[0]]['run']}: run trust.py on every run with the same flags")
     published = _best_published(searches.values())
+    published_error = math.nan
+    if published:  # one measurement over the training seeds, the same for every search seed
+        seeds_of = searches[seeds[0]]['baselines'][published]['reference']
+        published_error = statistics.stdev(seeds_of) / math.sqrt(len(seeds_of)) if len(seeds_of) > 1 else math.nan
     rows = []
     for seed in seeds:
         search, random_run = searches[seed], randoms[seed]
@@ -130,7 +137,8 @@ def compare(search_dirs: Sequence[str], random_dirs: Sequence[str], out_dir: Opt
                    for name, _ in COMPARATORS}
     taus = [s['agreement'][s['estimators'][0]] for s in searches.values() if s.get('agreement')]
     result = {'searches': [searches[s]['run'] for s in seeds], 'random_runs': [randoms[s]['run'] for s in seeds],
-              'recipe': recipe, 'published_cell': published, 'per_seed': rows, 'differences': differences,
+              'recipe': recipe, 'published_cell': published, 'published_standard_error': published_error,
+              'per_seed': rows, 'differences': differences,
               'fitness_tau': [{'run': s['run'], 'kendall_tau_b': t['kendall_tau_b'],
                                'interval': t['kendall_tau_b_interval'],
                                'perfect_supernet': t['perfect_supernet'],
@@ -160,6 +168,11 @@ def _f(value, digits: int = 2) -> str:
     return 'n/a' if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
+def _p(value: float) -> str:
+    """A p-value to three places, and below that as a bound (the smallest sign-flip p of n seeds is 2 / 2^n)."""
+    return '< 0.001' if value < 0.001 else _f(value, 3)
+
+
 def markdown(result: Dict) -> str:
     rows, differences = result['per_seed'], result['differences']
     training = result['recipe']['training']
@@ -178,8 +191,14 @@ def markdown(result: Dict) -> str:
               '| equivalent within +- (TOST, 5 %) |', '| --- | --- | ---: | ---: | ---: |']
     for name, d in differences.items():
         label = labels[name] + (f" ({published})" if name == 'published' else '')
-        lines.append(f"| {label} | {_f(d['mean'])} [{_f(d['low'])}, {_f(d['high'])}] | {_f(d['p'], 3)} "
-                     f"| {_f(d['detectable'])} | {_f(d['equivalence'])} |")
+        shows = d['low'] > 0 or d['high'] < 0
+        lines.append(f"| {label} | {_f(d['mean'])} [{_f(d['low'])}, {_f(d['high'])}] | {_p(d['p'])} "
+                     f"| {_f(d['detectable'])} | {'a difference shows' if shows else _f(d['equivalence'])} |")
+    if result['published_cell']:
+        lines += ['', f"The published cell's reference is one measurement over the training seeds, the same for every "
+                      f"search seed: the interval holds the picks' spread, not its standard error of "
+                      f"{_f(result['published_standard_error'])} points; and it is the best of the cells measured, "
+                      f"which favours it by about that much."]
     lines += ['', _verdict(differences)]
     if result['fitness_tau']:
         lines += ['', 'Fitness against the reference in the searches trust.py sampled (Kendall tau-b [95 %]; a '
@@ -195,16 +214,21 @@ def markdown(result: Dict) -> str:
 
 
 def _verdict(differences: Dict) -> str:
-    """One sentence per comparator, carried only by the intervals."""
+    """One sentence per comparator, carried only by the intervals: a difference counts where the t interval
+    excludes 0 and the sign-flip test agrees (p < 0.05, which needs at least 6 seeds)."""
     sentences = []
     for name, label in COMPARATORS:
         d = differences[name]
         if math.isnan(d['low']):
             continue
-        if d['low'] > 0:
-            sentences.append(f"the search beat {label} by {_f(d['mean'])} points (interval above 0)")
-        elif d['high'] < 0:
-            sentences.append(f"{label} beat the search by {_f(-d['mean'])} points (interval below 0)")
+        decided = (d['low'] > 0 or d['high'] < 0) and d['p'] < ALPHA
+        if decided and d['low'] > 0:
+            sentences.append(f"the search beat {label} by {_f(d['mean'])} points")
+        elif decided:
+            sentences.append(f"{label} beat the search by {_f(-d['mean'])} points")
+        elif d['low'] > 0 or d['high'] < 0:
+            sentences.append(f"against {label} the t interval excludes 0 but the sign-flip test does not "
+                             f"(p {_p(d['p'])}): more seeds are needed")
         else:
             sentences.append(f"no difference from {label} shows; differences beyond +-{_f(d['equivalence'])} "
                              f"points are ruled out")

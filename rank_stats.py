@@ -3,8 +3,10 @@
 The reference is the accuracy of each architecture trained alone, over several seeds (K architectures x S
 seeds); the fitness is one supernet score per architecture, or several draws of it. This module measures how
 well the two rank the architectures (Kendall's tau-b, Spearman's rho, top-k overlap, regret of the pick) and
-how much of that is noise: the reliability of the reference and the ceiling it puts on any correlation, exact
-and permutation p-values, and two-level bootstrap intervals that resample architectures and then seeds.
+how much of that is noise: the reliability of the reference and the tau a perfect supernet would be expected
+to reach through it, exact and permutation p-values, and two-level bootstrap intervals that resample
+architectures and then seeds; and what a few paired replicates (search or training seeds) say about a mean
+difference.
 numpy only; everything random takes a seed and draws from np.random.default_rng(seed).
 """
 import math
@@ -393,8 +395,9 @@ def regret(pick: int, reference: ArrayLike) -> Dict[str, float]:
     if seeds >= 2:
         gaps = []
         for left_out in range(seeds):
-            chosen = int(np.argmax(np.delete(ref, left_out, axis=1).mean(axis=1)))
-            gaps.append(ref[chosen, left_out] - ref[pick, left_out])
+            means = np.delete(ref, left_out, axis=1).mean(axis=1)
+            tied = np.flatnonzero(means == means.max())  # every tied best counts alike: argmax would favour the pick
+            gaps.append(ref[tied, left_out].mean() - ref[pick, left_out])
         held_out = float(np.mean(gaps))
     below = int(np.count_nonzero(mean_all < mean_all[pick]))
     return {'regret_held_out': held_out, 'regret_all_seeds': float(mean_all.max() - mean_all[pick]),
@@ -450,16 +453,19 @@ def student_t_quantile(p: float, df: int) -> float:
     return (low + high) / 2.0
 
 
+EXACT_SIGN_FLIPS = 16
+
+
 def sign_flip_pvalue(differences: ArrayLike, iterations: int = 100000, seed: int = 0) -> float:
     """Two-sided sign-flip (paired permutation) p-value of a mean difference: the share of the 2^n sign patterns
-    whose mean is at least as far from 0 as the observed one. Exact by enumeration up to n = 20, Monte Carlo
-    (with the observed pattern counted) above. Assumes each difference is symmetric about 0 under the null,
+    whose mean is at least as far from 0 as the observed one. Exact by enumeration up to n = 16 (65,536 patterns),
+    Monte Carlo (with the observed pattern counted) above. Assumes each difference is symmetric about 0 under the null,
     nothing else. NaN for no differences."""
     d = np.asarray(differences, dtype=float).ravel()
     if d.size == 0 or np.isnan(d).any():
         return math.nan
     observed = abs(d.mean()) - 1e-12 * max(1.0, float(np.abs(d).max()))  # room for rounding in the sums
-    if d.size <= 20:
+    if d.size <= EXACT_SIGN_FLIPS:
         patterns = ((np.arange(2 ** d.size)[:, None] >> np.arange(d.size)) & 1) * 2 - 1
         return float(np.mean(np.abs(patterns @ d) / d.size >= observed))
     rng = np.random.default_rng(seed)

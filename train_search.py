@@ -51,7 +51,7 @@ import search_arguments
 import speed
 import stopping
 import utils
-from architect_evolution import Individual, evolve, init_population, random_population, sort_population
+from architect_evolution import Individual, NoFeasibleDraw, evolve, init_population, random_population, sort_population
 from benchmark_nb201 import WHERE as BENCHMARK_WHERE
 from benchmark_nb201 import Benchmark
 from budget import Budget
@@ -122,16 +122,16 @@ def search(args: argparse.Namespace, inputs: 'SearchInputs', run_dir: str, stop:
         if generation == args.epochs:
             run.population = ranked
             records.best(ranked[0])
-        elif run.draws is not None:  # the GA without selection: drawn afresh, as the first generation
-            run.population = draw_population(args.pop_size, run)
-        else:
-            run.population = evolve(ranked, args.num_elites, args.tsize, args.mutate_rate, run.ga_generator)
+        else:  # the GA, or without selection (--strategy random) drawn afresh as the first generation
+            run.population = (draw_population(args.pop_size, run) if run.draws is not None else
+                              evolve(ranked, args.num_elites, args.tsize, args.mutate_rate, run.ga_generator))
             check_agreement(run.population, dist)
         run.generations_done = generation
         save_checkpoint(run_dir, args, run, run.elapsed_before + records.timer.elapsed(), dist)
     ended_now = run.generations_done > records.first
     if run.draws is not None and not dist.broadcast_object(random_search.done(run_dir)):
-        score_every_draw(args, run, run_dir, dist, monitor, logger)
+        with stopping.note_on_stop(args.epochs, 'generation', run_dir, 'train_search.py', logger):
+            score_every_draw(args, run, run_dir, dist, monitor, logger)
         ended_now = True
     return records.finish(run.history, run.population, ended_now)
 
@@ -309,7 +309,7 @@ def draw_population(pop_size: int, run: SearchRun) -> List[Individual]:
     accept = None if budget is None else (lambda ind: budget.violation(budget.cost(ind.alphas)) == 0.)
     try:
         return random_population(pop_size, run.shapes, run.ga_generator, accept, MAX_REJECTED)
-    except ValueError:
+    except NoFeasibleDraw:
         raise utils.UserError(f"none of {MAX_REJECTED} random architectures in a row fits the budget "
                               f"({budget.describe()}): loosen it, or search it with --strategy evolution") from None
 

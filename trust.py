@@ -159,8 +159,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     unknown = [name for name in args.baselines if name not in ARCHITECTURES]
     if unknown:
         parser.error(f"--baselines: unknown architecture {unknown[0]} (known: {', '.join(ARCHITECTURES)}, or none)")
-    if args.against and not args.compare:
-        parser.error("--against goes with --compare")
+    if (args.against or args.out) and not args.compare:
+        parser.error(f"{'--against' if args.against else '--out'} goes with --compare")
     if args.compare and not args.against:
         parser.error("--compare needs --against RANDOM_RUN ...: the random-strategy runs of the same seeds")
     return args
@@ -186,6 +186,9 @@ def main(args: argparse.Namespace) -> Dict:
     logger.info(f"{len(sample)} of the {len(candidates)} distinct architectures of {args.dir} "
                 + ("(its two picks and the rest drawn uniformly" if run_args.strategy == 'random' else "(stratified")
                 + f", sample seed {args.sample_seed})")
+    if run_args.strategy == 'random' and all(c.pick or c.weight_sharing_pick for c in sample):
+        logger.warning("the sample holds only the random run's picks: no uniform sample estimates what a random "
+                       "architecture reaches (give --archs 3 or more)")
     if 1 < len(sample) < MIN_ARCHS:
         logger.warning(f"with {len(sample)} architectures {critical_tau_text(len(sample))}; use --archs 20 or more")
 
@@ -241,7 +244,11 @@ def distinct_architectures(records: Sequence[Dict], space: SearchSpace,
     seen[space.key([torch.tensor(pick['alphas'][cell]) for cell in space.cells])].pick = True
     if weight_sharing is not None:
         chosen = weight_sharing['pick']
-        seen[space.key([torch.tensor(chosen['alphas'][cell]) for cell in space.cells])].weight_sharing_pick = True
+        key = space.key([torch.tensor(chosen['alphas'][cell]) for cell in space.cells])
+        if key not in seen:
+            raise utils.UserError("the run's weight_sharing.json names an architecture its generation records do not "
+                                  "hold: the files belong to different runs")
+        seen[key].weight_sharing_pick = True
     return list(seen.values())
 
 
@@ -396,12 +403,17 @@ def trained_reference(run_args, sample: List[Candidate], baselines: Dict[str, Ge
     cache = args.reference_cache or os.path.join(out_dir, 'reference')
     flags = recipe_flags(args) + report.search_data_flags(report.RecordedSearch.from_args(vars(run_args)))
     keys = {(n, s): training_key(space, networks[n], flags, s, device) for n, s in jobs}
+    # a published cell may also be in the sample: each key is trained once, by one process
+    first_job: Dict[str, tuple] = {}
+    for job in jobs:
+        first_job.setdefault(keys[job], job)
+    unique = list(first_job.values())
     logger.info(f"reference side: ({len(sample)} architectures + {len(baselines)} published cells) x {len(seeds)} "
                 f"seeds x {args.epochs} epochs = {len(jobs)} stand-alone trainings (C={args.init_channels}, "
                 f"{args.layers} layers, batch {args.batch_size}), kept in {cache}"
                 + (f", over {world_size} processes" if world_size > 1 else ''))
     timer = logs.Timer()
-    mine = jobs[rank::world_size]
+    mine = unique[rank::world_size]
     for done, (n, s) in enumerate(mine, 1):
         result = _train_one(networks[n], flags, s, keys[n, s], cache, device)
         logger.info(f"reference {done:3d}/{len(mine)} | {labels[n]} seed {s} | test top1 "
@@ -548,7 +560,8 @@ def summarize(args, run_args, sample: List[Candidate], references: Optional[Dict
               'training': None if references is None or references['kind'] != 'stand-alone' else {
                   'epochs': args.epochs, 'init_channels': args.init_channels, 'layers': args.layers,
                   'batch_size': args.batch_size, 'auxiliary': args.auxiliary, 'cutout': args.cutout,
-                  'data': report.search_data_flags(report.RecordedSearch.from_args(vars(run_args)))},
+                  'data': report.search_data_flags(report.RecordedSearch.from_args(vars(run_args))),
+                  'device': devices.resolve_device(args.device).type},
               'architectures': architectures, 'agreement': None}
     if references is not None:
         reference = torch.tensor(references['per_seed'], dtype=torch.float64).numpy()
@@ -780,12 +793,23 @@ def _agreement_lines(result: Dict) -> List[str]:
         low, high = perfect['interval']
         if high is not None and high < LOW_CEILING:
             warnings.append(f"even a perfect supernet would be expected to reach a tau of only {_f(perfect['tau'])} "
-                            f"(at most {_f(high)} within the interval): the reference is mostly noise at this size; "
-                            f"train longer (--epochs), with more seeds (--seeds), or on a harder task")
+                            f"(at most {_f(high)} within the interval): {_noisier_side(first)}")
         elif low is not None and low < LOW_CEILING:
-            warnings.append(f"a perfect supernet's tau is uncertain, {_interval(perfect['interval'])}: the reference "
-                            f"may be too noisy to rank these architectures; more seeds (--seeds) would settle it")
+            warnings.append(f"a perfect supernet's tau is uncertain, {_interval(perfect['interval'])}: "
+                            f"{_noisier_side(first)}")
     return lines + [f"**Warning:** {w}." for w in warnings] + ([''] if warnings else [])
+
+
+def _noisier_side(row: Dict) -> str:
+    """Which side's noise holds a perfect supernet's tau down, and what lowers it; with the reliabilities the
+    report states above it (Spearman's, the order the same as the Pearson-scale ones the perfect tau uses)."""
+    reference, supernet = row['reliability_reference'], row['reliability_supernet']
+    if supernet is not None and reference is not None and supernet < reference:
+        return (f"the fitness draws disagree with each other (their reliability {_f(supernet)}, the reference's "
+                f"{_f(reference)}): one fitness measurement ranks these architectures little better than chance "
+                f"(more draws, --fitness_seeds, tell the mean apart; the search itself takes one)")
+    return (f"the reference is mostly noise at this size (its reliability {_f(reference)}); train longer "
+            f"(--epochs), with more seeds (--seeds), or on a harder task")
 
 
 def _reference_mean(architecture: Dict) -> Optional[float]:
@@ -799,7 +823,8 @@ def _comparator_lines(result: Dict) -> List[str]:
     archs = result['architectures']
     pick = next(a for a in archs if a['pick'])
     shared = next((a for a in archs if a['weight_sharing_pick']), None)
-    drawn = [_reference_mean(a) for a in archs if not (a['pick'] or a['weight_sharing_pick'])]
+    drawn = [m for m in (_reference_mean(a) for a in archs if not (a['pick'] or a['weight_sharing_pick']))
+             if m is not None]
     lines = ['What picking at random with the same supernet reached (the reference, mean over seeds):', '',
              f"- its last generation's best (the GA without selection): {_f(_reference_mean(pick))}"]
     if shared is not None:

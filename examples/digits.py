@@ -23,8 +23,9 @@ import sys
 import numpy as np
 from PIL import Image
 
-# --hard: the range of each distortion (uniform), drawn once per image. Strong enough that a small network
-# misclassifies about one image in ten, not so strong that a 6 looks like a 9 (rotations under 30 degrees).
+# --hard: the range of each distortion (uniform), drawn once per image. Strong enough that the small networks of
+# docs/trust.md's measurement reach 65-75 % (797 training images, 15 epochs), far from the ceiling, not so strong
+# that a 6 looks like a 9 (rotations under 30 degrees).
 ROTATION_DEG, SCALE, SHIFT_PX, NOISE_STD = 25., (0.8, 1.15), 1.0, 0.15
 RENDER = 32  # distortions are applied at this resolution, then the image is brought back to its size
 

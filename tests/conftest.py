@@ -26,9 +26,41 @@ TRAIN_REFERENCE = TRAIN_TINY + ['--epochs', '2', '--auxiliary', '--cutout']
 TIMING_KEYS = ('train_seconds', 'fitness_seconds')
 
 
+def without_flag(argv: list, flag: str) -> list:
+    """argv without `flag` and the value after it."""
+    at = argv.index(flag)
+    return argv[:at] + argv[at + 2:]
+
+
 def without_timings(record: dict) -> dict:
     """A generation record without its wall-clock timings, which no two runs share."""
     return {k: v for k, v in record.items() if k not in TIMING_KEYS}
+
+
+def numerics_fingerprint() -> str:
+    """A hash of what this machine's torch computes for a few of the supernet's kernels (depthwise, dilated and
+    pointwise convolutions, BatchNorm, pooling, a linear layer, their gradients) at the current thread count.
+    Two machines that report the same vector unit can still round differently (oneDNN picks kernels by CPU model,
+    reductions split by thread count); where this hash matches a recording's, a bit-for-bit comparison with it
+    is fair. Uses torch alone, so no change to the project can alter it."""
+    import hashlib
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 16, 16, 16, generator=generator, requires_grad=True)
+    depthwise = torch.randn(16, 1, 3, 3, generator=generator, requires_grad=True)
+    dilated = torch.randn(16, 1, 5, 5, generator=generator, requires_grad=True)
+    pointwise = torch.randn(16, 16, 1, 1, generator=generator, requires_grad=True)
+    weight = torch.randn(10, 16, generator=generator, requires_grad=True)
+    y = torch.nn.functional.conv2d(torch.relu(x), depthwise, padding=1, groups=16)
+    y = y + torch.nn.functional.conv2d(x, dilated, padding=4, dilation=2, groups=16)
+    y = torch.nn.functional.batch_norm(torch.nn.functional.conv2d(y, pointwise), None, None, training=True)
+    y = torch.nn.functional.max_pool2d(y, 3, 1, 1) + torch.nn.functional.avg_pool2d(y, 3, 1, 1)
+    logits = torch.nn.functional.adaptive_avg_pool2d(y, 1).flatten(1) @ weight.t()
+    loss = torch.nn.functional.cross_entropy(logits, torch.arange(32) % 10)
+    loss.backward()
+    digest = hashlib.sha256()
+    for t in (logits, x.grad, depthwise.grad, dilated.grad, pointwise.grad, weight.grad):
+        digest.update(t.detach().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def run_script(script: str, *argv: str, timeout: int = 300, env=None) -> subprocess.CompletedProcess:

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 import train_search
-from conftest import ROOT, SEARCH_TINY, run_script, without_timings
+from conftest import ROOT, SEARCH_TINY, run_script, without_flag, without_timings
 
 ARGS = SEARCH_TINY + ['--epochs', '2', '--pop_size', '4', '--tsize', '2']
 
@@ -165,9 +165,8 @@ NB201_TINY = ['--space', 'nb201', '--dataset', 'synthetic', '--synthetic_size', 
     # a budget: ranked by constraint domination from costs each rank measures (about half fit at 3M parameters)
     pytest.param(SEARCH_TINY + ['--epochs', '2', '--pop_size', '4', '--max_params', '3'], id='darts-budget'),
     # the random strategy (no --tsize: it runs no tournament), its weight-sharing scores shared by the ranks too
-    pytest.param([a for a in SEARCH_TINY if a not in ('--tsize', '2')] + ['--epochs', '2', '--strategy', 'random'],
-                 id='darts-random'),
-    pytest.param([a for a in NB201_TINY if a not in ('--tsize', '2')]
+    pytest.param(without_flag(SEARCH_TINY, '--tsize') + ['--epochs', '2', '--strategy', 'random'], id='darts-random'),
+    pytest.param(without_flag(NB201_TINY, '--tsize')
                  + ['--epochs', '2', '--pop_size', '5', '--track_running_stats', '--strategy', 'random'],
                  id='nb201-random'),
 ])

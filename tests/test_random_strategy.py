@@ -144,7 +144,7 @@ class TestBudget:
     def test_every_draw_fits_and_the_weight_sharing_pick_too(self, tmp_path):
         run_dir = str(tmp_path / 'run')
         # about half the architectures fit 3 M parameters at the CIFAR size (tests/test_distributed_search.py)
-        assert call_main(train_search, RANDOM + ['--strategy', 'random', '--max_params', '3',
+        assert call_main(train_search, RANDOM + ['--strategy', 'random', '--max_params', '3', '--epochs', '2',
                                                  '--run_dir', run_dir]) == 0
         for record in records(run_dir):
             assert record['feasible'] == 3 and all(p['params'] <= 3e6 for p in record['population'])

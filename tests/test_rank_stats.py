@@ -299,6 +299,13 @@ class TestRegret:
         assert math.isnan(result['regret_held_out'])
         assert result['regret_all_seeds'] == pytest.approx(2.0)  # 92 - 90 on seed 0
 
+    def test_a_tie_for_the_best_does_not_go_to_the_pick(self):
+        # Leaving out seed 1, the pick (index 0) and index 1 tie on seed 0 (90 each): both count, so the gap on seed
+        # 1 is (91 + 93) / 2 - 91 = 1, not 0 as argmax's first index (the pick) would make it. Leaving out seed 0,
+        # index 1 is best on seed 1: 90 - 90 = 0.
+        reference = np.array([[90.0, 91.0], [90.0, 93.0], [88.0, 88.0]])
+        assert rs.regret(0, reference)['regret_held_out'] == pytest.approx(0.5)
+
     def test_the_bracket_holds_the_true_regret_on_average(self):
         # 12 architectures whose true accuracies are known, 3 seeds of noise each: averaged over many samples the
         # held-out regret lies below the true one and the all-seeds regret above it.

@@ -179,9 +179,10 @@ class TestCompileOnCpu:
                                                                                       capsys):
         # Dynamo traces the real supernet (its graphs then run eagerly, without inductor's minutes of code
         # generation): 64 held-out images in batches of 48 and 16 give two graphs, which all three individuals
-        # reuse, and the same fitness as the uncompiled network.
+        # reuse, and the same fitness as the uncompiled network. Two layers (the last --layers counts) halve what
+        # Dynamo traces.
         from torch._dynamo.testing import CompileCounter
-        argv = TINY + ['--epochs', '1', '--valid_batch_size', '48']
+        argv = TINY + ['--epochs', '1', '--valid_batch_size', '48', '--layers', '2']
         assert call_main(train_search, argv + ['--run_dir', str(tmp_path / 'eager')]) == 0
         counter, compiled, real_compile = CompileCounter(), [], torch.compile
         torch._dynamo.reset()

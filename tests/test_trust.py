@@ -10,12 +10,13 @@ import sys
 import pytest
 import torch
 
+import comparison
 import fitness
 import search_records
 import train
 import train_search
 import trust
-from conftest import ROOT, call_main, run_script, without_timings
+from conftest import ROOT, call_main, run_script, without_flag, without_timings
 from genotypes import Genotype
 from search_space import DARTS, NB201
 
@@ -179,14 +180,17 @@ class TestTrust:
     def test_killed_during_a_training_then_run_again_ends_with_the_same_table(self, trusted, search_run, tmp_path):
         run_dir = str(tmp_path / 'run')
         shutil.copytree(search_run, run_dir)
-        argv = ['--dir', run_dir, '--archs', '4', '--estimators', 'original,shared'] + REFERENCE
+        # the sample's trainings alone (the published cells' go through the same code, in the same job list)
+        argv = ['--dir', run_dir, '--archs', '4', '--estimators', 'original,shared', '--baselines', 'none'] + REFERENCE
         killed = run_script('trust.py', *argv, env={'EVNAS_FAULT': 'kill@train:2:1'})
         assert killed.returncode == -9, killed.stderr[-2000:]
         reference = os.path.join(run_dir, 'trust', 'reference')
         assert any(os.path.isfile(os.path.join(reference, name, 'checkpoint.pt')) for name in os.listdir(reference))
         assert call_main(trust, argv) == 0
-        assert _table(json.load(open(os.path.join(run_dir, 'trust', 'trust.json')))) == \
-            {**_table(trusted[1]), 'run': os.path.abspath(run_dir)}
+        ours = _table(json.load(open(os.path.join(run_dir, 'trust', 'trust.json'))))
+        expected = _table(trusted[1])
+        assert ours.pop('baselines') == {} and expected.pop('baselines')
+        assert ours == {**expected, 'run': os.path.abspath(run_dir)}
 
     def test_a_run_recorded_before_fitness_seeds_still_works(self, search_run, tmp_path):
         run_dir = tmp_path / 'old'
@@ -239,7 +243,7 @@ class TestAgainstRandom:
     @classmethod
     def random_run(cls, trusted, tmp_path_factory):
         run_dir = str(tmp_path_factory.mktemp('random') / 'run')
-        argv = [a for a in SEARCH if a not in ('--tsize', '2')] + ['--strategy', 'random', '--run_dir', run_dir]
+        argv = without_flag(SEARCH, '--tsize') + ['--strategy', 'random', '--run_dir', run_dir]
         assert call_main(train_search, argv) == 0
         cache = os.path.join(trusted[0], 'trust', 'reference')  # the published cells are trained already
         assert call_main(trust, ['--dir', run_dir, '--archs', '5', '--reference_cache', cache] + REFERENCE) == 0
@@ -252,8 +256,12 @@ class TestAgainstRandom:
         shared = json.load(open(os.path.join(run_dir, 'weight_sharing.json')))['pick']
         assert [a['describe'] for a in archs if a['weight_sharing_pick']] == \
             [DARTS.describe([torch.tensor(shared['alphas'][c]) for c in DARTS.cells])]
-        candidates = trust.distinct_architectures(_records(run_dir), DARTS, shared and {'pick': shared})
+        candidates = trust.distinct_architectures(_records(run_dir), DARTS, {'pick': shared})
         others = [c for c in candidates if not (c.pick or c.weight_sharing_pick)]
+        # uniform: a seeded permutation of every other architecture the run drew, whatever its generation or rank
+        order = torch.randperm(len(others), generator=torch.Generator().manual_seed(0)).tolist()
+        assert [a['key'] for a in archs if not (a['pick'] or a['weight_sharing_pick'])] == \
+            [others[i].key for i in order[:len(archs) - 2 + (archs[0]['weight_sharing_pick'])]]
         draws = {tuple(c.key for c in trust.choose(candidates, '5', seed, DARTS, uniform=True)[-3:])
                  for seed in range(20)}
         assert len(draws) > 1 and all(set(d) <= {c.key for c in others} for d in draws)
@@ -299,6 +307,58 @@ class TestAgainstRandom:
         assert message in err and len(err.strip().splitlines()) == 1
 
 
+def _fake_trust(run_dir, strategy, seed, references, baselines=None):
+    """A run directory with an args.json and the trust.json trust.py would write, its architectures' references
+    given: the first is the pick, in a random run the second its weight-sharing pick."""
+    (run_dir / 'trust').mkdir(parents=True)
+    (run_dir / 'args.json').write_text(json.dumps({'strategy': strategy, 'seed': seed, 'epochs': 3}))
+    archs = [{'pick': k == 0, 'weight_sharing_pick': strategy == 'random' and k == 1, 'reference': r}
+             for k, r in enumerate(references)]
+    (run_dir / 'trust' / 'trust.json').write_text(json.dumps({
+        'run': str(run_dir), 'strategy': strategy, 'search_seed': seed, 'estimators': ['original'],
+        'reference': {'kind': 'stand-alone', 'metric': 'top-1', 'seeds': [0, 1]}, 'agreement': None,
+        'training': {'epochs': 2, 'init_channels': 4, 'layers': 3, 'batch_size': 32}, 'architectures': archs,
+        'baselines': {name: {'reference': r} for name, r in (baselines or {}).items()}}))
+    return str(run_dir)
+
+
+def test_compare_over_three_seeds_against_values_worked_out_by_hand(tmp_path, capsys):
+    # per seed: the pick; the random pick, the weight-sharing pick and two uniform draws; cells A and B
+    picks = [[80, 82], [70, 72], [75, 75]]
+    randoms = [[[78, 78], [80, 80], [70, 72], [74, 74]],
+               [[70, 70], [69, 71], [60, 60], [64, 66]],
+               [[73, 73], [76, 76], [70, 70], [66, 66]]]
+    cells = {'A': [77, 77], 'B': [79, 81]}  # B is the better published cell
+    searches = [_fake_trust(tmp_path / f"evo{s}", 'evolution', s, [picks[s]], cells) for s in range(3)]
+    against = [_fake_trust(tmp_path / f"rand{s}", 'random', s, randoms[s]) for s in range(3)]
+    result = trust.main(trust.parse_args(['--compare', *searches, '--against', *against[::-1]]))
+    assert [r['seed'] for r in result['per_seed']] == [0, 1, 2] and result['published_cell'] == 'B'
+    # pick - random: 81 - 78, 71 - 70, 75 - 73 = 3, 1, 2; pick - weight sharing: 1, 1, -1
+    # pick - uniform: 81 - (71 + 74) / 2 = 8.5, 71 - (60 + 65) / 2 = 8.5, 75 - 68 = 7; pick - B (80): 1, -9, -5
+    expected = {'random': [3, 1, 2], 'weight_sharing': [1, 1, -1], 'uniform': [8.5, 8.5, 7], 'published': [1, -9, -5]}
+    for name, differences in expected.items():
+        d = result['differences'][name]
+        assert d['mean'] == pytest.approx(sum(differences) / 3)
+        assert d['low'] < d['mean'] < d['high'] and d['n'] == 3
+    # all three positive: the sign-flip p is 2 / 8; the t interval of [3, 1, 2] is 2 +- 4.303 * 1 / sqrt(3)
+    assert result['differences']['random']['p'] == pytest.approx(0.25)
+    assert result['differences']['random']['high'] == pytest.approx(2 + 4.3027 / 3 ** 0.5, abs=1e-3)
+    assert result['differences']['uniform']['low'] > 0  # 8, +- 4.303 * 0.866 / sqrt(3)
+    # three seeds cannot carry a verdict: the sign-flip p is at least 2 / 8 whatever the differences
+    assert 'the t interval excludes 0 but the sign-flip test does not (p 0.250)' in capsys.readouterr().out
+    assert comparison._p(0.0002) == '< 0.001' and comparison._p(0.0312) == '0.031'
+
+
+def test_a_low_perfect_tau_blames_the_noisier_side_with_the_reliabilities_the_report_states():
+    noisy_fitness = trust._noisier_side({'reliability_reference': 0.92, 'reliability_supernet': 0.30})
+    assert 'fitness draws disagree' in noisy_fitness and '0.30' in noisy_fitness and '0.92' in noisy_fitness
+    noisy_reference = trust._noisier_side({'reliability_reference': 0.25, 'reliability_supernet': 0.80})
+    assert 'reference is mostly noise' in noisy_reference and '0.25' in noisy_reference
+    # one fitness draw: no supernet reliability, so only the reference can be blamed
+    assert 'reference is mostly noise' in trust._noisier_side({'reliability_reference': 0.9,
+                                                                'reliability_supernet': None})
+
+
 def test_pooling_averages_the_runs_with_a_tau(tmp_path, capsys):
     # A constant side leaves a run's tau undefined (null): the mean is over the runs that have one, not a 0 for it.
     runs = []
@@ -319,7 +379,7 @@ def test_pooling_averages_the_runs_with_a_tau(tmp_path, capsys):
 class TestTorchrun:
     def test_two_processes_give_the_table_of_one(self, search_run, tmp_path):
         argv = ['--archs', '3', '--seeds', '2', '--epochs', '1', '--fitness_seeds', '1', '--init_channels', '4',
-                '--layers', '3', '--batch_size', '32', '--device', 'cpu', '--iterations', '100']
+                '--layers', '3', '--batch_size', '32', '--device', 'cpu', '--iterations', '100', '--baselines', 'none']
         one, two = str(tmp_path / 'one'), str(tmp_path / 'two')
         shutil.copytree(search_run, one)
         shutil.copytree(search_run, two)
@@ -341,8 +401,9 @@ def arch_genotype(run_dir, k):
 
 
 class TestEstimatorsInASearch:
-    @pytest.mark.parametrize('flags', [['--fitness_data', 'shared'], ['--fitness_bn', 'recalibrate'],
-                                       ['--fitness_augment', 'none'], ['--fitness_dtype', 'bf16']])
+    # Two runs hold the four flags (they combine); each pair still draws, recalibrates and casts in its own way.
+    @pytest.mark.parametrize('flags', [['--fitness_data', 'shared', '--fitness_dtype', 'bf16'],
+                                       ['--fitness_bn', 'recalibrate', '--fitness_augment', 'none']])
     def test_killed_then_resumed_equals_uninterrupted(self, flags, tmp_path):
         argv = SEARCH[:-1] + ['2'] + flags
         whole, killed = str(tmp_path / 'whole'), str(tmp_path / 'killed')

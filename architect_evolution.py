@@ -84,7 +84,7 @@ class Individual:
     fitness: float = math.nan   # top-1 accuracy (%) on the held-out images
     loss: float = math.nan
     top5: float = math.nan
-    # With a budget (budget.py): the cost of the architecture ({'params', 'macs'}) and how far over the budget
+    # With a budget (search/budget.py): the cost of the architecture ({'params', 'macs'}) and how far over the budget
     # it is (0: feasible). Without one every individual is feasible, and selection is by fitness alone.
     cost: Optional[Dict[str, float]] = None
     violation: float = 0.

@@ -39,21 +39,20 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-import arguments
-import devices
 import speed
-import stopping
 import utils
 from architect_evolution import darts_shapes, decode, init_population
-from data import make_synthetic
+from cli import arguments
 from engine import Monitor, OptimizerStep, evaluate_population, train_generation
 from genotypes import EvNASA
-from loaders import PerImageLoader, TensorLoader, make_loader
+from inputs.data import make_synthetic
+from inputs.loaders import PerImageLoader, TensorLoader, make_loader
 from model import NetworkCIFAR
 from model_search import Network
 from model_search_nb201 import Network as NB201Network
+from runtime import devices, stopping
+from runtime.settings import Augment
 from search_space import NB201
-from settings import Augment
 
 FULL_SEARCH = {'train_images': 25000, 'valid_images': 25000, 'batch': 64, 'pop_size': 50, 'generations': 50}
 
@@ -217,7 +216,7 @@ def bench_fitness(args, device, variant, sizes, supernet: Callable = darts_super
     batch = sizes['fitness_batch']
     x = torch.randn(batch, 3, 32, 32, device=device).contiguous(memory_format=variant['config'].memory_format)
     autocast = _autocast(variant, device)
-    # NOTE (faithful to EvNAS): DARTS-space fitness runs with BatchNorm in train mode, NAS-Bench-201's in eval mode
+    # BatchNorm in the mode the search's fitness uses (train in the DARTS space: engine.evaluate_population)
     model.train(supernet is darts_supernet)
 
     @torch.no_grad()

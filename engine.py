@@ -12,10 +12,9 @@ import torch
 import torch.nn as nn
 
 from architect_evolution import Individual
-from faults import with_faults
-from loaders import Loader, SeededLoader
-from logs import Timer, format_duration
-from stopping import Stop, StopSignals
+from inputs.loaders import Loader, SeededLoader
+from runtime.logs import Timer, format_duration
+from runtime.stopping import Stop, StopSignals, with_faults
 from utils import count_parameters_in_MB
 
 

@@ -32,20 +32,16 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-import arguments
-import devices
-import logs
-import run_dirs
-import stopping
 import utils
-from augmentation import normalize
-from checkpoint import atomic_write_text
+from cli import arguments
 from cost import count_macs
-from data import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, IMAGENET_MEAN, IMAGENET_STD
 from genotypes import genotype_to_dict, resolve_genotype
+from inputs.augmentation import normalize
+from inputs.data import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, IMAGENET_MEAN, IMAGENET_STD
 from model import NetworkCIFAR, NetworkImageNet
-from run_dirs import read_run_args
-from weight_files import load_weights_file, read_weights_file
+from runtime import devices, logs, run_dirs, stopping
+from runtime.checkpoint import atomic_write_text, load_weights_file, read_weights_file
+from runtime.run_dirs import read_run_args
 
 TOLERANCE = 1e-4
 ONNX_OPSET = 18
@@ -184,7 +180,7 @@ def build(spec: Dict) -> nn.Module:
 
 def parity_inputs(spec: Dict, count: int = 64) -> Tuple[torch.Tensor, str]:
     """Normalised images of the run's test set when it is there, else generated ones of the same size."""
-    from data import load_dataset, make_synthetic
+    from inputs.data import load_dataset, make_synthetic
     size = spec['image_size']
     images, source = None, None
     if spec['network'] == 'cifar' and spec['dataset'] in ('cifar10', 'cifar100', 'synthetic', 'folder'):
@@ -196,8 +192,8 @@ def parity_inputs(spec: Dict, count: int = 64) -> Tuple[torch.Tensor, str]:
         except utils.UserError:
             pass
     if spec['network'] == 'imagenet' and spec['data'] and os.path.isdir(os.path.join(spec['data'], 'val')):
-        from augmentation import imagenet_transforms
-        from loaders import image_folder
+        from inputs.augmentation import imagenet_transforms
+        from inputs.loaders import image_folder
         folder = image_folder(spec['data'], 'val', imagenet_transforms(False, size))
         step = max(len(folder) // count, 1)  # spread over the classes (the folder is sorted by class)
         picked = [folder[i][0] for i in range(0, len(folder), step)][:count]

@@ -29,13 +29,12 @@ import torch
 import torch.nn as nn
 
 from architect_evolution import Individual
-from data import ImageArray, SearchData
-from devices import mixed_precision
 from engine import Monitor, evaluate_population
-from loaders import SeededLoader, make_loader
+from inputs.data import ImageArray, SearchData
+from inputs.loaders import SeededLoader, make_loader
+from runtime.devices import mixed_precision
+from runtime.settings import Augment, LoaderSettings, SpeedConfig
 from search_space import SearchSpace
-from settings import Augment, LoaderSettings
-from speed import SpeedConfig
 from utils import make_generator
 
 DATA_CHOICES, BN_CHOICES, AUGMENT_CHOICES = ('own', 'shared'), ('original', 'recalibrate'), ('original', 'none')

@@ -36,20 +36,19 @@ from typing import Dict, Optional, Sequence
 import torch
 import torch.nn as nn
 
-import arguments
 import bench
-import devices
-import rank_stats
 import speed
-import stopping
 import utils
 from architect_evolution import darts_shapes, decode, init_population
-from checkpoint import atomic_write_text
-from data import make_synthetic
+from cli import arguments
 from engine import Monitor, OptimizerStep, evaluate_population, train_generation
-from loaders import TensorLoader
+from inputs.data import make_synthetic
+from inputs.loaders import TensorLoader
 from model_search import Network
-from settings import Augment
+from runtime import devices, stopping
+from runtime.checkpoint import atomic_write_text
+from runtime.settings import Augment
+from stats import rank_stats
 
 # The paper's search: C=16, 8 layers, batch 64; fitness batches of 1024 (EvNAS), 25,000 + 25,000 images.
 PAPER = {'C': 16, 'layers': 8, 'batch': 64, 'fitness_batch': 1024, 'image': 32, 'population': 8, 'train_steps': 50,

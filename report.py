@@ -20,15 +20,15 @@ from collections import Counter
 from dataclasses import dataclass, fields
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-import arguments
-import random_search
-import stopping
 import utils
-from budget import pareto_front
-from checkpoint import atomic_write_text
+from cli import arguments
 from cost import describe_cost, network_cost
 from genotypes import PRIMITIVES, genotype_from_dict, load_genotype
 from genotypes_nb201 import NB201_OPS, load_arch, parse_arch
+from runtime import stopping
+from runtime.checkpoint import atomic_write_text
+from search import random_search
+from search.budget import pareto_front
 from visualize import cell_text, draw, draw_nb201, nb201_cell_text
 
 

@@ -16,16 +16,16 @@ from typing import Any, Dict, Iterable, List, Optional, Protocol, Sequence, Tupl
 import torch
 import torch.nn as nn
 
-import data_nb201
 from architect_evolution import darts_shapes, decode, derive_genotype
-from augmentation import training_augment
-from checkpoint import atomic_write_text
 from cost import count_macs, network_cost
-from data import SearchData, load_dataset
 from genotypes import Genotype, genotype_to_dict, save_genotype
 from genotypes_nb201 import NB201_OPS, arch_string, max_nodes_of, num_edges, parse_arch
+from inputs import nb201
+from inputs.augmentation import training_augment
+from inputs.data import SearchData, load_dataset
 from operations import Layers
-from settings import Augment, DataSettings, Recipe, SupernetSettings
+from runtime.checkpoint import atomic_write_text
+from runtime.settings import Augment, DataSettings, Recipe, SupernetSettings
 from utils import UserError, count_parameters
 
 # An architecture as a space writes it: a DARTS Genotype, or a NAS-Bench-201 arch string.
@@ -70,8 +70,8 @@ class DartsSpace:
     name = 'darts'
     title = 'DARTS cell space'
     cells = ('normal', 'reduce')
-    # NOTE (faithful to EvNAS): fitness with the supernet in train mode (BatchNorm over each fitness batch),
-    # on held-out images that carry the training augmentation (engine.evaluate_population).
+    # Fitness with the supernet in train mode, on held-out images with the training augmentation: the
+    # original's, kept (engine.evaluate_population says why).
     fitness_train_mode = True
     datasets = ('cifar10', 'cifar100', 'synthetic', 'folder')
     # Flags of this space only (an explicit one with another space is an error).
@@ -146,7 +146,7 @@ class NB201Space:
     # NOTE (faithful to EvNAS): fitness in eval mode on images with the test transform (the original's
     # validation() calls model.eval()), so only the BatchNorms that track statistics use running averages.
     fitness_train_mode = False
-    datasets = data_nb201.DATASETS
+    datasets = nb201.DATASETS
     flags = ('num_cells', 'max_nodes', 'track_running_stats', 'api_path')
 
     def alpha_shapes(self, supernet: SupernetSettings) -> List[Tuple[int, int]]:
@@ -192,7 +192,7 @@ class NB201Space:
                          ) -> Tuple[int, int]:
         # NOTE (faithful to EvNAS): AutoDL's crop padding, 4 for 32x32 images and 2 for ImageNet16's 16x16.
         if crop_padding is None:
-            crop_padding = 2 if dataset == data_nb201.IMAGENET16 else 4
+            crop_padding = 2 if dataset == nb201.IMAGENET16 else 4
         # NOTE (faithful to EvNAS): its --cutout has no effect in this space (it passes True as the length, a
         # box of 2 * (True // 2) = 0 pixels). A real cutout is opt-in: --cutout_length N.
         return crop_padding, 0 if cutout_length is None else cutout_length
@@ -225,11 +225,11 @@ class NB201Space:
                                weight_decay=recipe.weight_decay, nesterov=True)
 
     def search_data(self, data: DataSettings, augment: Augment) -> SearchData:
-        """The benchmark's splits of CIFAR-10, CIFAR-100 and ImageNet16-120 (data_nb201.py); a generated or
+        """The benchmark's splits of CIFAR-10, CIFAR-100 and ImageNet16-120 (nb201.py); a generated or
         folder dataset is split by --train_portion, its fitness images with the test transform (`augment`
         trains the supernet only)."""
-        if data.dataset in data_nb201.SPLITS:
-            return data_nb201.load_search_data(data.dataset, data.data)
+        if data.dataset in nb201.SPLITS:
+            return nb201.load_search_data(data.dataset, data.data)
         return held_out_split(data, valid_augment=None)
 
 

@@ -15,19 +15,16 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-import arguments
-import devices
-import logs
 import speed
-import stopping
 import utils
-from data import DATASETS, load_dataset
+from cli import arguments
 from engine import test_model
 from genotypes import resolve_genotype
-from loaders import TensorLoader
+from inputs.data import DATASETS, load_dataset, run_normalisation
+from inputs.loaders import TensorLoader
 from model import NetworkCIFAR
-from run_dirs import run_normalisation
-from weight_files import load_weights_file, read_weights_file
+from runtime import devices, logs, stopping
+from runtime.checkpoint import load_weights_file, read_weights_file
 
 # What --dir RUN_DIR takes from a train.py run (args.json) unless the command line gives it.
 RUN_SETTINGS = ('dataset', 'data', 'image_size', 'synthetic_size', 'init_channels', 'layers', 'auxiliary')

@@ -17,18 +17,16 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-import arguments
-import devices
-import logs
 import speed
-import stopping
 import utils
-from augmentation import imagenet_transforms
+from cli import arguments
 from engine import test_model
 from genotypes import resolve_genotype
-from loaders import FolderLoader, image_folder
+from inputs.augmentation import imagenet_transforms
+from inputs.loaders import FolderLoader, image_folder
 from model import NetworkImageNet
-from weight_files import load_weights_file, read_weights_file
+from runtime import devices, logs, stopping
+from runtime.checkpoint import load_weights_file, read_weights_file
 
 # What --dir RUN_DIR takes from a train_imagenet.py run (args.json) unless the command line gives it.
 RUN_SETTINGS = ('data', 'image_size', 'init_channels', 'layers', 'auxiliary')

@@ -25,22 +25,19 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-import arguments
-import devices
-import distributed
-import logs
 import speed
-import stopping
 import utils
-from augmentation import training_augment
-from checkpoint import atomic_save, load_run_checkpoint, restore_run
+from cli import arguments
 from cost import describe_cost, network_cost
-from data import DATASETS, ImageArray, load_dataset
 from engine import Monitor, OptimizerStep
 from genotypes import Genotype, save_genotype
-from loaders import TensorLoader, make_loader
+from inputs.augmentation import training_augment
+from inputs.data import DATASETS, ImageArray, load_dataset, save_dataset_info
+from inputs.loaders import TensorLoader, make_loader
 from model import NetworkCIFAR
-from run_dirs import save_args, save_dataset_info
+from runtime import devices, logs, stopping
+from runtime.checkpoint import atomic_save, load_run_checkpoint, restore_run
+from runtime.run_dirs import save_args
 from training import EpochPlan, SchedulerLR, TrainingRun, finish, train_epochs
 
 CHECKPOINT_FORMAT = 'evnas-train/1'
@@ -127,8 +124,8 @@ def main(args: argparse.Namespace) -> Dict:
     genotype, arch_name = arguments.training_genotype(args)
     def body(data, run_dir, dist, device, stop):
         return train(args, data, run_dir, dist, device, stop, genotype, arch_name)
-    return distributed.run(arguments.run_settings(args), f"eval-{args.save}", 'train',
-                           lambda device: load_train_test(args), body)
+    return devices.run(arguments.run_settings(args), f"eval-{args.save}", 'train',
+                       lambda device: load_train_test(args), body)
 
 
 def load_train_test(args: argparse.Namespace) -> Tuple[ImageArray, ImageArray]:
@@ -143,7 +140,7 @@ def load_train_test(args: argparse.Namespace) -> Tuple[ImageArray, ImageArray]:
 
 
 def train(args: argparse.Namespace, data: Tuple[ImageArray, ImageArray], run_dir: str,
-          dist: distributed.Distributed, device: torch.device, stop: stopping.StopSignals, genotype: Genotype,
+          dist: devices.Distributed, device: torch.device, stop: stopping.StopSignals, genotype: Genotype,
           arch_name: str) -> Dict:
     logger = logs.setup_logger('train', run_dir if dist.is_main else None, enabled=dist.is_main)
     devices.configure_cudnn(device, args.cudnn_benchmark)
@@ -189,7 +186,7 @@ def train(args: argparse.Namespace, data: Tuple[ImageArray, ImageArray], run_dir
         start_epoch, history = state['epoch'], state['history']
         logger.info(f"resumed after epoch {start_epoch} of {args.epochs}")
 
-    net = distributed.wrap(model, dist, device, args.sync_bn)
+    net = devices.wrap(model, dist, device, args.sync_bn)
     if args.compile:
         net = speed.compiled(net)
     run = TrainingRun(model, net, OptimizerStep(optimizer, args.grad_clip, scaler), SchedulerLR(scheduler),

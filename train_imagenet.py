@@ -29,21 +29,18 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-import arguments
-import devices
-import distributed
-import logs
 import speed
-import stopping
 import utils
-from augmentation import imagenet_transforms
-from checkpoint import atomic_save, load_run_checkpoint, restore_run
+from cli import arguments
 from cost import describe_cost, network_cost
 from engine import Monitor, OptimizerStep, top5_text
 from genotypes import save_genotype
-from loaders import FolderLoader, image_folder
+from inputs.augmentation import imagenet_transforms
+from inputs.loaders import FolderLoader, image_folder
 from model import NetworkImageNet
-from run_dirs import save_args
+from runtime import devices, logs, stopping
+from runtime.checkpoint import atomic_save, load_run_checkpoint, restore_run
+from runtime.run_dirs import save_args
 from training import EpochLR, EpochPlan, TrainingRun, best_epoch, finish, train_epochs
 
 CHECKPOINT_FORMAT = 'evnas-train-imagenet/1'
@@ -137,8 +134,8 @@ def main(args: argparse.Namespace) -> Dict:
     genotype, arch_name = arguments.training_genotype(args)
     def body(data, run_dir, dist, device, stop):
         return train(args, data, run_dir, dist, device, stop, genotype, arch_name)
-    return distributed.run(arguments.run_settings(args), f"eval-imagenet-{args.save}", 'train_imagenet',
-                           lambda device: load_imagenet(args), body, checkpoint_name='checkpoint.pth.tar')
+    return devices.run(arguments.run_settings(args), f"eval-imagenet-{args.save}", 'train_imagenet',
+                       lambda device: load_imagenet(args), body, checkpoint_name='checkpoint.pth.tar')
 
 
 def load_imagenet(args) -> tuple:
@@ -150,7 +147,7 @@ def load_imagenet(args) -> tuple:
     return train_data, valid_data
 
 
-def train(args, data: tuple, run_dir: str, dist: distributed.Distributed, device: torch.device,
+def train(args, data: tuple, run_dir: str, dist: devices.Distributed, device: torch.device,
           stop: stopping.StopSignals, genotype, arch_name: str) -> Dict:
     logger = logs.setup_logger('train_imagenet', run_dir if dist.is_main else None, enabled=dist.is_main)
     # NOTE (faithful to EvNAS): its ImageNet training (P-DARTS's) sets cudnn.benchmark = True, unlike its
@@ -192,7 +189,7 @@ def train(args, data: tuple, run_dir: str, dist: distributed.Distributed, device
         start_epoch, history = state['epoch'], state['history']
         logger.info(f"resumed after epoch {start_epoch} of {args.epochs}")
 
-    net = distributed.wrap(model, dist, device, args.sync_bn)
+    net = devices.wrap(model, dist, device, args.sync_bn)
     per_process = args.batch_size // dist.world_size
     if per_process < 1:
         raise utils.UserError(f"--batch_size {args.batch_size} is smaller than the {dist.world_size} processes")
@@ -215,7 +212,7 @@ def train(args, data: tuple, run_dir: str, dist: distributed.Distributed, device
                           run_dir=run_dir))
 
 
-def epoch_loader(args, train_data, dist: distributed.Distributed, device: torch.device, per_process: int,
+def epoch_loader(args, train_data, dist: devices.Distributed, device: torch.device, per_process: int,
                  epoch: int) -> FolderLoader:
     """The training batches of (0-based) `epoch`. Their order and augmentation depend only on (seed, epoch): a
     resumed run sees the same batches as an uninterrupted one."""

@@ -10,7 +10,7 @@ The best individual of the last generation is the result: RUN_DIR/genotype.json,
 
 --strategy random runs the same loop without step 3, each generation drawn afresh as the first: the baseline
 that says whether the evolution was worth it. At its end every architecture it drew is scored on the final
-supernet (random search with weight sharing, random_search.py).
+supernet (random search with weight sharing, search/random_search.py).
 
 Examples:
     # the paper's search (CIFAR-10, 50 individuals, 50 generations)
@@ -41,28 +41,25 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-import arguments
-import devices
-import distributed
 import fitness
-import logs
-import random_search
-import search_arguments
+import report
 import speed
-import stopping
 import utils
 from architect_evolution import Individual, NoFeasibleDraw, evolve, init_population, random_population, sort_population
-from benchmark_nb201 import WHERE as BENCHMARK_WHERE
-from benchmark_nb201 import Benchmark
-from budget import Budget
-from checkpoint import atomic_save, load_run_checkpoint, restore_run, rng_state
-from data import SearchData
+from cli import arguments, search_arguments
+from cli.search_arguments import RESUME_MAY_CHANGE, SearchSettings, search_settings
 from engine import Monitor, OptimizerStep, train_generation
-from faults import fault_point
-from loaders import Loader, make_loader
-from run_dirs import save_args, save_dataset_info
-from search_arguments import RESUME_MAY_CHANGE, search_settings
-from search_records import Records, population_tau, summarize
+from inputs.data import SearchData, save_dataset_info
+from inputs.loaders import Loader, make_loader
+from inputs.nb201 import WHERE as BENCHMARK_WHERE
+from inputs.nb201 import Benchmark
+from runtime import devices, logs, stopping
+from runtime.checkpoint import atomic_save, load_run_checkpoint, restore_run, rng_state
+from runtime.run_dirs import save_args
+from runtime.stopping import fault_point
+from search import random_search
+from search.budget import Budget
+from search.records import Records, population_tau, summarize
 from search_space import SearchSpace, get_space
 
 CHECKPOINT_FORMAT = 'evnas-search/1'
@@ -79,22 +76,39 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 # The search
 
 def main(args: argparse.Namespace) -> Dict:
+    settings = search_settings(args)
+
     def body(inputs, run_dir, dist, device, stop):
-        return search(args, inputs, run_dir, stop, dist, device)
-    return distributed.run(arguments.run_settings(args), 'search', 'train_search',
-                           lambda device: load_search_inputs(args), body)
+        return search(args, settings, inputs, run_dir, stop, dist, device)
+    return devices.run(arguments.run_settings(args), 'search', 'train_search',
+                       lambda device: load_search_inputs(settings, args.api_path), body)
 
 
-def search(args: argparse.Namespace, inputs: 'SearchInputs', run_dir: str, stop: stopping.StopSignals,
-           dist: distributed.Distributed, device: torch.device) -> Dict:
-    """EvNAS, Alg. 1: per generation decode -> train -> evaluate -> rank -> record -> evolve -> checkpoint."""
+def search(args: argparse.Namespace, settings: SearchSettings, inputs: 'SearchInputs', run_dir: str,
+           stop: stopping.StopSignals, dist: devices.Distributed, device: torch.device) -> Dict:
+    """EvNAS, Alg. 1: per generation decode -> train -> evaluate -> rank -> record -> evolve -> checkpoint.
+    `args` are what args.json and the checkpoint keep; what the search computes with is `settings`."""
     logger = logs.setup_logger('train_search', run_dir if dist.is_main else None, enabled=dist.is_main)
     devices.configure_cudnn(device, args.cudnn_benchmark)
-    run = set_up(args, inputs.data, run_dir, dist, device, logger)
-    space = run.space
+    evolution = settings.evolution
+    space = get_space(settings.space)
+    logger.info(f"{'resuming' if args.resume else 'starting'} EvNAS search ({space.title}) in {run_dir} on {device}"
+                + (f" x {dist.world_size} processes" if dist.enabled else ''))
+    logger.info(f"args = {vars(args)}")
+    if space.name == 'nb201' and args.api_path is None:
+        logger.info(f"no --api_path: the true accuracies of NAS-Bench-201 are not looked up ({BENCHMARK_WHERE})")
+    if dist.is_main and not args.resume:
+        save_args(run_dir, 'train_search', vars(args))
+        os.makedirs(os.path.join(run_dir, 'generations'), exist_ok=True)
+        save_dataset_info(run_dir, inputs.data.train, settings.data.dataset, settings.data.data)
+    run = set_up(settings, inputs.data, dist, device, logger)
+    if args.resume:
+        restore(run, load_run_checkpoint(run_dir, CHECKPOINT_FORMAT, vars(args), RESUME_MAY_CHANGE), dist.rank)
+        logger.info(f"resumed after generation {run.generations_done} of {evolution.generations}")
     monitor = Monitor(logger, args.report_freq, stop, dist.all_reduce if dist.enabled else None)
-    records = Records(run_dir, dist.is_main, logger, args.epochs, run.generations_done, space)
-    for generation in range(run.generations_done + 1, args.epochs + 1):
+    records = Records(run_dir, dist.is_main, logger, evolution.generations, run.generations_done, space,
+                      report.write_report)
+    for generation in range(run.generations_done + 1, evolution.generations + 1):
         lr = run.scheduler.get_last_lr()[0]
         if run.draws is not None:
             for individual in run.population:
@@ -119,19 +133,20 @@ def search(args: argparse.Namespace, inputs: 'SearchInputs', run_dir: str, stop:
             summary['benchmark_tau'] = population_tau(ranked, inputs.benchmark, space)
         run.history.append(summary)
         records.write(generation, ranked, train_stats, summary, order, seeds, run.elapsed_before)
-        if generation == args.epochs:
+        if generation == evolution.generations:
             run.population = ranked
             records.best(ranked[0])
         else:  # the GA, or without selection (--strategy random) drawn afresh as the first generation
-            run.population = (draw_population(args.pop_size, run) if run.draws is not None else
-                              evolve(ranked, args.num_elites, args.tsize, args.mutate_rate, run.ga_generator))
+            run.population = (draw_population(evolution.pop_size, run) if run.draws is not None else
+                              evolve(ranked, evolution.num_elites, evolution.tsize, evolution.mutate_rate,
+                                     run.ga_generator))
             check_agreement(run.population, dist)
         run.generations_done = generation
         save_checkpoint(run_dir, args, run, run.elapsed_before + records.timer.elapsed(), dist)
     ended_now = run.generations_done > records.first
     if run.draws is not None and not dist.broadcast_object(random_search.done(run_dir)):
-        with stopping.note_on_stop(args.epochs, 'generation', run_dir, 'train_search.py', logger):
-            score_every_draw(args, run, run_dir, dist, monitor, logger)
+        with stopping.note_on_stop(evolution.generations, 'generation', run_dir, 'train_search.py', logger):
+            score_every_draw(settings, run, run_dir, dist, monitor, logger)
         ended_now = True
     return records.finish(run.history, run.population, ended_now)
 
@@ -170,89 +185,76 @@ class SearchRun:
     elapsed_before: float = 0.
 
 
-def load_search_inputs(args: argparse.Namespace) -> SearchInputs:
+def load_search_inputs(settings: SearchSettings, api_path: Optional[str]) -> SearchInputs:
     """The search's images (split by its space) and the benchmark, read before the run directory exists."""
-    utils.seed_everything(args.seed)
-    settings = search_settings(args)
-    data = get_space(args.space).search_data(settings.data, settings.augment)
+    utils.seed_everything(settings.loader.seed)
+    data = get_space(settings.space).search_data(settings.data, settings.augment)
     # Only the process that writes the records reads the benchmark (tens of GB of memory for the real file).
-    reads_benchmark = args.api_path is not None and int(os.environ.get('RANK', '0')) == 0
-    return SearchInputs(data, Benchmark.open(args.api_path, args.dataset) if reads_benchmark else None)
+    reads_benchmark = api_path is not None and int(os.environ.get('RANK', '0')) == 0
+    return SearchInputs(data, Benchmark.open(api_path, settings.data.dataset) if reads_benchmark else None)
 
 
-def set_up(args: argparse.Namespace, data: SearchData, run_dir: str, dist: distributed.Distributed,
-           device: torch.device, logger: logging.Logger) -> SearchRun:
-    """The supernet of the space and its optimiser, the loaders, the first population; with --resume, the
-    state of the run's last checkpoint."""
-    settings = search_settings(args)
-    if dist.is_main and not args.resume:
-        save_args(run_dir, 'train_search', vars(args))
-        os.makedirs(os.path.join(run_dir, 'generations'), exist_ok=True)
-    space = get_space(args.space)
-    logger.info(f"{'resuming' if args.resume else 'starting'} EvNAS search ({space.title}) in {run_dir} on {device}"
-                + (f" x {dist.world_size} processes" if dist.enabled else ''))
-    logger.info(f"args = {vars(args)}")
-    if space.name == 'nb201' and args.api_path is None:
-        logger.info(f"no --api_path: the true accuracies of NAS-Bench-201 are not looked up ({BENCHMARK_WHERE})")
-
-    if dist.is_main and not args.resume:
-        save_dataset_info(run_dir, data.train, args.dataset, args.data)
-    config = speed.config_for(device, args.paper_exact)
+def set_up(settings: SearchSettings, data: SearchData, dist: devices.Distributed, device: torch.device,
+           logger: logging.Logger) -> SearchRun:
+    """The supernet of the space and its optimiser, the loaders, the first population."""
+    space, compute, loader = get_space(settings.space), settings.compute, settings.loader
+    config = speed.config_for(device, compute.paper_exact)
     speed.configure_process(config)
     model = space.build_supernet(settings.supernet, data.train.num_classes, speed.layers(config))
     model = model.to(device, memory_format=config.memory_format)
     # With several processes each step still trains one individual on a global batch of --batch_size
     # images: every rank takes its share of the batch, and DistributedDataParallel averages the gradients.
-    train_net = distributed.wrap(model, dist, device, args.sync_bn)
-    if (args.compile or args.compile_fitness) and device.type == 'cpu':
-        # Measured on a 2-core CPU (docs/performance.md): compiling a C=8, 5-layer supernet's fitness forward
-        # took 638 s for a 5 % faster forward, and its training step did not compile within 30 minutes.
+    train_net = devices.wrap(model, dist, device, compute.sync_bn)
+    if (compute.compile or compute.compile_fitness) and device.type == 'cpu':
+        # On a CPU compiling costs far more than it saves (docs/performance.md, --compile).
         logger.warning("--compile on a CPU: compiling can take tens of minutes before the first step, "
                        "for a small gain; leave it off for CPU searches")
-    autocast, scaler, precision = devices.mixed_precision(device, args.amp)
+    autocast, scaler, precision = devices.mixed_precision(device, compute.amp)
     precision = speed.float32_policy(config, device) if precision == 'fp32' else precision
     optimizer = space.optimizer(model.parameters(), settings.recipe)
 
     # One set of images trains the supernet, the other measures fitness (augmented as the space says), each
     # pass in a fresh random order (EvNAS's two SubsetRandomSamplers).
     train_data, valid_data = data.train, data.valid
-    if args.loader == 'tensor':  # held once on the device; the loaders index into them
+    if loader.loader == 'tensor':  # held once on the device; the loaders index into them
         on_device = train_data.to(device)
         valid_data = on_device if valid_data is train_data else valid_data.to(device)
         train_data = on_device
-    ga_generator = utils.make_generator(args.seed)
-    data_generator = utils.make_generator(args.seed + 1)
+    ga_generator = utils.make_generator(loader.seed)
+    data_generator = utils.make_generator(loader.seed + 1)
     run = SearchRun(
-        space=space, model=model, train_net=speed.compiled(train_net) if args.compile else train_net,
-        eval_net=speed.compiled(model) if args.compile or args.compile_fitness else model,
-        optimize=OptimizerStep(optimizer, args.grad_clip, scaler),
-        scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, float(args.epochs),
-                                                             eta_min=args.learning_rate_min),
+        space=space, model=model, train_net=speed.compiled(train_net) if compute.compile else train_net,
+        eval_net=speed.compiled(model) if compute.compile or compute.compile_fitness else model,
+        optimize=OptimizerStep(optimizer, settings.recipe.grad_clip, scaler),
+        scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, float(settings.evolution.generations),
+                                                             eta_min=settings.recipe.learning_rate_min),
         autocast=autocast,
-        train_loader=make_loader(args.loader, train_data, args.batch_size, device, data.train_indices, shuffle=True,
-                                 augment=settings.augment, generator=data_generator, rank=dist.rank,
-                                 world_size=dist.world_size, num_workers=args.num_workers,
+        train_loader=make_loader(loader.loader, train_data, loader.batch_size, device, data.train_indices,
+                                 shuffle=True, augment=settings.augment, generator=data_generator, rank=dist.rank,
+                                 world_size=dist.world_size, num_workers=loader.num_workers,
                                  memory_format=config.memory_format),
         measure=fitness.FitnessMeasure(settings.fitness, settings.loader, data, device, config, space,
                                        settings.augment, valid_data=valid_data, train_data=train_data),
         ga_generator=ga_generator, data_generator=data_generator, population=[],
         shapes=space.alpha_shapes(settings.supernet), budget=Budget.of(settings.budget, space, data.train.num_classes),
-        draws=random_search.Draws(space) if args.strategy == 'random' else None)
-    run.population = (draw_population(args.pop_size, run) if run.draws is not None
-                      else init_population(args.pop_size, run.shapes, ga_generator))
+        draws=random_search.Draws(space) if settings.evolution.strategy == 'random' else None)
+    pop_size = settings.evolution.pop_size
+    run.population = (draw_population(pop_size, run) if run.draws is not None
+                      else init_population(pop_size, run.shapes, ga_generator))
     split = len(data.train_indices)
-    logger.info(f"{args.dataset}: {split} images train the supernet, {run.measure.loader.num_samples} measure fitness "
-                f"({'training augmentation' if run.measure.augmented else 'test transform'}; fitness estimator: "
-                f"{run.measure.estimator.describe()}); "
+    compiled = ', compiled' if compute.compile else ', fitness compiled' if compute.compile_fitness else ''
+    logger.info(f"{settings.data.dataset}: {split} images train the supernet, {run.measure.loader.num_samples} "
+                f"measure fitness ({'training augmentation' if run.measure.augmented else 'test transform'}; "
+                f"fitness estimator: {run.measure.estimator.describe()}); "
                 f"supernet {utils.count_parameters_in_MB(model):.3f} M parameters; speed: {config.describe()}, "
-                f"{precision}{', compiled' if args.compile else ', fitness compiled' if args.compile_fitness else ''}")
+                f"{precision}{compiled}")
     steps = len(run.train_loader)
-    if steps < args.pop_size:
+    if steps < pop_size:
         # Step i of a generation trains individual i mod pop_size, so the last ones would share the weights
         # without ever training them, and be ranked on weights shaped by the others.
-        smaller_batch = (f", --batch_size {split // args.pop_size} or less" if split >= args.pop_size else '')
+        smaller_batch = (f", --batch_size {split // pop_size} or less" if split >= pop_size else '')
         logger.warning(f"a generation has {steps} training step(s) ({split} images, --batch_size "
-                       f"{args.batch_size}) for {args.pop_size} individuals: {args.pop_size - steps} of them never "
+                       f"{loader.batch_size}) for {pop_size} individuals: {pop_size - steps} of them never "
                        f"train the supernet; use more images{smaller_batch} or --pop_size {steps} or less")
     if run.budget is not None:
         logger.info(f"budget: {run.budget.describe()}; selection by constraint domination"
@@ -260,14 +262,11 @@ def set_up(args: argparse.Namespace, data: SearchData, run_dir: str, dist: distr
     if run.draws is not None:
         logger.info("strategy: random (no selection: every generation drawn afresh, as the first); at the end every "
                     "architecture drawn is scored on the final supernet (random search with weight sharing)")
-    if args.resume:
-        restore(run, load_run_checkpoint(run_dir, CHECKPOINT_FORMAT, vars(args), RESUME_MAY_CHANGE), dist.rank)
-        logger.info(f"resumed after generation {run.generations_done} of {args.epochs}")
     return run
 
 
 def save_checkpoint(run_dir: str, args: argparse.Namespace, run: SearchRun, elapsed: float,
-                    dist: distributed.Distributed) -> None:
+                    dist: devices.Distributed) -> None:
     """RUN_DIR/checkpoint.pt after a generation, which --resume continues from bit for bit; every rank waits
     for it, so that none runs ahead of the checkpoint it would resume from."""
     fault_point('evolve', run.generations_done)
@@ -314,23 +313,24 @@ def draw_population(pop_size: int, run: SearchRun) -> List[Individual]:
                               f"({budget.describe()}): loosen it, or search it with --strategy evolution") from None
 
 
-def score_every_draw(args: argparse.Namespace, run: SearchRun, run_dir: str, dist: distributed.Distributed,
+def score_every_draw(settings: SearchSettings, run: SearchRun, run_dir: str, dist: devices.Distributed,
                      monitor: Monitor, logger: logging.Logger) -> None:
-    """Random search with weight sharing at the end of a random-strategy run (random_search.py); the ranks
+    """Random search with weight sharing at the end of a random-strategy run (search/random_search.py); the ranks
     share the fitness calls as in a generation."""
     def score(individuals, seeds):
-        run.measure(run.model, individuals, seeds, monitor, args.epochs + 1, rank=dist.rank,
+        run.measure(run.model, individuals, seeds, monitor, settings.evolution.generations + 1, rank=dist.rank,
                     world_size=dist.world_size, net=run.eval_net, autocast=run.autocast)
 
-    result = random_search.score_every_draw(run.draws, score, args.seed, run.measure.estimator, run.budget)
+    result = random_search.score_every_draw(run.draws, score, settings.loader.seed, run.measure.estimator,
+                                            run.budget)
     search_fitness_seconds = sum(h.get('fitness_seconds', 0.) for h in run.history)
     random_search.log(logger, run.space, result, search_fitness_seconds)
     if dist.is_main:
-        random_search.write(run_dir, run.space, result, args.epochs, search_fitness_seconds)
+        random_search.write(run_dir, run.space, result, settings.evolution.generations, search_fitness_seconds)
     dist.barrier()
 
 
-def check_agreement(population: Sequence[Individual], dist: distributed.Distributed) -> None:
+def check_agreement(population: Sequence[Individual], dist: devices.Distributed) -> None:
     """Every rank evolves the population itself from the same seed; make sure they all hold the same one."""
     if not dist.enabled:
         return

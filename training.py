@@ -11,13 +11,11 @@ from typing import Callable, Dict, List, Tuple, Union
 import torch
 import torch.nn as nn
 
-import distributed
-import logs
-import stopping
-from checkpoint import rng_state
 from engine import Monitor, OptimizerStep, infer, top5_text, train_epoch
-from loaders import Loader
-from run_dirs import save_summary
+from inputs.loaders import Loader
+from runtime import devices, logs, stopping
+from runtime.checkpoint import rng_state
+from runtime.run_dirs import save_summary
 
 
 @dataclass(frozen=True)
@@ -83,7 +81,7 @@ def best_epoch(history: List[Dict], eval_name: str) -> Dict:
 
 
 def train_epochs(run: TrainingRun, plan: EpochPlan, monitor: Monitor, logger: logging.Logger,
-                 dist: distributed.Distributed, device: torch.device, run_dir: str,
+                 dist: devices.Distributed, device: torch.device, run_dir: str,
                  write_checkpoint: Callable[[int, List], None]) -> None:
     """Train epochs run.epochs_done + 1 to plan.epochs and evaluate each; after each, rank 0 writes TensorBoard
     scalars and calls write_checkpoint(epoch, every rank's random streams)."""
@@ -126,7 +124,7 @@ def train_epochs(run: TrainingRun, plan: EpochPlan, monitor: Monitor, logger: lo
         writer.close()
 
 
-def finish(run: TrainingRun, plan: EpochPlan, logger: logging.Logger, dist: distributed.Distributed, run_dir: str,
+def finish(run: TrainingRun, plan: EpochPlan, logger: logging.Logger, dist: devices.Distributed, run_dir: str,
            summarize: Callable[[Dict, Dict], Tuple[Dict, List[str]]]) -> Dict:
     """The end of a run: summarize(best row, last row) gives summary.json (rank 0 writes it) and the closing log
     lines; a run without a completed epoch has neither. Closes the log and returns what the script's main does."""

@@ -12,14 +12,14 @@ script measures it for one run:
      --batch_size) for --seeds seeds, on the run's training data, and take train.py's last-epoch top-1 on the
      test split, which the search never scored: a stand-alone reference at E epochs, not the paper's 600;
      NAS-Bench-201 runs with --api_path take the benchmark's 200-epoch accuracy instead (no training);
-  4. the agreement (rank_stats.py): Kendall tau-b and Spearman rho with bootstrap intervals and a permutation
+  4. the agreement (stats/rank_stats.py): Kendall tau-b and Spearman rho with bootstrap intervals and a permutation
      p-value, the tau a perfect supernet would be expected to reach, tau inside the top stratum, top-k overlap,
      the pick's regret;
   5. the published cells beside the pick (--baselines: EvNAS-A/B/C and DARTS-V2 trained with the same recipe
      and seeds); in NAS-Bench-201 the pick's gap to the space's best and its percentile among all 15,625.
 A run of train_search.py --strategy random is sampled uniformly instead (its pick and its weight-sharing pick
 always in): the mean reference of that sample is what a uniformly random architecture is expected to reach.
-`--compare` then sets the picks of searches against those of random runs with the same seeds (comparison.py).
+`--compare` then sets the picks of searches against those of random runs with the same seeds (stats/comparison.py).
 
 Examples:
     # 20 architectures, 2 seeds of 10 epochs each, on the search's data
@@ -50,24 +50,20 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-import arguments
-import comparison
-import devices
 import fitness
-import logs
-import random_search
-import rank_stats
 import report
-import search_arguments
 import speed
-import stopping
 import train
 import train_search
 import utils
-from checkpoint import atomic_write_text, load_run_checkpoint
+from cli import arguments, search_arguments
 from engine import Monitor
 from genotypes import ARCHITECTURES, Genotype, GenotypeError, genotype_from_dict, save_genotype
+from runtime import devices, logs, stopping
+from runtime.checkpoint import atomic_write_text, load_run_checkpoint
+from search import random_search
 from search_space import SearchSpace, get_space
+from stats import comparison, rank_stats
 
 TOP_STRATA = 3       # fitness-rank strata within a generation: the best third, the middle one, the worst one
 MIN_ARCHS = 10       # below this a tau must be large to differ from zero (p < 0.05 needs tau >= 0.51 at K = 10)
@@ -507,7 +503,7 @@ def _train_one(genotype: Genotype, flags: Sequence[str], seed: int, key: str, ca
 
 
 def benchmark_reference(run_args, sample: List[Candidate], args) -> Dict:
-    from benchmark_nb201 import Benchmark
+    from inputs.nb201 import Benchmark
     if args.api_path is None:
         raise utils.UserError("a NAS-Bench-201 run's reference is the benchmark: give --api_path FILE, or "
                               "--no_reference for the supernet side alone")

@@ -1,5 +1,6 @@
 """Small helpers, as DARTS's utils.py has them: the error a user can fix, seeding and random streams, parameter
-counts, and JSON numbers. The rest lives by job: stopping.py, devices.py, logs.py, arguments.py, run_dirs.py."""
+counts, and JSON numbers. The rest lives in folders by job: runtime/ (run directories, checkpoints, devices,
+logs, stopping), inputs/, cli/."""
 import math
 import random
 from typing import Any, Optional

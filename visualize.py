@@ -20,11 +20,11 @@ import subprocess
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import arguments
-import stopping
-from checkpoint import atomic_write_text
+from cli import arguments
 from genotypes import ARCHITECTURES, Genotype, get_genotype, load_genotype, resolve_genotype
 from genotypes_nb201 import edge_names, load_arch, max_nodes_of, parse_arch
+from runtime import stopping
+from runtime.checkpoint import atomic_write_text
 
 INPUT_NAMES = ('c_{k-2}', 'c_{k-1}')
 

@@ -11,7 +11,7 @@ FIXTURES = os.path.join(ROOT, 'tests', 'fixtures')
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-import stopping  # noqa: E402  (needs ROOT on sys.path)
+from runtime import stopping  # noqa: E402  (needs ROOT on sys.path)
 
 SEARCH_TINY = ['--dataset', 'synthetic', '--synthetic_size', '128', '--init_channels', '4', '--layers', '3',
                '--pop_size', '3', '--tsize', '2', '--batch_size', '32', '--valid_batch_size', '64', '--device', 'cpu',

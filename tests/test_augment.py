@@ -3,12 +3,12 @@ DARTS/EvNAS, and gives each image what the per-image transforms give it with the
 import pytest
 import torch
 
-import augmentation
 import utils
-from augmentation import apply_augment, augment_batch, draw_augment, pad_images
-from data import make_synthetic
-from loaders import PerImageLoader, TensorLoader
-from settings import Augment
+from inputs import augmentation
+from inputs.augmentation import apply_augment, augment_batch, draw_augment, pad_images
+from inputs.data import make_synthetic
+from inputs.loaders import PerImageLoader, TensorLoader
+from runtime.settings import Augment
 
 
 def _coordinate_image(size=32):

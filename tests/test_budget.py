@@ -10,10 +10,10 @@ import torch
 import report
 import train_search
 from architect_evolution import Individual, evolve, sort_population
-from budget import Budget, pareto_front
 from conftest import FIXTURES, call_main, numerics_fingerprint, without_timings
 from cost import network_cost
 from genotypes import load_genotype
+from search.budget import Budget, pareto_front
 from search_space import DARTS, NB201
 
 REFERENCE = os.path.join(FIXTURES, 'search_before_budgets.json')

@@ -16,7 +16,7 @@ import train_search
 import visualize
 from conftest import call_main
 from cost import count_macs, network_cost
-from data import load_folder, make_synthetic
+from inputs.data import load_folder, make_synthetic
 from model import Cell
 
 

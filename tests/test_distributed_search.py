@@ -94,13 +94,13 @@ class TestSyncBatchNorm:
         # share every tensor. DDP itself needs a process group; here it is replaced by the module it wraps.
         import torch
 
-        import distributed
         import speed
         from architect_evolution import darts_shapes, decode, random_individual
         from model_search import Network
+        from runtime import devices
         monkeypatch.setattr(torch.nn.parallel, 'DistributedDataParallel', lambda module, **kwargs: module)
         model = Network(4, 10, 3, impl=speed.layers(speed.PAPER_EXACT))
-        trained = distributed.wrap(model, distributed.Distributed(rank=0, world_size=2), torch.device('cuda', 0), True)
+        trained = devices.wrap(model, devices.Distributed(rank=0, world_size=2), torch.device('cuda', 0), True)
         is_sync = lambda m: isinstance(m, torch.nn.SyncBatchNorm)  # noqa: E731
         assert any(map(is_sync, trained.modules())) and not any(map(is_sync, model.modules()))
         assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == \
@@ -117,9 +117,10 @@ class TestSyncBatchNorm:
 RESCORE = '''
 import sys, json, torch
 sys.path.insert(0, sys.argv[1])
-import trust, report, train_search, random_search
+import trust, report, train_search
+from search import random_search
 from architect_evolution import Individual
-from budget import Budget
+from search.budget import Budget
 run_args = trust.search_run_args(sys.argv[2])
 side = trust.SupernetSide(sys.argv[2], run_args, torch.device("cpu"))
 records = report.read_records(sys.argv[2])

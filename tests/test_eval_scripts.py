@@ -9,9 +9,9 @@ from PIL import Image
 import genotypes
 import test_cifar
 import test_imagenet
-from augmentation import normalize
 from conftest import call_main, run_script
-from data import load_dataset, make_synthetic
+from inputs.augmentation import normalize
+from inputs.data import load_dataset, make_synthetic
 from model import NetworkCIFAR, NetworkImageNet
 
 TINY = ['--init_channels', '4', '--layers', '5', '--dataset', 'synthetic', '--synthetic_size', '500',

@@ -151,7 +151,7 @@ def test_an_imagenet_run_directory(tmp_path):
     """train_imagenet.py's run files (args.json, genotype.json, checkpoint.pth.tar), at a small size."""
     from genotypes import save_genotype
     from model import NetworkImageNet
-    from run_dirs import save_args
+    from runtime.run_dirs import save_args
     torch.manual_seed(0)
     model = NetworkImageNet(4, 7, 3, True, EvNASA)
     torch.save({'epoch': 1, 'state_dict': model.state_dict()}, tmp_path / 'checkpoint.pth.tar')

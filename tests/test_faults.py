@@ -2,7 +2,7 @@
 uninterrupted one, and every bad input gets one clear line and exit status 2.
 
 Crashes are real: the run is a subprocess that EVNAS_FAULT makes SIGKILL (or SIGTERM) itself at an exact
-point (faults.py). The references are the session's uninterrupted runs (conftest.py).
+point (runtime/stopping.py). The references are the session's uninterrupted runs (conftest.py).
 """
 import errno
 import hashlib
@@ -17,14 +17,13 @@ import pytest
 import torch
 
 import bench
-import checkpoint
-import run_dirs
 import test_cifar
 import test_imagenet
 import train
 import train_imagenet
 import train_search
 from conftest import SEARCH_TINY, TRAIN_REFERENCE, call_main, run_script, without_timings
+from runtime import checkpoint, run_dirs
 
 
 def _search_results(run_dir):

@@ -10,23 +10,21 @@ import stat
 import pytest
 import torch
 
-import devices
-import logs
 import report
-import stopping
 import test_cifar
 import train
 import train_imagenet
 import train_search
 import utils
-from augmentation import draw_augment, normalize, training_augment
-from checkpoint import atomic_save, atomic_write_text
 from conftest import SEARCH_TINY, TRAIN_TINY, call_main, run_script
-from data import make_synthetic
 from engine import Tally, top5_text
-from loaders import TensorLoader
-from run_dirs import new_run_dir
-from settings import Augment
+from inputs.augmentation import draw_augment, normalize, training_augment
+from inputs.data import make_synthetic
+from inputs.loaders import TensorLoader
+from runtime import devices, logs, stopping
+from runtime.checkpoint import atomic_save, atomic_write_text
+from runtime.run_dirs import new_run_dir
+from runtime.settings import Augment
 
 
 def _failed_start(run_dir, program='train_search'):

@@ -1,4 +1,4 @@
-"""Every class in kernels.py against the torch.nn layer (or MixedOp) it replaces: same outputs, gradients and
+"""Every class in speed/kernels.py against the torch.nn layer (or MixedOp) it replaces: same outputs, gradients and
 running statistics to float rounding (float64 where the claim is 'the same sums in another order'), and its
 own fallback wherever it does not apply."""
 import pytest
@@ -6,10 +6,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import kernels
-from kernels import BoxFilterAvgPool2d, FusedMixedOp, NarrowBatchNorm2d, NCHWStridedConv2d, PhaseSplitDilatedConv2d
 from model_search import MixedOp
 from operations import Layers
+from speed import kernels
+from speed.kernels import (
+    BoxFilterAvgPool2d,
+    FusedMixedOp,
+    NarrowBatchNorm2d,
+    NCHWStridedConv2d,
+    PhaseSplitDilatedConv2d,
+)
 
 
 def _grads(module):

@@ -1,24 +1,52 @@
-"""The shape of the codebase, read from its source: each module says its job, the imports have no cycle, the
-argparse namespace stays in the command-line layer, and what one module uses of another is typed.
+"""The shape of the codebase, read from its source: two floors (the scripts and the algorithm at the root, the
+machinery in folders by job, no import up a tier, into a script or round a circle of folders), each module
+says its job, the imports have no cycle, the argparse namespace stays in the command-line layer, and what one
+module uses of another is typed.
 
 Each rule is checked on the repository and, so that a broken checker cannot pass, on a planted violation."""
 import ast
+import importlib.metadata
 import os
+import sys
 from typing import Dict, List, Set
 
 from conftest import ROOT
 
 # The command-line layer: the only code below the scripts that may take the argparse namespace.
-COMMAND_LINE = {'arguments', 'search_arguments'}
-NAMESPACE_ALLOWED = {('stopping', 'run_main')}  # it only hands the namespace to the script's main
+COMMAND_LINE = {'cli.arguments', 'cli.search_arguments'}
+NAMESPACE_ALLOWED = {('runtime.stopping', 'run_main')}  # it only hands the namespace to the script's main
 # DARTS's own modules keep DARTS's signatures for nn.Module.forward.
 DARTS_NAMED = {'operations', 'model', 'model_search', 'model_search_nb201', 'genotypes', 'utils',
                'architect_evolution'}
+# The tiers, lowest first. The root's modules that are not scripts are the algorithm (ALGORITHM), except
+# utils, which imports nothing of the project; the scripts are above everything. A module imports only from its
+# own tier or lower ones.
+ALGORITHM = '(the algorithm at the root)'
+TIERS = [{'utils', 'runtime'},  # helpers, settings, run directories, checkpoints, devices, logs, stopping
+         {'inputs', 'stats'},  # images and NAS-Bench-201's files; rank statistics and comparisons
+         {ALGORITHM},
+         {'search', 'speed'},  # what builds on the algorithm: budgets, records, random search; fast layers
+         {'cli'}]  # the command lines
+# Folder names a package must not take: the one the docs keep datasets in (--data ../data, data/...).
+RESERVED = {'data'}
 
 
 def parse_modules(root: str = ROOT) -> Dict[str, ast.Module]:
-    return {name[:-3]: ast.parse(open(os.path.join(root, name)).read(), name)
-            for name in sorted(os.listdir(root)) if name.endswith('.py')}
+    """Every module of the project by its import name: the root's files, and each package's (`pkg` for its
+    __init__.py, `pkg.name` for the others)."""
+    files = {name[:-3]: name for name in sorted(os.listdir(root)) if name.endswith('.py')}
+    for package in packages(root):
+        for name in sorted(os.listdir(os.path.join(root, package))):
+            if name.endswith('.py'):
+                files[package if name == '__init__.py' else f'{package}.{name[:-3]}'] = os.path.join(package, name)
+    return {module: ast.parse(open(os.path.join(root, path)).read(), path) for module, path in files.items()}
+
+
+def packages(root: str = ROOT) -> List[str]:
+    """The folders at the root that hold Python code, except the tests' and the examples'."""
+    return [name for name in sorted(os.listdir(root))
+            if os.path.isdir(os.path.join(root, name)) and name not in ('tests', 'examples')
+            and not name.startswith('.') and any(f.endswith('.py') for f in os.listdir(os.path.join(root, name)))]
 
 
 def is_script(tree: ast.Module) -> bool:
@@ -27,13 +55,22 @@ def is_script(tree: ast.Module) -> bool:
 
 def top_level_imports(tree: ast.Module, modules: Set[str]) -> Set[str]:
     """The project modules a module imports when it is imported (not inside functions, not for type checkers)."""
-    found = set()
-    for node in _module_level(tree.body):
+    return set(_bindings(_module_level(tree.body), modules).values()) | {
+        alias.name for node in _module_level(tree.body) if isinstance(node, ast.Import)
+        for alias in node.names if alias.name in modules}
+
+
+def _bindings(statements: List[ast.stmt], modules: Set[str]) -> Dict[str, str]:
+    """name -> the project module it is bound to or imported from, for the imports among `statements`."""
+    bound = {}
+    for node in statements:
         if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names if alias.name in modules}
+            bound.update({alias.asname or alias.name: alias.name for alias in node.names if alias.name in modules})
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module in modules:
-            found.add(node.module)
-    return found
+            for alias in node.names:
+                submodule = f'{node.module}.{alias.name}'
+                bound[alias.asname or alias.name] = submodule if submodule in modules else node.module
+    return bound
 
 
 def _module_level(statements: List[ast.stmt]) -> List[ast.stmt]:
@@ -55,13 +92,17 @@ def _module_level(statements: List[ast.stmt]) -> List[ast.stmt]:
 def used_names(trees: Dict[str, ast.Module]) -> Dict[str, Set[str]]:
     """module -> the names other project modules import from it or reach as module.name."""
     used: Dict[str, Set[str]] = {}
+    modules = set(trees)
     for name, tree in trees.items():
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.module in trees and node.module != name:
-                used.setdefault(node.module, set()).update(alias.name for alias in node.names)
+        statements = list(ast.walk(tree))
+        bound = _bindings([n for n in statements if isinstance(n, (ast.Import, ast.ImportFrom))], modules)
+        for node in statements:
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module in trees and node.module != name:
+                used.setdefault(node.module, set()).update(
+                    alias.name for alias in node.names if f'{node.module}.{alias.name}' not in modules)
             elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
-                  and node.value.id in trees and node.value.id != name):
-                used.setdefault(node.value.id, set()).add(node.attr)
+                  and bound.get(node.value.id, name) != name):
+                used.setdefault(bound[node.value.id], set()).add(node.attr)
     return used
 
 
@@ -158,6 +199,74 @@ def namespace_takers(trees: Dict[str, ast.Module]) -> List[str]:
     return found
 
 
+def group(module: str, trees: Dict[str, ast.Module]) -> str:
+    """The folder a module lives in; the root's modules are the scripts (each its own) or the algorithm."""
+    if '.' in module or module in {m.split('.')[0] for m in trees if '.' in m}:
+        return module.split('.')[0]
+    if module == 'utils' or is_script(trees[module]):
+        return module
+    return ALGORITHM
+
+
+def tier(module: str, trees: Dict[str, ast.Module], tiers: List[Set[str]] = TIERS) -> int:
+    """A module's tier, lowest 0; the scripts are above every tier. A folder missing from `tiers` is refused:
+    a new folder takes its place in the table on purpose."""
+    if '.' not in module and module in trees and is_script(trees[module]):
+        return len(tiers)
+    where = group(module, trees)
+    for level, names in enumerate(tiers):
+        if where in names:
+            return level
+    raise AssertionError(f'{where} is in no tier of TIERS: add it where its imports put it')
+
+
+def layering_faults(trees: Dict[str, ast.Module], tiers: List[Set[str]] = TIERS) -> List[str]:
+    """Each import up a tier, and each import of a script by a module that is not one, as 'a -> b'."""
+    found = []
+    for name, tree in trees.items():
+        for imported in sorted(top_level_imports(tree, set(trees)) | _imports_in_functions(tree, set(trees))):
+            if tier(imported, trees, tiers) == len(tiers) and tier(name, trees, tiers) < len(tiers):
+                found.append(f'{name} -> {imported} (a script)')
+            elif tier(imported, trees, tiers) > tier(name, trees, tiers):
+                found.append(f'{name} -> {imported} (up a tier)')
+    return sorted(found)
+
+
+def _imports_in_functions(tree: ast.Module, modules: Set[str]) -> Set[str]:
+    """What a module imports anywhere, functions included: an import deferred to a function still points up."""
+    statements = [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
+    return set(_bindings(statements, modules).values())
+
+
+def folder_graph(trees: Dict[str, ast.Module]) -> Dict[str, Set[str]]:
+    """folder -> the folders its modules import (the algorithm at the root counts as one; scripts left out)."""
+    graph: Dict[str, Set[str]] = {}
+    for name, tree in trees.items():
+        if tier(name, trees) == len(TIERS):
+            continue
+        here = group(name, trees)
+        graph.setdefault(here, set()).update(
+            group(m, trees) for m in top_level_imports(tree, set(trees)) | _imports_in_functions(tree, set(trees))
+            if group(m, trees) != here and tier(m, trees) < len(TIERS))
+    return graph
+
+
+def badly_named_packages(root: str = ROOT) -> List[str]:
+    """Folders of code that are not regular packages, or that take the name of a standard-library module, an
+    installed package, a root script or module, or a RESERVED folder."""
+    installed = set(importlib.metadata.packages_distributions())
+    root_modules = {name[:-3] for name in os.listdir(root) if name.endswith('.py')}
+    found = []
+    for package in packages(root):
+        if not os.path.isfile(os.path.join(root, package, '__init__.py')):
+            found.append(f'{package}: no __init__.py')
+        if package in sys.stdlib_module_names or package in installed:
+            found.append(f'{package}: taken by the standard library or an installed package')
+        if package in root_modules or package in RESERVED:
+            found.append(f'{package}: taken by a root module or a folder the docs name')
+    return found
+
+
 def planted(**sources: str) -> Dict[str, ast.Module]:
     return {name: ast.parse(source) for name, source in sources.items()}
 
@@ -197,7 +306,7 @@ def test_only_the_command_line_layer_takes_the_argparse_namespace():
                         'def f(args):\n    return args.seed\n'
                         'def g(ns: argparse.Namespace) -> int:\n    return ns.seed\n'
                         'def h(seed: int) -> int:\n    return seed\n',
-                    arguments='def check(args):\n    pass\n')
+                    **{'cli.arguments': 'def check(args):\n    pass\n'})
     assert namespace_takers(trees) == ['lib.f(args)', 'lib.g(ns)']
 
 
@@ -217,3 +326,44 @@ def test_what_one_module_uses_of_another_is_typed():
         user='import lib\nfrom tool import main\n')
     assert untyped_boundaries(trees) == ['lib.Space.decode: alphas, return', 'lib.Space.__call__: x',
                                          'lib.untyped: return', 'tool.main: argv']
+
+
+def test_the_root_holds_the_scripts_and_the_algorithm_and_the_machinery_sits_in_folders_by_tier():
+    trees = parse_modules()
+    assert layering_faults(trees) == []
+    assert import_cycle(folder_graph(trees)) == []
+    assert {'runtime', 'inputs', 'stats', 'search', 'speed', 'cli'} <= set(folder_graph(trees))
+    assert {m for m in trees if '.' not in m and group(m, trees) == ALGORITHM} >= {
+        'operations', 'genotypes', 'model', 'model_search', 'architect_evolution', 'search_space', 'engine',
+        'fitness'}
+    assert 'genotypes' in trees  # the legacy genotype unpickler matches genotypes.Genotype
+
+    trees = planted(**{'utils': '', 'runtime': '', 'runtime.files': 'import model\n',
+                       'model': 'from runtime import files\n',
+                       'cli': '', 'cli.flags': 'from runtime.files import x\n',
+                       'report': "import model\nif __name__ == '__main__':\n    pass\n",
+                       'stats': '', 'stats.table': 'def f():\n    import report\n',
+                       'inputs': '', 'inputs.images': 'from cli import flags\n'})
+    assert layering_faults(trees) == ['inputs.images -> cli.flags (up a tier)', 'runtime.files -> model (up a tier)',
+                                      'stats.table -> report (a script)']
+    assert import_cycle(folder_graph(trees)) == [ALGORITHM, 'runtime', ALGORITHM]
+    assert import_cycle(folder_graph(planted(**{'utils': '', 'runtime': '', 'runtime.a': 'from inputs import b\n',
+                                                  'inputs': '', 'inputs.b': 'from runtime import a\n'}))) == \
+        ['inputs', 'runtime', 'inputs']
+
+
+def test_the_folders_are_regular_packages_with_names_of_their_own(tmp_path):
+    assert packages() and badly_named_packages() == []
+    for name, files in {'runtime': ['__init__.py', 'a.py'], 'loose': ['a.py'], 'statistics': ['__init__.py'],
+                        'numpy': ['__init__.py'], 'data': ['__init__.py'], 'train': ['__init__.py'],
+                        'docs': ['notes.md']}.items():
+        (tmp_path / name).mkdir()
+        for f in files:
+            (tmp_path / name / f).write_text('')
+    (tmp_path / 'train.py').write_text('')
+    assert badly_named_packages(str(tmp_path)) == [
+        'data: taken by a root module or a folder the docs name',
+        'loose: no __init__.py',
+        'numpy: taken by the standard library or an installed package',
+        'statistics: taken by the standard library or an installed package',
+        'train: taken by a root module or a folder the docs name']

@@ -10,7 +10,7 @@ import utils
 from conftest import FIXTURES, ROOT
 from model import AuxiliaryHeadImageNet, NetworkCIFAR, NetworkImageNet, drop_path
 from model_search import Network
-from weight_files import load_weights_file
+from runtime.checkpoint import load_weights_file
 
 
 @pytest.fixture(scope='module')

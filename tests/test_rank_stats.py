@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-import rank_stats as rs
+from stats import rank_stats as rs
 
 # Hand example with ties, pairs (i, j), i < j:
 #   x = [1, 2, 2, 3], y = [1, 3, 2, 2]

@@ -24,9 +24,9 @@ import model_search_nb201
 import search_space
 import train_search
 from architect_evolution import Individual
-from data import ImageArray
 from engine import Monitor, evaluate_population
-from loaders import TensorLoader
+from inputs.data import ImageArray
+from inputs.loaders import TensorLoader
 from search_space import DARTS, NB201
 
 NUM_IMAGES, CENTRE, SIZE = 96, 16, 32
@@ -146,7 +146,7 @@ class TestSearchData:
         padded = sum(p for call in fitness for p in call.padded)
         flipped = sum(f for call in fitness for f in call.flipped)
         if space is DARTS:
-            # NOTE (faithful to EvNAS): BatchNorm in train mode, on held-out images with the training augmentation.
+            # As the original: BatchNorm in train mode, on held-out images with the training augmentation.
             assert all(call.training for call in fitness)
             assert padded > 0 and flipped > 0
         else:

@@ -11,13 +11,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import genotypes
-import kernels
 import speed
 import utils
 from architect_evolution import darts_shapes, decode, random_individual
 from conftest import ROOT
 from model import NetworkCIFAR
 from model_search import MixedOp, Network
+from speed import kernels
 
 CPU = speed.default_config(torch.device('cpu'))
 

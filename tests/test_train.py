@@ -13,7 +13,7 @@ import test_imagenet
 import train
 import train_imagenet
 from conftest import ROOT, TRAIN_REFERENCE, TRAIN_TINY, call_main, run_script
-from data import make_synthetic
+from inputs.data import make_synthetic
 
 TINY = TRAIN_TINY
 

@@ -10,15 +10,15 @@ import sys
 import pytest
 import torch
 
-import comparison
 import fitness
-import search_records
 import train
 import train_search
 import trust
 from conftest import ROOT, call_main, run_script, without_flag, without_timings
 from genotypes import Genotype
+from search import records
 from search_space import DARTS, NB201
+from stats import comparison
 
 SEARCH = ['--dataset', 'synthetic', '--synthetic_size', '128', '--init_channels', '4', '--layers', '3', '--pop_size',
           '4', '--tsize', '2', '--batch_size', '32', '--valid_batch_size', '64', '--device', 'cpu', '--epochs', '3']
@@ -439,10 +439,9 @@ class TestEstimatorsInASearch:
 def nb201_run(tmp_path_factory):
     """A tiny NAS-Bench-201 search on ImageNet16-120 in its real format, with a benchmark of every architecture."""
     pytest.importorskip('nas_201_api', reason='the optional extra: pip install nas-bench-201')
-    from test_nb201 import SEARCH as NB201_SEARCH
-    from test_nb201 import write_benchmark, write_imagenet16
-
     from genotypes_nb201 import NB201_OPS, arch_string
+    from nb201_files import SEARCH as NB201_SEARCH
+    from nb201_files import write_benchmark, write_imagenet16
     root = tmp_path_factory.mktemp('nb201')
     write_imagenet16(root / 'data')
     every = [arch_string([NB201_OPS[(k // 5 ** e) % 5] for e in range(6)]) for k in range(5 ** 6)]
@@ -465,11 +464,10 @@ class TestNB201:
         assert "population's Kendall tau with the benchmark" in open(run_dir / 'log.txt').read()
 
     def test_the_populations_tau_against_values_worked_out_by_hand(self, tmp_path):
-        from test_nb201 import write_benchmark
-
         from architect_evolution import Individual
-        from benchmark_nb201 import Benchmark
         from genotypes_nb201 import NB201_OPS, arch_string
+        from inputs.nb201 import Benchmark
+        from nb201_files import write_benchmark
         archs = [arch_string([NB201_OPS[k]] * 6) for k in range(5)]
         write_benchmark(tmp_path / 'b.pth', archs, datasets=('cifar10', 'cifar10-valid'))
         benchmark = Benchmark.open(str(tmp_path / 'b.pth'), 'cifar10')
@@ -477,13 +475,13 @@ class TestNB201:
         population = [Individual([torch.nn.functional.one_hot(torch.full((6,), k), 5).float()], fitness=f)
                       for k, f in zip(range(4), (10., 30., 20., 40.))]
         # pairs (0,1) (0,2) (0,3) (1,3) (2,3) concordant, (1,2) discordant: (5 - 1) / 6
-        assert search_records.population_tau(population, benchmark, NB201) == pytest.approx(4 / 6)
+        assert records.population_tau(population, benchmark, NB201) == pytest.approx(4 / 6)
         # architecture 4, the benchmark's best, with the best fitness: 4 more concordant pairs, (9 - 1) / 10
         population.append(Individual([torch.nn.functional.one_hot(torch.full((6,), 4), 5).float()], fitness=50.))
-        assert search_records.population_tau(population, benchmark, NB201) == pytest.approx(8 / 10)
+        assert records.population_tau(population, benchmark, NB201) == pytest.approx(8 / 10)
 
     def test_trust_takes_the_benchmarks_accuracies_without_training(self, nb201_run):
-        from test_nb201 import accuracy_of
+        from nb201_files import accuracy_of
         run_dir, api_path, every = nb201_run
         assert call_main(trust, ['--dir', run_dir, '--archs', '3', '--api_path', api_path, '--fitness_seeds', '2',
                                  '--device', 'cpu', '--iterations', '100']) == 0
@@ -496,7 +494,7 @@ class TestNB201:
         assert result['exact_fitness_check']['status'] == 'equal'
 
     def test_the_pick_is_placed_among_every_architecture_of_the_benchmark(self, nb201_run):
-        from test_nb201 import accuracy_of
+        from nb201_files import accuracy_of
         run_dir, api_path, every = nb201_run
         assert call_main(trust, ['--dir', run_dir, '--archs', '2', '--api_path', api_path, '--fitness_seeds', '1',
                                  '--device', 'cpu', '--iterations', '50']) == 0

@@ -18,9 +18,9 @@ import torch
 
 import utils
 from architect_evolution import Individual, sort_population
-from budget import Budget, is_feasible
-from checkpoint import atomic_write_text
 from fitness import Estimator, draw_seeds, scored
+from runtime.checkpoint import atomic_write_text
+from search.budget import Budget, is_feasible
 from search_space import SearchSpace
 
 RESULT, GENOTYPE = 'weight_sharing.json', 'genotype_weight_sharing.json'

@@ -6,8 +6,8 @@ from typing import Callable, Dict, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from data import IMAGENET_MEAN, IMAGENET_STD
-from settings import Augment
+from inputs.data import IMAGENET_MEAN, IMAGENET_STD
+from runtime.settings import Augment
 
 # A dataset's per-channel mean or std: a sequence, or a float32 tensor already on the images' device.
 ChannelStats = Union[Sequence[float], torch.Tensor]

@@ -12,8 +12,8 @@ from typing import Dict, Optional, Sequence
 import torch
 
 from architect_evolution import Individual
+from runtime.settings import BudgetSettings
 from search_space import SearchSpace
-from settings import BudgetSettings
 
 SIZES = ('cifar', 'imagenet')
 

@@ -1,15 +1,15 @@
 """The scripts' shared command line: the parser class, the flags several scripts take, their range checks, and
 what --resume and --dir read back from a run's args.json. Only the scripts import this module; the code below
-them takes settings objects (settings.py) or plain values, never the argparse namespace."""
+them takes settings objects (runtime/settings.py) or plain values, never the argparse namespace."""
 import argparse
 import copy
 import os
 from typing import Any, Callable, Iterable, NoReturn, Optional, Sequence, Tuple
 
-from distributed import elastic_restart_count
 from genotypes import Genotype, load_genotype, resolve_genotype
-from run_dirs import read_run_args, run_program
-from settings import RunSettings
+from runtime.devices import elastic_restart_count
+from runtime.run_dirs import read_run_args, run_program
+from runtime.settings import RunSettings
 from utils import UserError
 
 # What add_argument is called on: a parser or one of its argument groups.

@@ -7,9 +7,9 @@ from typing import Callable, Iterable, Iterator, Optional, Protocol, Tuple
 import torch
 from PIL import Image
 
-from augmentation import BatchAugmenter, cifar_transforms, draw_augment, normalize, pad_images
-from data import ImageArray, read_rgb
-from settings import Augment
+from inputs.augmentation import BatchAugmenter, cifar_transforms, draw_augment, normalize, pad_images
+from inputs.data import ImageArray, read_rgb
+from runtime.settings import Augment
 from utils import UserError, reason
 
 Batch = Tuple[torch.Tensor, torch.Tensor]  # images and labels, on the loader's device

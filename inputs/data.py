@@ -2,11 +2,12 @@
 your own images as a folder, each held whole as one uint8 tensor (`ImageArray`) with its normalisation; and
 the search's split of one into the images that train the supernet and those that measure fitness.
 
-The loaders (loaders.py) draw batches from an ImageArray, augmented as augmentation.py says;
+The loaders (inputs/loaders.py) draw batches from an ImageArray, augmented as inputs/augmentation.py says;
 `TensorLoader` shuffles, crops, flips, normalises and cuts out whole batches at once with the same
 distributions as the per-image torchvision pipeline of DARTS/EvNAS, which `PerImageLoader` keeps available
 (`--loader torchvision`). ImageNet goes through torchvision's ImageFolder.
 """
+import json
 import os
 import socket
 from dataclasses import dataclass
@@ -17,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from settings import Augment
+from runtime.checkpoint import atomic_write_text
+from runtime.settings import Augment
 from utils import UserError, reason
 
 CIFAR10_MEAN = (0.49139968, 0.48215827, 0.44653124)
@@ -232,3 +234,27 @@ def read_rgb(path: str) -> Image.Image:
         raise UserError(f"cannot read image {path}: {reason(e)}") from None
 
 
+def save_dataset_info(run_dir: str, data: ImageArray, dataset: str, root: str) -> None:
+    """RUN_DIR/dataset.json: what the networks of a run were built for (`data`: the training images of
+    --dataset from --data `root`), and the normalisation its images used (for a folder dataset, computed from
+    its training images)."""
+    info = {'dataset': dataset, 'data': root, 'num_classes': data.num_classes,
+            'image_size': int(data.images.shape[-1]), 'num_train': len(data), 'mean': list(data.mean),
+            'std': list(data.std)}
+    if getattr(data, 'classes', None) is not None:
+        info['classes'] = list(data.classes)
+    atomic_write_text(os.path.join(run_dir, 'dataset.json'), json.dumps(info, indent=1) + '\n')
+
+
+def run_normalisation(run_dir: str, dataset: str) -> Optional[tuple]:
+    """(mean, std) that a run's images were normalised with (its dataset.json), for a folder dataset, whose
+    statistics were computed from its own training images; None where they are fixed (CIFAR, generated)."""
+    if dataset != 'folder':
+        return None
+    path = os.path.join(run_dir, 'dataset.json')
+    try:
+        with open(path) as f:
+            info = json.load(f)
+        return tuple(info['mean']), tuple(info['std'])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # computed again from the training images, as for a run without the file

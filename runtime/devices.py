@@ -7,21 +7,60 @@
 Without torchrun (no WORLD_SIZE in the environment) everything here is a no-op for one process.
 """
 import copy
+import functools
 import inspect
 import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, ContextManager, Optional, Tuple
 
 import torch
 import torch.distributed as dist
 
-from devices import resolve_device
-from run_dirs import RunLock, new_run_dir
-from settings import RunSettings
-from stopping import StopSignals
+from runtime.run_dirs import RunLock, new_run_dir
+from runtime.settings import RunSettings
+from runtime.stopping import StopSignals
 from utils import UserError
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` is CUDA when present, else CPU; `cuda` and `cuda:N` must exist."""
+    if name == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device '{name}' (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == 'cuda':
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name} (or --gpu): CUDA is not available on this machine (use --device cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
+    elif device.type != 'cpu':
+        if device.type == 'mps' and not torch.backends.mps.is_available():
+            raise UserError(f"--device {name}: MPS is not available on this machine")
+    return device
+
+
+def configure_cudnn(device: torch.device, benchmark: bool) -> None:
+    """NOTE (faithful to EvNAS): the original search and training set cudnn.deterministic = True and
+    cudnn.benchmark = False; --cudnn_benchmark trades that reproducibility for speed. Nothing to do off CUDA."""
+    if device.type == 'cuda':
+        torch.backends.cudnn.deterministic = not benchmark
+        torch.backends.cudnn.benchmark = benchmark
+
+
+def mixed_precision(device: torch.device, enabled: bool
+                    ) -> Tuple[Callable[[], ContextManager], Optional[torch.amp.GradScaler], str]:
+    """(autocast factory, GradScaler or None, name) for --amp: bf16 where the device supports it, else fp16
+    with a gradient scaler. Disabled, it is a no-op context and fp32, as in the paper."""
+    if not enabled:
+        return nullcontext, None, 'fp32'
+    if device.type == 'cuda' and not torch.cuda.is_bf16_supported():
+        return (functools.partial(torch.autocast, 'cuda', dtype=torch.float16), torch.amp.GradScaler('cuda'),
+                'fp16')
+    return functools.partial(torch.autocast, device.type, dtype=torch.bfloat16), None, 'bf16'
 
 
 @dataclass
@@ -161,8 +200,7 @@ def wrap(model: torch.nn.Module, dist: Distributed, device: torch.device, sync_b
     # Training-mode BatchNorm normalises with batch statistics, so nothing needs rank 0's buffers before every
     # forward (DDP's default re-broadcasts them all each step); the runs broadcast them once per generation or
     # epoch instead (Distributed.broadcast_buffers), before anything reads them.
-    # torch 2.13 renamed the switch (forward_sync_buffers; buffers are then still broadcast once when DDP is built,
-    # which changes nothing here, every rank holding the same ones) and deprecated the old name.
+    # Newer torch names the switch forward_sync_buffers and deprecates the old one (docs/several-gpus.md).
     ddp = torch.nn.parallel.DistributedDataParallel
     no_sync = ({'forward_sync_buffers': False} if 'forward_sync_buffers' in inspect.signature(ddp).parameters
                else {'broadcast_buffers': False})
@@ -210,5 +248,3 @@ def shared_run_dir(place: RunSettings, dist: Distributed, prefix: str, program: 
 def elastic_restart_count() -> int:
     """How many times torchrun has restarted this job (--max_restarts); 0 outside torchrun."""
     return int(os.environ.get('TORCHELASTIC_RESTART_COUNT', '0'))
-
-

@@ -6,8 +6,10 @@ signature of a function says which flags can change what it does. Defaults that 
 are resolved by the space (search_space.py) and returned; args.json and checkpoints record the resolved
 arguments as before.
 """
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Optional
+
+import torch
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,30 @@ class BudgetSettings:
 
 
 @dataclass(frozen=True)
+class Evolution:
+    """The search loop: --strategy (the GA, or every generation drawn afresh as the first), --epochs generations
+    of --pop_size individuals, and the GA's --tsize, --num_elites and --mutate_rate."""
+    strategy: str = 'evolution'
+    generations: int = 50  # the original's --epochs
+    pop_size: int = 50
+    # the GA's alone (the random strategy refuses them): tournament size, elites, mutation rate per edge row
+    tsize: int = 10
+    num_elites: int = 1
+    mutate_rate: float = 0.1
+
+
+@dataclass(frozen=True)
+class Compute:
+    """How a search's steps run on its device: --paper_exact (else the device's fast defaults), --amp,
+    --compile, --compile_fitness and --sync_bn (CUDA only: SyncBatchNorm has no CPU implementation)."""
+    paper_exact: bool = False
+    amp: bool = False
+    compile: bool = False
+    compile_fitness: bool = False
+    sync_bn: bool = False
+
+
+@dataclass(frozen=True)
 class RunSettings:
     """Where a run lives and on what: --device, and --resume RUN_DIR, or --run_dir, or a new directory named by
     the script under `parent` (--dir; None: the current directory)."""
@@ -79,7 +105,31 @@ class RunSettings:
 @dataclass(frozen=True)
 class Augment:
     """The training augmentation: random crop with zero padding, horizontal flip, and (when cutout_length > 0)
-    cutout (augmentation.py applies it)."""
+    cutout (inputs/augmentation.py applies it)."""
     padding: int = 4
     flip: bool = True
     cutout_length: int = 0
+
+
+@dataclass(frozen=True)
+class SpeedConfig:
+    """Which fast implementation each layer gets (speed/__init__.py chooses them per device; all off is the
+    paper-exact computation)."""
+    fused_mixed_op: bool = False
+    channels_last: bool = False
+    phase_split_dilated: bool = False
+    narrow_batchnorm: bool = False
+    box_filter_avg_pool: bool = False
+    reuse_freed_memory: bool = False
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def describe(self) -> str:
+        on = [name for name, value in asdict(self).items() if value]
+        return ', '.join(on) if on else 'paper-exact (none)'
+
+    def without(self, *names: str) -> 'SpeedConfig':
+        """This setting with the named flags off."""
+        return replace(self, **{name: False for name in names})

@@ -1,12 +1,10 @@
-"""Faster implementations of DARTS layers (mostly for CPUs), and one workaround of a PyTorch CPU bug: same
-parameters, same state_dict, same function.
+"""Faster implementations of DARTS layers (mostly for CPUs), and one workaround of a PyTorch CPU bug.
 
-Each class here subclasses the torch.nn layer it replaces (or model_search.MixedOp) and computes the same
-function; only the floating-point order of sums differs. None is used unless speed.layers(config) picks it
-when a network is built (speed.py says which, per device, and why; docs/performance.md and
-`python bench.py --ablate` give the measurements). Each falls back to its parent's forward wherever it does
-not apply. tests/test_kernels.py checks every one against its parent, and tests/test_shape_grid.py whole
-networks against the paper-exact ones over a grid of shapes.
+Each class subclasses the torch.nn layer it replaces (or model_search.MixedOp), keeps its parameters and
+state_dict, and computes the same function in another floating-point order, falling back to its parent's
+forward wherever it does not apply. speed.layers(config) picks them when a network is built;
+tests/test_kernels.py checks each against its parent. Which are on where, and what they earn:
+docs/performance.md.
 """
 from typing import List, Optional, Sequence, Tuple
 
@@ -41,7 +39,7 @@ class NCHWStridedConv2d(nn.Conv2d):
     """nn.Conv2d for the 1x1 stride-2 convs of fewer than ONEDNN_STRIDED_1X1_SAFE_CHANNELS input channels
     (FactorizedReduce's) of a channels_last network: on CPU, when a gradient is needed, it runs in NCHW and
     gives its output back in channels_last. In channels_last, oneDNN's weight gradient of such a conv corrupts
-    memory in PyTorch 2.14.1: the process crashes, aborts or hangs (docs/performance.md). The same conv in
+    memory: the process crashes, aborts or hangs (docs/performance.md says in which PyTorch). The same conv in
     NCHW is exact."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

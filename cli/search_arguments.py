@@ -1,20 +1,29 @@
 """train_search.py's command line: its flags and their checks, the defaults its search space decides, and the
-settings a search computes with (settings.py), made from the resolved arguments of a new run or of a run's
+settings a search computes with (runtime/settings.py), made from the resolved arguments of a new run or of a run's
 args.json (--resume; trust.py)."""
 import argparse
 import os
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-import arguments
 import fitness
 import speed
-from benchmark_nb201 import METRICS as BENCHMARK_METRICS
-from benchmark_nb201 import WHERE as BENCHMARK_WHERE
-from budget import SIZES as BUDGET_SIZES
+from cli import arguments
 from fitness import Estimator
+from inputs.nb201 import METRICS as BENCHMARK_METRICS
+from inputs.nb201 import WHERE as BENCHMARK_WHERE
+from runtime.settings import (
+    Augment,
+    BudgetSettings,
+    Compute,
+    DataSettings,
+    Evolution,
+    LoaderSettings,
+    Recipe,
+    SupernetSettings,
+)
+from search.budget import SIZES as BUDGET_SIZES
 from search_space import SPACES, get_space
-from settings import Augment, BudgetSettings, DataSettings, LoaderSettings, Recipe, SupernetSettings
 
 
 @dataclass(frozen=True)
@@ -28,6 +37,8 @@ class SearchSettings:
     recipe: Recipe
     fitness: Estimator
     budget: BudgetSettings
+    evolution: Evolution
+    compute: Compute
 
 
 STRATEGIES = ('evolution', 'random')
@@ -250,5 +261,9 @@ def search_settings(args: argparse.Namespace) -> SearchSettings:
                       momentum=args.momentum, weight_decay=args.weight_decay, grad_clip=args.grad_clip),
         fitness=Estimator(data=args.fitness_data, bn=args.fitness_bn, augment=args.fitness_augment,
                                   recalibration_batches=args.fitness_bn_batches, dtype=args.fitness_dtype),
-        budget=BudgetSettings(max_params=args.max_params, max_macs=args.max_macs, size=args.budget_size))
+        budget=BudgetSettings(max_params=args.max_params, max_macs=args.max_macs, size=args.budget_size),
+        evolution=Evolution(strategy=args.strategy, generations=args.epochs, pop_size=args.pop_size, tsize=args.tsize,
+                            num_elites=args.num_elites, mutate_rate=args.mutate_rate),
+        compute=Compute(paper_exact=args.paper_exact, amp=args.amp, compile=args.compile,
+                        compile_fitness=args.compile_fitness, sync_bn=args.sync_bn))
 

@@ -1,72 +1,24 @@
-"""Speed settings that keep the results: which implementation each layer gets, per device, and why.
+"""Speed settings that keep the results: which implementation each layer gets, per device.
 
-A network is built for a setting: `Network(..., impl=speed.layers(config))` gives it the classes of
-kernels.py where the setting turns them on, torch.nn's everywhere else, with the same parameters and
-state_dict keys either way. `PAPER_EXACT` is the original code's computation. Every setting computes the
-same function as the paper-exact path, only the floating-point order of sums changes: tests/test_kernels.py
-checks each kernel against its torch.nn parent, tests/test_shape_grid.py the default settings against the
-paper-exact path over a grid of batch sizes, widths and image sizes, in child processes. A CPU default is
-on only where that grid passes and `python bench.py --ablate` measured it worth at least 5 % of a whole
-training step or fitness pass (docs/performance.md). The CUDA defaults are not yet measured on a GPU.
-
-| setting             | what it does                                                         | CPU | CUDA |
-| ------------------- | -------------------------------------------------------------------- | --- | ---- |
-| fused_mixed_op      | supernet edges skip `none`, share one ReLU, sum in place; on CPU     | on  | on   |
-|                     | with BN in train mode each op's closing BN is folded into the sum    |     |      |
-| channels_last       | NHWC memory format for the network and its input batches             | on  | on   |
-| phase_split_dilated | dilated depthwise convs: weight gradient from the 4 sub-images       | on  | off  |
-| narrow_batchnorm    | BatchNorms of < 16 channels reduce over rows of several pixels       | on  | off  |
-| box_filter_avg_pool | stride-1 3x3 avg pools without autograd, 16 x 16 up: a conv          | on  | off  |
-| reuse_freed_memory  | glibc malloc keeps freed memory for reuse (process-wide, see below)  | on  | off  |
-
-On CUDA, the paper-exact setting also turns TF32 off (convolutions and matmuls in IEEE float32, as the
-original's PyTorch 1.5 computed them); the defaults keep PyTorch's TF32 convolutions (set_tf32_convolutions).
-
-reuse_freed_memory is a setting of the process, not of a network: the scripts call
-`configure_process(config)` once. glibc hands every block above its mmap threshold (at most 32 MB) back to
-the kernel when it is freed, so the next batch's activations of that size arrive as fresh pages that the
-kernel must fault in and zero. Turning mmap and heap trimming off makes freed blocks reusable; the process
-then keeps its peak working set mapped, which a training loop needs again at the next step anyway. CUDA
-tensors come from PyTorch's own caching allocator, so it is off there.
-
-channels_last also builds FactorizedReduce's 1x1 stride-2 convs of fewer than 16 input channels as
-kernels.NCHWStridedConv2d, which on CPU runs them in NCHW: their channels_last weight gradient crashes oneDNN
-in PyTorch 2.14.1 (on other devices it is nn.Conv2d).
+A network is built for a setting, `Network(..., impl=speed.layers(config))`: the classes of speed/kernels.py
+where the setting turns them on, torch.nn's elsewhere, with the same parameters and state_dict keys.
+`PAPER_EXACT` is the original code's computation; the other settings compute the same function in another
+floating-point order, and a default is on only where tests/test_shape_grid.py runs it against the paper-exact
+path in child processes. What each setting does, its defaults per device and what it earns:
+docs/performance.md.
 """
 import argparse
 import ctypes
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict
 from typing import Tuple, Union
 
 import torch
 import torch.nn as nn
 from torch.nn.modules.utils import _pair
 
-import kernels
 from operations import PLAIN, Layers
-
-
-@dataclass(frozen=True)
-class SpeedConfig:
-    fused_mixed_op: bool = False
-    channels_last: bool = False
-    phase_split_dilated: bool = False
-    narrow_batchnorm: bool = False
-    box_filter_avg_pool: bool = False
-    reuse_freed_memory: bool = False
-
-    @property
-    def memory_format(self) -> torch.memory_format:
-        return torch.channels_last if self.channels_last else torch.contiguous_format
-
-    def describe(self) -> str:
-        on = [name for name, value in asdict(self).items() if value]
-        return ', '.join(on) if on else 'paper-exact (none)'
-
-    def without(self, *names: str) -> 'SpeedConfig':
-        """This setting with the named flags off."""
-        return replace(self, **{name: False for name in names})
-
+from runtime.settings import SpeedConfig
+from speed import kernels
 
 PAPER_EXACT = SpeedConfig()
 SETTINGS = tuple(asdict(PAPER_EXACT))
@@ -182,9 +134,8 @@ def float32_policy(config: SpeedConfig, device: torch.device) -> str:
 def compiled(module: torch.nn.Module, backend: str = 'inductor') -> torch.nn.Module:
     """torch.compile with one static graph per batch shape (`dynamic=False`): a pass over a loader makes two,
     one for its full batches and one for the short last batch, and nothing is padded (the supernet's
-    train-mode BatchNorm would count the padding in its statistics). PyTorch's default instead recompiles
-    with a dynamic batch dimension at the second shape; traced by Dynamo alone, three individuals' fitness
-    over batches of 64, 64 and 32 on a C=4 supernet took 51 frames (graph breaks where kernels.py checks
-    shapes) and reached the recompile limit, against 2 graphs with `dynamic=False`. Individuals share the
-    graphs: the supernet reads the decoded alphas from buffers."""
+    train-mode BatchNorm would count the padding in its statistics). PyTorch's default recompiles with a
+    dynamic batch dimension instead, which the kernels' shape checks break into many frames until the
+    recompile limit (docs/performance.md). Individuals share the graphs: the supernet reads the decoded
+    alphas from buffers."""
     return torch.compile(module, dynamic=False, backend=backend)

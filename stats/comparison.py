@@ -20,9 +20,9 @@ import os
 import statistics
 from typing import Dict, Optional, Sequence
 
-import rank_stats
 import utils
-from checkpoint import atomic_write_text
+from runtime.checkpoint import atomic_write_text
+from stats import rank_stats
 
 ALPHA = 0.05
 # What may differ between a search and the random run it is set against: the strategy, the GA's flags, and

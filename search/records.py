@@ -5,18 +5,17 @@ import json
 import logging
 import math
 import os
-from typing import Dict, List, Sequence
+from typing import Callable, Dict, List, Sequence
 
-import logs
-import rank_stats
-import report
 import utils
 from architect_evolution import Individual, count_distinct
-from benchmark_nb201 import Benchmark
-from budget import is_feasible
-from checkpoint import atomic_write_text
 from cost import describe_cost
+from inputs.nb201 import Benchmark
+from runtime import logs
+from runtime.checkpoint import atomic_write_text
+from search.budget import is_feasible
 from search_space import SearchSpace
+from stats import rank_stats
 
 
 def summarize(ranked: Sequence[Individual], train_stats: Sequence[Dict], generation: int, lr: float,
@@ -79,8 +78,10 @@ class Records:
     scalars when tensorboard is installed, genotype.json and the report at the end (files on rank 0 only)."""
 
     def __init__(self, run_dir: str, is_main: bool, logger: logging.Logger, epochs: int, generations_done: int,
-                 space: SearchSpace):
+                 space: SearchSpace, write_report: Callable[[str], Dict]):
+        """`write_report(run_dir)` writes report.md at the end and returns its summary (report.py's)."""
         self.run_dir, self.is_main, self.logger, self.space = run_dir, is_main, logger, space
+        self.write_report = write_report
         self.epochs, self.first = epochs, generations_done
         self.writer = logs.summary_writer(os.path.join(run_dir, 'runs'), logger) if is_main else None
         self.timer = logs.Timer()
@@ -149,7 +150,7 @@ class Records:
         if not ended_now:
             self.logger.info(f"{self.run_dir} already completed its {self.epochs} generations; nothing to do")
         elif self.is_main:
-            summary = report.write_report(self.run_dir)
+            summary = self.write_report(self.run_dir)
             for label, key in (('CIFAR (C=36, 20 layers)', 'cifar'), ('ImageNet (C=48, 14 layers)', 'imagenet')):
                 if key in summary['costs']:
                     self.logger.info(f"cost of the best architecture, {describe_cost(summary['costs'][key], label)}")

@@ -1,14 +1,13 @@
 """Run directories: making one (never over another run's work), the lock that keeps a second process out, and
-the files that describe a run (args.json, dataset.json, summary.json), which --resume, --dir, the evaluation
-scripts and the reports read back."""
+the files that describe a run (args.json, summary.json; dataset.json is inputs/data.py's), which --resume,
+--dir, the evaluation scripts and the reports read back."""
 import fcntl
 import glob
 import json
 import os
 from typing import Any, Dict, Optional
 
-from checkpoint import atomic_write_text
-from data import ImageArray
+from runtime.checkpoint import atomic_write_text
 from utils import UserError, json_number, reason
 
 
@@ -34,18 +33,6 @@ def read_run_args(run_dir: str, program: str) -> Dict[str, Any]:
     return saved
 
 
-def run_normalisation(run_dir: str, dataset: str) -> Optional[tuple]:
-    """(mean, std) that a run's images were normalised with (its dataset.json), for a folder dataset, whose
-    statistics were computed from its own training images; None where they are fixed (CIFAR, generated)."""
-    if dataset != 'folder':
-        return None
-    path = os.path.join(run_dir, 'dataset.json')
-    try:
-        with open(path) as f:
-            info = json.load(f)
-        return tuple(info['mean']), tuple(info['std'])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # computed again from the training images, as for a run without the file
 
 
 class RunLock:
@@ -111,16 +98,6 @@ def save_args(run_dir: str, program: str, values: Dict[str, Any]) -> None:
     atomic_write_text(os.path.join(run_dir, 'args.json'), json.dumps({'program': program, **values}, indent=1) + '\n')
 
 
-def save_dataset_info(run_dir: str, data: ImageArray, dataset: str, root: str) -> None:
-    """RUN_DIR/dataset.json: what the networks of a run were built for (`data`: the training images of
-    --dataset from --data `root`), and the normalisation its images used (for a folder dataset, computed from
-    its training images)."""
-    info = {'dataset': dataset, 'data': root, 'num_classes': data.num_classes,
-            'image_size': int(data.images.shape[-1]), 'num_train': len(data), 'mean': list(data.mean),
-            'std': list(data.std)}
-    if getattr(data, 'classes', None) is not None:
-        info['classes'] = list(data.classes)
-    atomic_write_text(os.path.join(run_dir, 'dataset.json'), json.dumps(info, indent=1) + '\n')
 
 
 def save_summary(run_dir: str, summary: Dict[str, Any]) -> None:

@@ -7,8 +7,11 @@ import os
 import signal
 import sys
 import threading
+import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Optional
+
+import torch
 
 from utils import UserError
 
@@ -91,3 +94,45 @@ class StopSignals:
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+
+
+def _spec() -> Optional[str]:
+    spec = os.environ.get('EVNAS_FAULT')
+    if not spec:
+        return None
+    # Under torchrun: only in the rank EVNAS_FAULT_RANK names, and never again after an elastic restart.
+    rank = os.environ.get('RANK', '0')
+    if os.environ.get('EVNAS_FAULT_RANK', rank) != rank or os.environ.get('TORCHELASTIC_RESTART_COUNT', '0') != '0':
+        return None
+    return spec
+
+
+def fault_point(point: str, generation: int = -1, step: int = -1) -> Optional[str]:
+    """Fire the fault EVNAS_FAULT names if it names this point; returns its action (None: no fault here)."""
+    spec = _spec()
+    if spec is None:
+        return None
+    action, _, where = spec.partition('@')
+    name, *numbers = where.split(':')
+    if name != point or any(int(n) != have for n, have in zip(numbers, (generation, step))):
+        return None
+    if action in ('kill', 'term', 'int'):
+        os.kill(os.getpid(), {'kill': signal.SIGKILL, 'term': signal.SIGTERM, 'int': signal.SIGINT}[action])
+        if action == 'kill':
+            time.sleep(60)  # SIGKILL arrives asynchronously on some systems; never run past the fault
+    return action
+
+
+def with_faults(batches: Iterable, point: str, generation: int, step: Optional[int] = None) -> Iterable:
+    """`batches` as they are, or, while EVNAS_FAULT is set, the same batches with fault_point called as each
+    is drawn, at the batch's index (or at `step` for every batch); a `nan` fault makes that batch's images NaN."""
+    if _spec() is None:
+        return batches
+    return _faulty(batches, point, generation, step)
+
+
+def _faulty(batches: Iterable, point: str, generation: int, step: Optional[int]) -> Iterator:
+    for index, (x, y) in enumerate(batches):
+        if fault_point(point, generation, index if step is None else step) == 'nan':
+            x = torch.full_like(x, float('nan'))
+        yield x, y

@@ -1,0 +1,1 @@
+"""Rank statistics and paired comparisons over seeds, for trust.py."""

@@ -33,8 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -51,6 +50,7 @@ from model import NetworkCIFAR
 from model_search import Network
 from model_search_nb201 import Network as NB201Network
 from runtime import devices, stopping
+from runtime.memory import peak_memory
 from runtime.settings import Augment
 from search_space import NB201
 
@@ -107,29 +107,6 @@ def median_seconds(fn: Callable[[], object], device: torch.device, warmup: int, 
         _sync(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-@contextmanager
-def peak_memory(device: torch.device, out: Dict) -> Iterator[None]:
-    """Peak memory while the block runs: CUDA allocator peak, or the process's peak RSS on Linux CPUs."""
-    if device.type == 'cuda':
-        torch.cuda.reset_peak_memory_stats(device)
-        yield
-        out['peak_mb'] = torch.cuda.max_memory_allocated(device) / 2 ** 20
-        return
-    reset = False
-    try:
-        with open('/proc/self/clear_refs', 'w') as f:  # '5' resets the peak resident set size (Linux)
-            f.write('5')
-        reset = True
-    except OSError:
-        pass
-    yield
-    if reset:
-        with open('/proc/self/status') as f:
-            for line in f:
-                if line.startswith('VmHWM:'):
-                    out['peak_mb'] = int(line.split()[1]) / 1024
 
 
 def _variants(args, device) -> Dict[str, Dict]:

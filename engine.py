@@ -71,14 +71,15 @@ def logits_of(output: Union[torch.Tensor, Tuple[torch.Tensor, Any]]) -> torch.Te
 @torch.no_grad()
 def infer(model: nn.Module, loader: Loader, criterion: nn.Module, device: torch.device,
           logger: Optional[logging.Logger] = None, report_freq: int = 50, tag: str = 'test',
-          autocast: Callable = nullcontext, all_reduce: Optional[Callable] = None) -> Dict[str, float]:
+          autocast: Callable = nullcontext, all_reduce: Optional[Callable] = None, epoch: int = 0) -> Dict[str, float]:
     """Evaluate in eval mode; returns loss, top1, top5 (percent), samples, seconds and images_per_sec.
-    With `all_reduce`, each rank evaluates its shard and the totals are summed over ranks."""
+    With `all_reduce`, each rank evaluates its shard and the totals are summed over ranks. `epoch` names the
+    fault point of the tests (test:EPOCH:BATCH)."""
     model.eval()
     tally = Tally(device)
     start = time.time()
     total = len(loader)
-    for step, (x, y) in enumerate(loader):
+    for step, (x, y) in enumerate(with_faults(loader, 'test', epoch)):
         with autocast():
             logits = logits_of(model(x))
             loss = criterion(logits.float(), y)

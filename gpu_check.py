@@ -47,6 +47,7 @@ from inputs.loaders import TensorLoader
 from model_search import Network
 from runtime import devices, stopping
 from runtime.checkpoint import atomic_write_text
+from runtime.memory import peak_memory
 from runtime.settings import Augment
 from stats import rank_stats
 
@@ -290,12 +291,12 @@ def cost_per_step(device: torch.device, sizes: Dict) -> Dict:
     else:
         out['operators'] = sum(1 for e in events if e.name.startswith('aten::'))
     memory = {}
-    with bench.peak_memory(device, memory):
+    with peak_memory(device, memory):
         step()
         bench._sync(device)
     out['training_step_peak_mb'] = memory.get('peak_mb', math.nan)
     memory = {}
-    with bench.peak_memory(device, memory):
+    with peak_memory(device, memory):
         forward()
         bench._sync(device)
     out['fitness_batch_peak_mb'] = memory.get('peak_mb', math.nan)

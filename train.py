@@ -3,6 +3,8 @@
 Examples:
     # EvNAS-A as in the paper (600 epochs; 2.40 % CIFAR-10 test error)
     python train.py --arch EvNASA --auxiliary --cutout
+    # what that takes on this device: memory per phase, time per epoch and in all, disk
+    python train.py --arch EvNASA --auxiliary --cutout --plan
     # the result of a search run, CIFAR-100
     python train.py --dir search-EXP --dataset cifar100 --auxiliary --cutout
     # four GPUs: --batch_size stays the global batch (see docs/several-gpus.md)
@@ -32,17 +34,19 @@ from cost import describe_cost, network_cost
 from engine import Monitor, OptimizerStep
 from genotypes import Genotype, save_genotype
 from inputs.augmentation import training_augment
-from inputs.data import DATASETS, ImageArray, load_dataset, save_dataset_info
+from inputs.data import DATASETS, ImageArray, load_dataset, random_images, save_dataset_info
+from inputs.data import at_hand as data_at_hand
 from inputs.loaders import TensorLoader, make_loader
 from model import NetworkCIFAR
-from runtime import devices, logs, stopping
+from runtime import devices, logs, memory, stopping
+from runtime import plan as run_plan
 from runtime.checkpoint import atomic_save, load_run_checkpoint, restore_run
 from runtime.run_dirs import save_args
-from training import EpochPlan, SchedulerLR, TrainingRun, finish, train_epochs
+from training import EpochPlan, SchedulerLR, TrainingRun, finish, plan_training, train_epochs
 
 CHECKPOINT_FORMAT = 'evnas-train/1'
 RESUME_MAY_CHANGE = {'device', 'report_freq', 'num_workers', 'data', 'resume', 'dir', 'run_dir', 'save',
-                     'cudnn_benchmark'}
+                     'cudnn_benchmark', 'plan'}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = parser.add_argument_group('run')
     arguments.add_run_arguments(run, 18, 'eval-NAME-YYYYMMDD-HHMMSS', report_freq=50)
     arguments.add_cudnn_argument(run)
+    arguments.add_plan_argument(run, 'epoch')
     return parser
 
 
@@ -122,6 +127,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(args: argparse.Namespace) -> Dict:
     genotype, arch_name = arguments.training_genotype(args)
+    if args.plan:
+        return plan(args, genotype, arch_name)
+
     def body(data, run_dir, dist, device, stop):
         return train(args, data, run_dir, dist, device, stop, genotype, arch_name)
     return devices.run(arguments.run_settings(args), f"eval-{args.save}", 'train',
@@ -154,17 +162,47 @@ def train(args: argparse.Namespace, data: Tuple[ImageArray, ImageArray], run_dir
     train_data, test_data = data
     if dist.is_main and not args.resume:
         save_dataset_info(run_dir, train_data, args.dataset, args.data)
-    config = speed.config_for(device, args.paper_exact)
-    speed.configure_process(config)
-    model = NetworkCIFAR(args.init_channels, train_data.num_classes, args.layers, args.auxiliary, genotype,
-                         impl=speed.layers(config)).to(device, memory_format=config.memory_format)
+    run, scheduler, data_generator, setting = build_run(args, train_data, test_data, genotype, dist, device)
+    model = run.model
     logger.info(f"genotype = {genotype}")
     logger.info(f"param size = {utils.count_parameters_in_MB(model):.6f} MB (millions of parameters, as DARTS "
                 f"reports them)")
     logger.info(describe_cost(network_cost(genotype, num_classes=train_data.num_classes,
                                            init_channels=args.init_channels, layers=args.layers,
                                            image_size=args.image_size), 'cost'))
+    if args.resume:
+        state = load_run_checkpoint(run_dir, CHECKPOINT_FORMAT, vars(args), RESUME_MAY_CHANGE)
+        restore_run(state, dist.rank, model, run.optimize.optimizer, run.optimize.scaler, scheduler=scheduler,
+                    data_generator=data_generator)
+        run.epochs_done, run.history = state['epoch'], state['history']
+        logger.info(f"resumed after epoch {run.epochs_done} of {args.epochs}")
 
+    run.net = devices.wrap(model, dist, device, args.sync_bn)
+    if args.compile:
+        run.net = speed.compiled(run.net)
+    monitor = Monitor(logger, args.report_freq, stop, dist.all_reduce if dist.enabled else None)
+    logger.info(f"speed: {setting}; {len(train_data)} training images, {len(test_data)} test images, "
+                f"batch {args.batch_size}"
+                + (f" ({args.batch_size // dist.world_size} per process)" if dist.enabled else ''))
+
+    plan = epoch_plan(args)
+    train_epochs(run, plan, monitor, logger, dist, device, run_dir,
+                 partial(save_checkpoint, run_dir, args, run, scheduler, data_generator))
+    return finish(run, plan, logger, dist, run_dir,
+                  partial(summarize, arch_name=arch_name, params_mb=utils.count_parameters_in_MB(model),
+                          test_images=len(test_data), run_dir=run_dir))
+
+
+def build_run(args: argparse.Namespace, train_data: ImageArray, test_data: ImageArray, genotype: Genotype,
+              dist: devices.Distributed, device: torch.device
+              ) -> Tuple[TrainingRun, torch.optim.lr_scheduler.LRScheduler, torch.Generator, str]:
+    """The network of `genotype` at the run's sizes on `device`, its optimiser and schedule, and the loaders, as
+    a TrainingRun that calls the bare network (the caller wraps it for torchrun or compile after a resume);
+    with the scheduler and the data generator a checkpoint holds, and the speed setting and precision."""
+    config = speed.config_for(device, args.paper_exact)
+    speed.configure_process(config)
+    model = NetworkCIFAR(args.init_channels, train_data.num_classes, args.layers, args.auxiliary, genotype,
+                         impl=speed.layers(config)).to(device, memory_format=config.memory_format)
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), args.learning_rate, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
@@ -178,34 +216,49 @@ def train(args: argparse.Namespace, data: Tuple[ImageArray, ImageArray], run_dir
                                world_size=dist.world_size, memory_format=config.memory_format)
     test_loader = TensorLoader(test_data.to(device), args.batch_size, rank=dist.rank, world_size=dist.world_size,
                                memory_format=config.memory_format)
-
-    start_epoch, history = 0, []
-    if args.resume:
-        state = load_run_checkpoint(run_dir, CHECKPOINT_FORMAT, vars(args), RESUME_MAY_CHANGE)
-        restore_run(state, dist.rank, model, optimizer, scaler, scheduler=scheduler, data_generator=data_generator)
-        start_epoch, history = state['epoch'], state['history']
-        logger.info(f"resumed after epoch {start_epoch} of {args.epochs}")
-
-    net = devices.wrap(model, dist, device, args.sync_bn)
-    if args.compile:
-        net = speed.compiled(net)
-    run = TrainingRun(model, net, OptimizerStep(optimizer, args.grad_clip, scaler), SchedulerLR(scheduler),
+    run = TrainingRun(model, model, OptimizerStep(optimizer, args.grad_clip, scaler), SchedulerLR(scheduler),
                       train_batches=lambda epoch: train_loader,  # one loader; its generator moves on every epoch
                       criterion=criterion, eval_loader=test_loader, eval_criterion=criterion, autocast=autocast,
-                      history=history, epochs_done=start_epoch)
-    monitor = Monitor(logger, args.report_freq, stop, dist.all_reduce if dist.enabled else None)
-    logger.info(f"speed: {config.describe()}{', compiled' if args.compile else ''}; precision {precision}; "
-                f"{len(train_data)} training images, {len(test_data)} test images, "
-                f"batch {args.batch_size}"
-                + (f" ({args.batch_size // dist.world_size} per process)" if dist.enabled else ''))
+                      history=[])
+    setting = f"{config.describe()}{', compiled' if args.compile else ''}; precision {precision}"
+    return run, scheduler, data_generator, setting
 
-    plan = EpochPlan(args.epochs, args.drop_path_prob, args.auxiliary_weight if args.auxiliary else 0.,
-                     eval_name='test', script='train.py', records_drop_path=True)
-    train_epochs(run, plan, monitor, logger, dist, device, run_dir,
-                 partial(save_checkpoint, run_dir, args, run, scheduler, data_generator))
-    return finish(run, plan, logger, dist, run_dir,
-                  partial(summarize, arch_name=arch_name, params_mb=utils.count_parameters_in_MB(model),
-                          test_images=len(test_data), run_dir=run_dir))
+
+def epoch_plan(args: argparse.Namespace) -> EpochPlan:
+    return EpochPlan(args.epochs, args.drop_path_prob, args.auxiliary_weight if args.auxiliary else 0.,
+                     eval_name='test', script='train.py', records_drop_path=True, batch_size=args.batch_size,
+                     lower=(() if args.amp else ('--amp',)) + (('without --auxiliary',) if args.auxiliary else ()))
+
+
+# The training and test images of CIFAR, for --plan before they are at hand: (training, test) images, classes.
+STAND_INS = {'cifar10': (50000, 10000, 10), 'cifar100': (50000, 10000, 100)}
+
+
+def plan(args: argparse.Namespace, genotype: Genotype, arch_name: str) -> Dict:
+    """--plan: build the network at the run's sizes on its device, time a few real training steps and test
+    batches, measure each phase's peak memory, and print what the whole training will take. No file is written."""
+    device = devices.resolve_device(args.device)
+    utils.seed_everything(args.seed)
+    if args.dataset in STAND_INS and not data_at_hand(args.dataset, args.data):
+        train_size, test_size, classes = STAND_INS[args.dataset]
+        train_data = random_images(train_size, classes, args.image_size, args.seed)
+        test_data = random_images(test_size, classes, args.image_size, args.seed + 1)
+        data_note = (f"{args.dataset} is not under {args.data} yet: random images of its shape stand in "
+                     f"({train_size} training, {test_size} test)")
+    else:
+        train_data, test_data = load_train_test(args)
+        data_note = f"{args.dataset}: {len(train_data)} training images, {len(test_data)} test images"
+    baseline = memory.resident_mb()
+    run, *_ = run_plan.checked_build(
+        lambda: build_run(args, train_data, test_data, genotype, devices.Distributed(), device), 'the network')
+    cost = network_cost(genotype, num_classes=train_data.num_classes, init_channels=args.init_channels,
+                        layers=args.layers, image_size=args.image_size)
+    state = {'model': run.model.state_dict(), 'optimizer': run.optimize.optimizer.state_dict()}
+    return plan_training('train.py', run, epoch_plan(args), device, data_note,
+                         f"{arch_name}, C={args.init_channels}, {args.layers} layers"
+                         f"{', auxiliary' if args.auxiliary else ''}", cost, baseline,
+                         run_plan.serialized_mb(state) + run_plan.serialized_mb(state['model']),
+                         'the checkpoint is checkpoint.pt and weights.pt')
 
 
 def save_checkpoint(run_dir: str, args: argparse.Namespace, run: TrainingRun,

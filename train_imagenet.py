@@ -11,6 +11,8 @@ Examples:
         --batch_size 1024 --learning_rate 0.4
     # one GPU, mixed precision
     python train_imagenet.py --data /path/to/imagenet --arch EvNASA --auxiliary --amp
+    # will it fit, and how long per epoch? (random images stand in until /path/to/imagenet is there)
+    python train_imagenet.py --data /path/to/imagenet --arch EvNASA --auxiliary --amp --plan
     # continue after the last completed epoch
     python train_imagenet.py --resume eval-imagenet-EXP-20260101-120000
 
@@ -24,7 +26,7 @@ import os
 import shlex
 import sys
 from functools import partial
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -34,17 +36,18 @@ import utils
 from cli import arguments
 from cost import describe_cost, network_cost
 from engine import Monitor, OptimizerStep, top5_text
-from genotypes import save_genotype
+from genotypes import Genotype, save_genotype
 from inputs.augmentation import imagenet_transforms
-from inputs.loaders import FolderLoader, image_folder
+from inputs.loaders import FolderLoader, Loader, image_folder
 from model import NetworkImageNet
-from runtime import devices, logs, stopping
+from runtime import devices, logs, memory, stopping
+from runtime import plan as run_plan
 from runtime.checkpoint import atomic_save, load_run_checkpoint, restore_run
 from runtime.run_dirs import save_args
-from training import EpochLR, EpochPlan, TrainingRun, best_epoch, finish, train_epochs
+from training import EpochLR, EpochPlan, TrainingRun, best_epoch, finish, plan_training, train_epochs
 
 CHECKPOINT_FORMAT = 'evnas-train-imagenet/1'
-RESUME_MAY_CHANGE = {'device', 'report_freq', 'workers', 'data', 'resume', 'dir', 'run_dir', 'save'}
+RESUME_MAY_CHANGE = {'device', 'report_freq', 'workers', 'data', 'resume', 'dir', 'run_dir', 'save', 'plan'}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,8 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_paper_exact_argument(optim)
 
     parser.add_argument('--parallel', action='store_true', help="the original's DataParallel flag: use torchrun")
-    arguments.add_run_arguments(parser.add_argument_group('run'), 0, 'eval-imagenet-NAME-YYYYMMDD-HHMMSS',
-                                report_freq=100)
+    run = parser.add_argument_group('run')
+    arguments.add_run_arguments(run, 0, 'eval-imagenet-NAME-YYYYMMDD-HHMMSS', report_freq=100)
+    arguments.add_plan_argument(run, 'epoch')
     return parser
 
 
@@ -132,6 +136,9 @@ def learning_rate(args, epoch: int) -> float:
 
 def main(args: argparse.Namespace) -> Dict:
     genotype, arch_name = arguments.training_genotype(args)
+    if args.plan:
+        return plan(args, genotype, arch_name)
+
     def body(data, run_dir, dist, device, stop):
         return train(args, data, run_dir, dist, device, stop, genotype, arch_name)
     return devices.run(arguments.run_settings(args), f"eval-imagenet-{args.save}", 'train_imagenet',
@@ -163,16 +170,49 @@ def train(args, data: tuple, run_dir: str, dist: devices.Distributed, device: to
 
     utils.seed_everything(args.seed)
     num_classes = len(train_data.classes)
-    config = speed.config_for(device, args.paper_exact)
-    speed.configure_process(config)
-    model = NetworkImageNet(args.init_channels, num_classes, args.layers, args.auxiliary, genotype,
-                            impl=speed.layers(config)).to(device, memory_format=config.memory_format)
+    per_process = args.batch_size // dist.world_size
+    if per_process < 1:
+        raise utils.UserError(f"--batch_size {args.batch_size} is smaller than the {dist.world_size} processes")
+    valid_sampler = list(range(dist.rank, len(valid_data), dist.world_size))  # each image once over all ranks
+    run, setting = build_run(args, num_classes, genotype, device,
+                             lambda epoch: epoch_loader(args, train_data, dist, device, per_process, epoch - 1),
+                             FolderLoader(valid_data, per_process, device, num_workers=args.workers,
+                                          sampler=valid_sampler))
+    model = run.model
     logger.info(f"genotype = {genotype}")
     logger.info(describe_cost(network_cost(genotype, 'imagenet', num_classes=num_classes,
                                            init_channels=args.init_channels, layers=args.layers,
                                            image_size=args.image_size), 'cost'))
     logger.info(f"param size = {utils.count_parameters_in_MB(model):.6f} MB (millions of parameters); "
                 f"{len(train_data)} training and {len(valid_data)} validation images in {num_classes} classes")
+    if args.resume:
+        state = load_run_checkpoint(run_dir, CHECKPOINT_FORMAT, vars(args), RESUME_MAY_CHANGE,
+                                    checkpoint_name='checkpoint.pth.tar')
+        restore_run(state, dist.rank, model, run.optimize.optimizer, run.optimize.scaler, model_key='state_dict')
+        run.epochs_done, run.history = state['epoch'], state['history']
+        logger.info(f"resumed after epoch {run.epochs_done} of {args.epochs}")
+
+    run.net = devices.wrap(model, dist, device, args.sync_bn)
+    monitor = Monitor(logger, args.report_freq, stop, dist.all_reduce if dist.enabled else None)
+    logger.info(f"speed: {setting}; batch {args.batch_size}"
+                + (f" ({per_process} per process)" if dist.enabled else ''))
+
+    plan = epoch_plan(args)
+    train_epochs(run, plan, monitor, logger, dist, device, run_dir, partial(save_checkpoint, run_dir, args, run))
+    return finish(run, plan, logger, dist, run_dir,
+                  partial(summarize, arch_name=arch_name, params_mb=utils.count_parameters_in_MB(model),
+                          run_dir=run_dir))
+
+
+def build_run(args: argparse.Namespace, num_classes: int, genotype: Genotype, device: torch.device,
+              train_batches: Callable[[int], Loader], valid_loader: Loader) -> Tuple[TrainingRun, str]:
+    """The network of `genotype` at the run's sizes on `device`, its optimiser and P-DARTS's schedule, as a
+    TrainingRun that calls the bare network (the caller wraps it for torchrun after a resume); with the speed
+    setting and precision."""
+    config = speed.config_for(device, args.paper_exact)
+    speed.configure_process(config)
+    model = NetworkImageNet(args.init_channels, num_classes, args.layers, args.auxiliary, genotype,
+                            impl=speed.layers(config)).to(device, memory_format=config.memory_format)
     # Label smoothing as P-DARTS's CrossEntropyLabelSmooth: (1 - eps) * one-hot + eps / classes.
     criterion_smooth = nn.CrossEntropyLoss(label_smoothing=args.label_smooth)
     criterion = nn.CrossEntropyLoss()
@@ -180,36 +220,60 @@ def train(args, data: tuple, run_dir: str, dist: devices.Distributed, device: to
                                 weight_decay=args.weight_decay)
     autocast, scaler, precision = devices.mixed_precision(device, args.amp)
     precision = speed.float32_policy(config, device) if precision == 'fp32' else precision
-
-    start_epoch, history = 0, []
-    if args.resume:
-        state = load_run_checkpoint(run_dir, CHECKPOINT_FORMAT, vars(args), RESUME_MAY_CHANGE,
-                                    checkpoint_name='checkpoint.pth.tar')
-        restore_run(state, dist.rank, model, optimizer, scaler, model_key='state_dict')
-        start_epoch, history = state['epoch'], state['history']
-        logger.info(f"resumed after epoch {start_epoch} of {args.epochs}")
-
-    net = devices.wrap(model, dist, device, args.sync_bn)
-    per_process = args.batch_size // dist.world_size
-    if per_process < 1:
-        raise utils.UserError(f"--batch_size {args.batch_size} is smaller than the {dist.world_size} processes")
-    valid_sampler = list(range(dist.rank, len(valid_data), dist.world_size))  # each image once over all ranks
-    valid_loader = FolderLoader(valid_data, per_process, device, num_workers=args.workers, sampler=valid_sampler)
-    run = TrainingRun(model, net, OptimizerStep(optimizer, args.grad_clip, scaler),
-                      EpochLR(optimizer, lambda epoch: learning_rate(args, epoch - 1)),
-                      train_batches=lambda epoch: epoch_loader(args, train_data, dist, device, per_process, epoch - 1),
+    run = TrainingRun(model, model, OptimizerStep(optimizer, args.grad_clip, scaler),
+                      EpochLR(optimizer, lambda epoch: learning_rate(args, epoch - 1)), train_batches=train_batches,
                       criterion=criterion_smooth, eval_loader=valid_loader, eval_criterion=criterion,
-                      autocast=autocast, history=history, epochs_done=start_epoch)
-    monitor = Monitor(logger, args.report_freq, stop, dist.all_reduce if dist.enabled else None)
-    logger.info(f"speed: {config.describe()}; precision {precision}; batch {args.batch_size}"
-                + (f" ({per_process} per process)" if dist.enabled else ''))
+                      autocast=autocast, history=[])
+    return run, f"{config.describe()}; precision {precision}"
 
-    plan = EpochPlan(args.epochs, args.drop_path_prob, args.auxiliary_weight if args.auxiliary else 0.,
-                     eval_name='valid', script='train_imagenet.py', records_drop_path=False)
-    train_epochs(run, plan, monitor, logger, dist, device, run_dir, partial(save_checkpoint, run_dir, args, run))
-    return finish(run, plan, logger, dist, run_dir,
-                  partial(summarize, arch_name=arch_name, params_mb=utils.count_parameters_in_MB(model),
-                          run_dir=run_dir))
+
+def epoch_plan(args: argparse.Namespace) -> EpochPlan:
+    return EpochPlan(args.epochs, args.drop_path_prob, args.auxiliary_weight if args.auxiliary else 0.,
+                     eval_name='valid', script='train_imagenet.py', records_drop_path=False,
+                     batch_size=args.batch_size, lower=(() if args.amp else ('--amp',)))
+
+
+# ImageNet-1k, for --plan before it is at hand: training and validation images, classes.
+IMAGENET = (1281167, 50000, 1000)
+
+
+def plan(args: argparse.Namespace, genotype: Genotype, arch_name: str) -> Dict:
+    """--plan: build the network at the run's sizes on its device, time a few real training steps and validation
+    batches (on random images where the dataset is not at hand), measure each phase's peak memory, and print
+    what the whole training will take. No file is written."""
+    device = devices.resolve_device(args.device)
+    world_size = int(os.environ.get('WORLD_SIZE', '1'))
+    per_process = max(args.batch_size // world_size, 1)
+    utils.seed_everything(args.seed)
+    try:
+        train_data, valid_data = load_imagenet(args)
+        sizes = (len(train_data), len(valid_data), len(train_data.classes))
+        data_note = f"{args.data}: {sizes[0]} training and {sizes[1]} validation images in {sizes[2]} classes"
+    except utils.UserError:
+        train_data = valid_data = None
+        sizes = IMAGENET
+        data_note = (f"ImageNet is not under {args.data} yet: random {args.image_size}x{args.image_size} images stand "
+                     f"in ({sizes[0]} training, {sizes[1]} validation, {sizes[2]} classes; the folder loader's "
+                     f"decoding is not measured)")
+    baseline = memory.resident_mb()
+    config = speed.config_for(device, args.paper_exact)
+    if train_data is None:
+        batches = [run_plan.RandomBatches(math.ceil(n / args.batch_size), per_process, args.image_size, sizes[2],
+                                          device, config.memory_format) for n in sizes[:2]]
+        train_batches, valid_loader = (lambda epoch: batches[0]), batches[1]
+    else:
+        train_batches = lambda epoch: epoch_loader(args, train_data, devices.Distributed(), device,  # noqa: E731
+                                                   per_process, epoch - 1)
+        valid_loader = FolderLoader(valid_data, per_process, device, num_workers=args.workers)
+    run, _ = run_plan.checked_build(lambda: build_run(args, sizes[2], genotype, device, train_batches, valid_loader),
+                                    'the network')
+    cost = network_cost(genotype, 'imagenet', num_classes=sizes[2], init_channels=args.init_channels,
+                        layers=args.layers, image_size=args.image_size)
+    state = {'state_dict': run.model.state_dict(), 'optimizer': run.optimize.optimizer.state_dict()}
+    return plan_training('train_imagenet.py', run, epoch_plan(args), device, data_note,
+                         f"{arch_name}, C={args.init_channels}, {args.layers} layers"
+                         f"{', auxiliary' if args.auxiliary else ''}", cost, baseline,
+                         2 * run_plan.serialized_mb(state), 'checkpoint.pth.tar, and model_best.pth.tar as large')
 
 
 def epoch_loader(args, train_data, dist: devices.Distributed, device: torch.device, per_process: int,

@@ -15,6 +15,8 @@ supernet (random search with weight sharing, search/random_search.py).
 Examples:
     # the paper's search (CIFAR-10, 50 individuals, 50 generations)
     python train_search.py --cutout
+    # what it takes on this device (memory per phase, time, disk), before the data is downloaded
+    python train_search.py --cutout --plan
     # a CPU quick-start on generated data (about a minute)
     python train_search.py --dataset synthetic --init_channels 4 --layers 5 --pop_size 4 --tsize 2 --epochs 3 \\
         --valid_batch_size 256 --device cpu --run_dir search-quick
@@ -31,12 +33,13 @@ NAS-Bench-201 arch string) and alphas), genotype.json (the best architecture), r
 (what --resume needs).
 """
 import argparse
+import json
 import logging
 import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -48,12 +51,15 @@ import utils
 from architect_evolution import Individual, NoFeasibleDraw, evolve, init_population, random_population, sort_population
 from cli import arguments, search_arguments
 from cli.search_arguments import RESUME_MAY_CHANGE, SearchSettings, search_settings
+from cost import count_macs
 from engine import Monitor, OptimizerStep, train_generation
-from inputs.data import SearchData, save_dataset_info
+from inputs import nb201
+from inputs.data import SearchData, random_images, save_dataset_info
 from inputs.loaders import Loader, make_loader
 from inputs.nb201 import WHERE as BENCHMARK_WHERE
 from inputs.nb201 import Benchmark
-from runtime import devices, logs, stopping
+from runtime import devices, logs, memory, stopping
+from runtime import plan as run_plan
 from runtime.checkpoint import atomic_save, load_run_checkpoint, restore_run, rng_state
 from runtime.run_dirs import save_args
 from runtime.stopping import fault_point
@@ -77,6 +83,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(args: argparse.Namespace) -> Dict:
     settings = search_settings(args)
+    if args.plan:
+        return plan(args, settings)
 
     def body(inputs, run_dir, dist, device, stop):
         return search(args, settings, inputs, run_dir, stop, dist, device)
@@ -88,6 +96,7 @@ def search(args: argparse.Namespace, settings: SearchSettings, inputs: 'SearchIn
            stop: stopping.StopSignals, dist: devices.Distributed, device: torch.device) -> Dict:
     """EvNAS, Alg. 1: per generation decode -> train -> evaluate -> rank -> record -> evolve -> checkpoint.
     `args` are what args.json and the checkpoint keep; what the search computes with is `settings`."""
+    loaded_mb = memory.resident_mb()  # the data is loaded, nothing built yet
     logger = logs.setup_logger('train_search', run_dir if dist.is_main else None, enabled=dist.is_main)
     devices.configure_cudnn(device, args.cudnn_benchmark)
     evolution = settings.evolution
@@ -105,6 +114,9 @@ def search(args: argparse.Namespace, settings: SearchSettings, inputs: 'SearchIn
     if args.resume:
         restore(run, load_run_checkpoint(run_dir, CHECKPOINT_FORMAT, vars(args), RESUME_MAY_CHANGE), dist.rank)
         logger.info(f"resumed after generation {run.generations_done} of {evolution.generations}")
+    if device.type == 'cpu':
+        logger.info(f"resident memory once the data was loaded {memory.gb(loaded_mb)}, with the supernet built "
+                    f"{memory.gb(memory.resident_mb())}; each generation's peaks are in its record (memory_mb)")
     monitor = Monitor(logger, args.report_freq, stop, dist.all_reduce if dist.enabled else None)
     records = Records(run_dir, dist.is_main, logger, evolution.generations, run.generations_done, space,
                       report.write_report)
@@ -116,18 +128,24 @@ def search(args: argparse.Namespace, settings: SearchSettings, inputs: 'SearchIn
         # Decode each individual once per generation; the device copies are reused by every step.
         decoded = [[a.to(device) for a in space.decode(ind.alphas)] for ind in run.population]
         seeds = fitness.draw_seeds(run.measure.estimator, run.data_generator, len(run.population))
+        peaks: Dict[str, Dict] = {'train': {}, 'fitness': {}}
         with stopping.note_on_stop(generation - 1, 'generation', run_dir, 'train_search.py', logger):
             started = time.time()
-            train_stats = train_generation(run.model, decoded, run.train_loader, run.optimize, monitor,
-                                           generation=generation, net=run.train_net, autocast=run.autocast)
+            with memory.peak_memory(device, peaks['train']), training_phase(settings, device):
+                train_stats = train_generation(run.model, decoded, run.train_loader, run.optimize, monitor,
+                                               generation=generation, net=run.train_net, autocast=run.autocast)
             run.scheduler.step()
             dist.broadcast_buffers(run.model)  # every rank measures fitness with rank 0's BatchNorm statistics
             trained = time.time()
-            run.measure(run.model, run.population, seeds, monitor, generation, decoded=decoded, rank=dist.rank,
-                        world_size=dist.world_size, net=run.eval_net, autocast=run.autocast)
+            with memory.peak_memory(device, peaks['fitness']), fitness_phase(settings, device):
+                run.measure(run.model, run.population, seeds, monitor, generation, decoded=decoded, rank=dist.rank,
+                            world_size=dist.world_size, net=run.eval_net, autocast=run.autocast)
         ranked, order = rank_population(run.population, run.budget)
         summary = summarize(ranked, train_stats, generation, lr, space, train_seconds=trained - started,
                             fitness_seconds=time.time() - trained)
+        summary['memory_mb'] = {name: round(peak['peak_mb'], 1) for name, peak in peaks.items() if 'peak_mb' in peak}
+        if summary['memory_mb'] and device.type == 'cpu' and loaded_mb is not None:
+            summary['memory_mb']['data'] = round(loaded_mb, 1)  # what the peaks are above
         if inputs.benchmark is not None:  # the true accuracies of the generation's best (NAS-Bench-201)
             summary['benchmark'] = inputs.benchmark.lookup(space.genotype(ranked[0].alphas))
             summary['benchmark_tau'] = population_tau(ranked, inputs.benchmark, space)
@@ -142,10 +160,13 @@ def search(args: argparse.Namespace, settings: SearchSettings, inputs: 'SearchIn
                                      run.ga_generator))
             check_agreement(run.population, dist)
         run.generations_done = generation
-        save_checkpoint(run_dir, args, run, run.elapsed_before + records.timer.elapsed(), dist)
+        with stopping.note_on_stop(generation - 1, 'generation', run_dir, 'train_search.py', logger), \
+                stopping.phase('checkpoint', device):
+            save_checkpoint(run_dir, args, run, run.elapsed_before + records.timer.elapsed(), dist)
     ended_now = run.generations_done > records.first
     if run.draws is not None and not dist.broadcast_object(random_search.done(run_dir)):
-        with stopping.note_on_stop(evolution.generations, 'generation', run_dir, 'train_search.py', logger):
+        with stopping.note_on_stop(evolution.generations, 'generation', run_dir, 'train_search.py', logger), \
+                fitness_phase(settings, device):
             score_every_draw(settings, run, run_dir, dist, monitor, logger)
         ended_now = True
     return records.finish(run.history, run.population, ended_now)
@@ -263,6 +284,101 @@ def set_up(settings: SearchSettings, data: SearchData, dist: devices.Distributed
         logger.info("strategy: random (no selection: every generation drawn afresh, as the first); at the end every "
                     "architecture drawn is scored on the final supernet (random search with weight sharing)")
     return run
+
+
+def training_phase(settings: SearchSettings, device: torch.device) -> ContextManager:
+    """An out-of-memory in the supernet's training steps as one line: which flags take less."""
+    return stopping.phase('supernet training', device, '--batch_size', settings.loader.batch_size,
+                          [] if settings.compute.amp else ['--amp'])
+
+
+def fitness_phase(settings: SearchSettings, device: torch.device) -> ContextManager:
+    """An out-of-memory in the fitness evaluation as one line: which flags take less, and that in the DARTS
+    space a smaller --valid_batch_size changes the fitness (BatchNorm normalises with each batch's statistics)."""
+    lower = [] if settings.fitness.dtype == 'bf16' else ['--fitness_dtype bf16']
+    if get_space(settings.space).fitness_train_mode:
+        lower.append('(a smaller --valid_batch_size changes the fitness: BatchNorm normalises with each batch\'s '
+                     'statistics)')
+    return stopping.phase('fitness evaluation', device, '--valid_batch_size', settings.loader.valid_batch_size, lower)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# --plan: what the run will take, from a few real steps of each phase
+
+# The images of the real datasets, for --plan before they are at hand: (training, held-out) images, classes,
+# image size; the DARTS space splits the training set by --train_portion instead.
+STAND_INS = {'cifar10': (50000, 0, 10, 32), 'cifar100': (50000, 0, 100, 32),
+             ('nb201', 'cifar10'): (25000, 25000, 10, 32), ('nb201', 'cifar100'): (50000, 5000, 100, 32),
+             ('nb201', 'ImageNet16-120'): (151700, 3000, 120, 16)}
+
+
+def plan_search_data(settings: SearchSettings) -> Tuple[SearchData, str]:
+    """The search's images, or random ones of their shape and number where the dataset is not at hand."""
+    space, data = get_space(settings.space), settings.data
+    key = (space.name, data.dataset) if (space.name, data.dataset) in STAND_INS else data.dataset
+    if key not in STAND_INS or nb201.at_hand(data.dataset, data.data):
+        loaded = space.search_data(data, settings.augment)
+        return loaded, (f"{data.dataset}: {len(loaded.train_indices)} images train the supernet, "
+                        f"{len(loaded.valid_indices)} measure fitness")
+    train, valid, classes, size = STAND_INS[key]
+    if not valid:
+        train, valid = int(train * data.train_portion), train - int(train * data.train_portion)
+    images = random_images(train + valid, classes, size, settings.loader.seed)
+    indices = torch.arange(train + valid)
+    stand_in = SearchData(images, indices[:train], images, indices[train:],
+                          settings.augment if space.fitness_train_mode else None)
+    return stand_in, (f"{data.dataset} is not under {data.data} yet: random images of its shape stand in "
+                      f"({train} train the supernet, {valid} measure fitness)")
+
+
+def plan(args: argparse.Namespace, settings: SearchSettings) -> Dict:
+    """--plan: build the supernet at the run's sizes on its device, time a few real training steps and fitness
+    batches, measure each phase's peak memory, and print what the whole search will take. No file is written."""
+    device = devices.resolve_device(args.device)
+    world_size = int(os.environ.get('WORLD_SIZE', '1'))
+    evolution, loader = settings.evolution, settings.loader
+    utils.seed_everything(loader.seed)
+    data, data_note = plan_search_data(settings)
+    baseline = memory.resident_mb()
+    quiet = logs.setup_logger('train_search.plan', None, enabled=False)
+    run = run_plan.checked_build(lambda: set_up(settings, data, devices.Distributed(), device, quiet),
+                                 'the supernet')
+    individual, monitor = run.population[0], Monitor()
+    decoded = [[a.to(device) for a in run.space.decode(individual.alphas)]]
+    run.model.set_arch_parameters(decoded[0])
+    size = data.train.images.shape[-1]
+    macs = run_plan.checked_build(lambda: count_macs(run.model, (1, 3, size, size)), 'the supernet')
+    fitness_batches, train_steps = len(run.measure.loader), len(run.train_loader)
+    run.measure.loader = run_plan.FirstBatches(run.measure.loader, 1)
+    # Fitness first: its increment above the built supernet is then its own, not memory training left behind.
+    fitness = run_plan.Phase('fitness evaluation', '--valid_batch_size', loader.valid_batch_size,
+                             fitness_batches * evolution.pop_size / world_size,
+                             note='(steps: held-out batches x individuals)',
+                             changes=("this changes the fitness: in the DARTS space BatchNorm normalises with each "
+                                      "held-out batch's statistics" if run.space.fitness_train_mode else ''))
+    training = run_plan.Phase('supernet training', '--batch_size', loader.batch_size, train_steps / world_size,
+                              changes='this changes the search: the supernet trains on other batches, more steps')
+    with fitness_phase(settings, device):
+        run_plan.measure(fitness, device, lambda i: run.measure(
+            run.model, [individual], [i], monitor, 1, decoded=decoded, net=run.eval_net, autocast=run.autocast))
+    with training_phase(settings, device):
+        run_plan.measure(training, device, lambda i: train_generation(
+            run.model, decoded, run_plan.FirstBatches(run.train_loader, 1), run.optimize, monitor, generation=1,
+            net=run.train_net, autocast=run.autocast))
+    state = {'model': run.model.state_dict(), 'optimizer': run.optimize.optimizer.state_dict(),
+             'population': [ind.to_state() for ind in run.population]}
+    record_mb = len(json.dumps([run.space.record(ind.alphas) for ind in run.population])) / memory.MB
+    result = run_plan.Plan(
+        'train_search.py', device, world_size, data_note,
+        f"{run.space.title} supernet, {utils.count_parameters_in_MB(run.model):.2f} M parameters, "
+        f"{macs / 1e6:.0f} M MACs per image (every operation of every edge)",
+        'generation', evolution.generations, baseline, [training, fitness], checkpoint_mb=run_plan.serialized_mb(state),
+        disk_per_unit_mb=record_mb,
+        notes=[f"--epochs {evolution.generations} generations of --pop_size {evolution.pop_size}"
+               + ("; then every architecture drawn is scored once more (random search with weight sharing)"
+                  if evolution.strategy == 'random' else '')])
+    print(result.table())
+    return result.to_dict()
 
 
 def save_checkpoint(run_dir: str, args: argparse.Namespace, run: SearchRun, elapsed: float,

@@ -5,15 +5,17 @@ weights are. What the two scripts do differently (the learning-rate schedule, an
 a checkpoint holds, what the summary says) they pass in."""
 import logging
 import os
-from dataclasses import dataclass
-from typing import Callable, Dict, List, Tuple, Union
+import time
+from dataclasses import dataclass, field
+from typing import Callable, ContextManager, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 
 from engine import Monitor, OptimizerStep, infer, top5_text, train_epoch
 from inputs.loaders import Loader
-from runtime import devices, logs, stopping
+from runtime import devices, logs, memory, stopping
+from runtime import plan as run_plan
 from runtime.checkpoint import rng_state
 from runtime.run_dirs import save_summary
 
@@ -27,6 +29,8 @@ class EpochPlan:
     eval_name: str           # 'test' (train.py) or 'valid' (train_imagenet.py): its log column and history keys
     script: str              # a stopped run says how to continue it: python SCRIPT --resume RUN_DIR
     records_drop_path: bool  # train.py's history rows hold each epoch's drop-path probability; ImageNet's never did
+    batch_size: int = 0      # --batch_size, named in the line an out-of-memory prints
+    lower: Tuple[str, ...] = ()  # other flags that take less memory
 
 
 @dataclass
@@ -73,6 +77,8 @@ class TrainingRun:
     autocast: Callable
     history: List[Dict]     # one row per completed epoch
     epochs_done: int = 0
+    # peak memory per phase (MB) and seconds per epoch over the epochs this process ran (summary.json)
+    usage: Dict[str, float] = field(default_factory=dict)
 
 
 def best_epoch(history: List[Dict], eval_name: str) -> Dict:
@@ -93,13 +99,18 @@ def train_epochs(run: TrainingRun, plan: EpochPlan, monitor: Monitor, logger: lo
         lr = run.learning_rate.begin(epoch)
         run.model.drop_path_prob = plan.drop_path_prob * (epoch - 1) / plan.epochs
         train_loader = run.train_batches(epoch)
+        peaks: Dict[str, Dict] = {'train': {}, name: {}}
+        started = time.time()
         with stopping.note_on_stop(epoch - 1, 'epoch', run_dir, plan.script, logger):
-            train_stats = train_epoch(run.net, train_loader, run.criterion, run.optimize, device, monitor, epoch=epoch,
-                                      auxiliary_weight=plan.auxiliary_weight, autocast=run.autocast)
-        run.learning_rate.end()
-        dist.broadcast_buffers(run.model)  # every rank evaluates with rank 0's BatchNorm statistics
-        evaluated = infer(run.model, run.eval_loader, run.eval_criterion, device, autocast=run.autocast,
-                          all_reduce=monitor.all_reduce)
+            with memory.peak_memory(device, peaks['train']), training_phase(plan, device):
+                train_stats = train_epoch(run.net, train_loader, run.criterion, run.optimize, device, monitor,
+                                          epoch=epoch, auxiliary_weight=plan.auxiliary_weight, autocast=run.autocast)
+            run.learning_rate.end()
+            dist.broadcast_buffers(run.model)  # every rank evaluates with rank 0's BatchNorm statistics
+            with memory.peak_memory(device, peaks[name]), evaluation_phase(plan, device):
+                evaluated = infer(run.model, run.eval_loader, run.eval_criterion, device, autocast=run.autocast,
+                                  all_reduce=monitor.all_reduce, epoch=epoch)
+        _add_usage(run.usage, peaks, time.time() - started, epoch - start)
         row = {'epoch': epoch, 'lr': lr}
         if plan.records_drop_path:
             row['drop_path_prob'] = run.model.drop_path_prob
@@ -114,14 +125,73 @@ def train_epochs(run: TrainingRun, plan: EpochPlan, monitor: Monitor, logger: lo
                     f"| train top1 {train_stats['top1']:6.2f} | {name} top1 {evaluated['top1']:6.2f}"
                     f"{top5_text(evaluated, f'{name} top5')} | best {best[f'{name}_top1']:6.2f} "
                     f"| {train_stats['images_per_sec']:.0f} img/s "
-                    f"| eta {logs.format_duration(remaining)}")
+                    + ''.join(f"| {phase} peak {memory.gb(peak['peak_mb'])} " for phase, peak in peaks.items()
+                              if 'peak_mb' in peak)
+                    + f"| eta {logs.format_duration(remaining)}")
         all_rng = dist.gather_object(rng_state())
         if dist.is_main:
             logs.add_scalars(writer, row, ('train_loss', 'train_top1', f'{name}_loss', f'{name}_top1',
                                             f'{name}_top5', 'lr'), epoch)
-            write_checkpoint(epoch, all_rng)
+            with stopping.note_on_stop(epoch - 1, 'epoch', run_dir, plan.script, logger), \
+                    stopping.phase('checkpoint', device):
+                write_checkpoint(epoch, all_rng)
     if writer is not None:
         writer.close()
+
+
+def training_phase(plan: EpochPlan, device: torch.device) -> ContextManager:
+    """An out-of-memory in the training steps as one line: which flags take less."""
+    return stopping.phase('training', device, '--batch_size', plan.batch_size, plan.lower)
+
+
+def evaluation_phase(plan: EpochPlan, device: torch.device) -> ContextManager:
+    """An out-of-memory in the evaluation as one line (it runs with --batch_size too)."""
+    return stopping.phase('evaluation', device, '--batch_size', plan.batch_size)
+
+
+def _add_usage(usage: Dict[str, float], peaks: Dict[str, Dict], seconds: float, epochs: int) -> None:
+    """The largest peak of each phase so far, and the mean seconds of an epoch (training and evaluation)."""
+    for phase, peak in peaks.items():
+        if 'peak_mb' in peak:
+            usage[f'{phase}_peak_mb'] = round(max(usage.get(f'{phase}_peak_mb', 0.), peak['peak_mb']), 1)
+    usage['seconds_per_epoch'] = round(usage.get('seconds_per_epoch', 0.) + (seconds - usage.get(
+        'seconds_per_epoch', 0.)) / max(epochs, 1), 2)
+
+
+def plan_phases(run: TrainingRun, plan: EpochPlan, device: torch.device, world_size: int,
+                steps: int = run_plan.STEPS) -> List[run_plan.Phase]:
+    """--plan: a few real training steps and evaluation batches of `run`, measured (training.py's loop, cut to
+    one batch per call)."""
+    monitor = Monitor()
+    train_batches = run.train_batches(1)
+    training = run_plan.Phase('training', '--batch_size', plan.batch_size, len(train_batches) / world_size,
+                              changes='this changes the recipe: scale --learning_rate with the batch')
+    evaluation = run_plan.Phase('evaluation', '--batch_size', plan.batch_size, len(run.eval_loader) / world_size)
+    # Evaluation first: its increment above the built network is then its own, not memory training left behind.
+    with evaluation_phase(plan, device):
+        run_plan.measure(evaluation, device, lambda i: infer(
+            run.model, run_plan.FirstBatches(run.eval_loader, 1), run.eval_criterion, device, autocast=run.autocast),
+            steps)
+    with training_phase(plan, device):
+        run_plan.measure(training, device, lambda i: train_epoch(
+            run.net, run_plan.FirstBatches(train_batches, 1), run.criterion, run.optimize, device, monitor, epoch=1,
+            auxiliary_weight=plan.auxiliary_weight, autocast=run.autocast), steps)
+    return [training, evaluation]
+
+
+def plan_training(script: str, run: TrainingRun, plan: EpochPlan, device: torch.device, data_note: str,
+                  network: str, cost: Dict[str, float], baseline_mb: Optional[float], checkpoint_mb: float,
+                  note: str) -> Dict:
+    """--plan of a training script: measure `run`'s phases (plan_phases), print the table and return its
+    figures. `network` names the architecture and its sizes, `cost` its parameters and MACs."""
+    world_size = int(os.environ.get('WORLD_SIZE', '1'))
+    phases = run_plan.checked_build(lambda: plan_phases(run, plan, device, world_size), 'the network')
+    result = run_plan.Plan(script, device, world_size, data_note,
+                           f"{network}: {cost['params'] / 1e6:.2f} M parameters, {cost['macs'] / 1e6:.0f} M MACs "
+                           f"per image", 'epoch', plan.epochs, baseline_mb, phases, checkpoint_mb=checkpoint_mb,
+                           notes=[note])
+    print(result.table())
+    return result.to_dict()
 
 
 def finish(run: TrainingRun, plan: EpochPlan, logger: logging.Logger, dist: devices.Distributed, run_dir: str,
@@ -131,6 +201,7 @@ def finish(run: TrainingRun, plan: EpochPlan, logger: logging.Logger, dist: devi
     history, summary = run.history, {}
     if history:
         summary, lines = summarize(best_epoch(history, plan.eval_name), history[-1])
+        summary.update(run.usage)
         if dist.is_main:
             save_summary(run_dir, summary)
         for line in lines:

@@ -109,6 +109,13 @@ def explicit_options(parser: argparse.ArgumentParser, argv: Argv) -> set:
     return set(vars(namespace))
 
 
+def add_plan_argument(group: Flags, unit: str) -> None:
+    group.add_argument('--plan', action='store_true',
+                       help=f'build what the run builds on its device, time a few real steps of each phase, and '
+                            f'print the memory each phase needs, the time per {unit} and in all, and the disk the '
+                            f'run fills; then exit (no run directory is made)')
+
+
 def add_cudnn_argument(group: Flags) -> None:
     group.add_argument('--cudnn_benchmark', action='store_true',
                        help='on CUDA, let cuDNN pick its fastest kernels (cudnn.benchmark) instead of the '

@@ -47,7 +47,7 @@ GA_FLAGS = ('tsize', 'num_elites', 'mutate_rate')
 
 # Flags that do not change what a run computes; only these may differ when a run is resumed.
 RESUME_MAY_CHANGE = {'device', 'report_freq', 'num_workers', 'data', 'resume', 'dir', 'run_dir', 'cudnn_benchmark',
-                     'api_path'}
+                     'api_path', 'plan'}
 
 
 def build_parser(description: str = '') -> argparse.ArgumentParser:
@@ -145,6 +145,7 @@ def build_parser(description: str = '') -> argparse.ArgumentParser:
     run = parser.add_argument_group('run')
     arguments.add_seed_and_device(run, 18)
     arguments.add_cudnn_argument(run)
+    arguments.add_plan_argument(run, 'generation')
     run.add_argument('--dir', type=str, default=None,
                      help='where new runs go, as search-YYYYMMDD-HHMMSS (default: the current directory)')
     run.add_argument('--run_dir', type=str, default=None, help='exact directory of a new run (overrides --dir)')

@@ -204,6 +204,26 @@ def load_dataset(name: str, root: str, train: bool, synthetic_size: int = 2000, 
     raise UserError(f"unknown dataset '{name}' (known: {', '.join(DATASETS)})")
 
 
+def at_hand(name: str, root: str) -> bool:
+    """Whether a dataset can be read without downloading it (the generated set always can)."""
+    if name not in CIFAR_DATASETS:
+        return True
+    try:
+        _load_torchvision_cifar(name, root, True, download=False)
+        return True
+    except UserError:
+        return False
+
+
+def random_images(size: int, num_classes: int, image_size: int, seed: int = 0) -> ImageArray:
+    """`size` uniformly random images and labels of a dataset's shape: what --plan measures with before the
+    dataset is at hand (memory and time do not depend on what the pixels show)."""
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (size, 3, image_size, image_size), dtype=torch.uint8, generator=generator)
+    labels = torch.randint(0, num_classes, (size,), generator=generator)
+    return ImageArray(images, labels, num_classes, (0.5,) * 3, (0.25,) * 3)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Batch-wise augmentation, the fast path
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from inputs.data import FOLDER, SYNTHETIC, ImageArray, SearchData, load_dataset
+from inputs.data import at_hand as data_at_hand
 from utils import UserError, reason
 
 SPLITS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'splits')  # at the root
@@ -128,6 +129,16 @@ def _imagenet16_dir(root: str) -> str:
             return candidate
     raise UserError(f"ImageNet16 not found under {root} (no val_data in it or in {os.path.join(root, 'ImageNet16')}); "
                     f"{IMAGENET16_WHERE}")
+
+
+def at_hand(dataset: str, root: str) -> bool:
+    """Whether a search's dataset can be read without downloading it (ImageNet16-120 never downloads)."""
+    if dataset != IMAGENET16:
+        return data_at_hand(dataset, root)
+    try:
+        return bool(_imagenet16_dir(root))
+    except UserError:
+        return False
 
 
 def load_imagenet16(root: str, train: bool, num_classes: int = 120) -> ImageArray:

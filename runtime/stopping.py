@@ -1,6 +1,6 @@
-"""How a script stops: a stop requested by SIGTERM or Ctrl-C taken at the next safe point, the note that says
-where it stopped and how to continue, and run_main, which turns a user error or a stop into one line on
-stderr and the exit status."""
+"""How a script stops: a stop requested by SIGTERM or Ctrl-C taken at the next safe point, an allocation that
+failed (out of memory), the note that says where it stopped and how to continue, and run_main, which turns a
+user error or a stop into one line on stderr and the exit status."""
 import argparse
 import logging
 import os
@@ -9,20 +9,44 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import torch
 
+from runtime import memory
 from utils import UserError
 
 
 class Stop(Exception):
     """A run that must end before it completes: a signal, or a diverged loss. Its last checkpoint is intact.
     `exit_code` is 128 + the signal number for a signal (the shell's convention), 2 otherwise."""
+    every_rank = False  # under torchrun every rank stops alike, so rank 0 alone says so
 
     def __init__(self, message: str, exit_code: int = 2):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+# What the messages of an allocation failure contain, in every form torch raises one: its OutOfMemoryError
+# ("CUDA out of memory"), "CUDA error: out of memory", the CPU allocator's "DefaultCPUAllocator: can't allocate
+# memory", cuBLAS/cuDNN's ALLOC_FAILED statuses and "std::bad_alloc" from C++.
+_SIGNS = ('out of memory', "can't allocate memory", 'cannot allocate memory', 'alloc_failed', 'bad_alloc',
+          'not_enough_memory')
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    if isinstance(error, MemoryError):
+        return True
+    oom = getattr(torch, 'OutOfMemoryError', None) or getattr(torch.cuda, 'OutOfMemoryError', None)
+    if oom is not None and isinstance(error, oom):
+        return True
+    return isinstance(error, RuntimeError) and any(sign in str(error).lower() for sign in _SIGNS)
+
+
+class OutOfMemory(Stop):
+    """An allocation failed: the run stops (status 2) with its last checkpoint intact. Unlike other stops it
+    happens on one rank of a torchrun job, so run_main prints it on the rank where it happened."""
+    every_rank = True
 
 
 def stopped_note(reason: str, done: int, unit: str, run_dir: str, script: str, logger: logging.Logger) -> str:
@@ -43,7 +67,7 @@ def note_on_stop(done: int, unit: str, run_dir: str, script: str, logger: loggin
     try:
         yield
     except Stop as e:
-        raise Stop(stopped_note(str(e), done, unit, run_dir, script, logger), e.exit_code) from None
+        raise type(e)(stopped_note(str(e), done, unit, run_dir, script, logger), e.exit_code) from None
 
 
 def run_main(main: Callable[[argparse.Namespace], Any], args: argparse.Namespace) -> int:
@@ -55,14 +79,56 @@ def run_main(main: Callable[[argparse.Namespace], Any], args: argparse.Namespace
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2
     except Stop as e:
-        if os.environ.get('RANK', '0') == '0':
-            print(f"stopped: {e}", file=sys.stderr, flush=True)
+        rank = os.environ.get('RANK', '0')
+        if e.every_rank or rank == '0':
+            where = f" (rank {rank})" if 'WORLD_SIZE' in os.environ else ''
+            print(f"stopped{where}: {e}", file=sys.stderr, flush=True)
         return e.exit_code
+    except (RuntimeError, MemoryError) as e:  # out of memory outside the phases that name themselves
+        if not is_out_of_memory(e):
+            raise
+        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        print(f"out of memory: {first_line} (the process reached {memory.gb(memory.reached_mb(torch.device('cpu')))} "
+              f"resident); python {_script()} --plan shows what each phase needs", file=sys.stderr, flush=True)
+        return 2
     except KeyboardInterrupt:  # Ctrl-C before the training loops watch for it: reading data, building
         print("stopped: interrupted by Ctrl-C (SIGINT) before the first step; nothing was saved", file=sys.stderr,
               flush=True)
         return 128 + signal.SIGINT
     return 0
+
+
+@contextmanager
+def phase(name: str, device: torch.device, batch_flag: Optional[str] = None, batch_size: Optional[int] = None,
+          lower: Sequence[str] = ()) -> Iterator[None]:
+    """An allocation failure inside the block comes out as OutOfMemory, one line: the phase, its batch size,
+    the device's memory and the peak reached, and what to lower (`batch_flag` to half its value, then the
+    flags in `lower`)."""
+    try:
+        yield
+    except OutOfMemory:
+        raise
+    except (RuntimeError, MemoryError) as e:
+        if not is_out_of_memory(e):
+            raise
+        raise OutOfMemory(describe(name, device, batch_flag, batch_size, lower)) from None
+
+
+def describe(name: str, device: torch.device, batch_flag: Optional[str], batch_size: Optional[int],
+             lower: Sequence[str]) -> str:
+    if device.type == 'cuda':
+        torch.cuda.empty_cache()  # what the failed step held is free again; the peak below is what it reached
+    batch = f" at {batch_flag} {batch_size}" if batch_flag and batch_size else ''
+    fixes = ([f"{batch_flag} {max(batch_size // 2, 1)}"] if batch_flag and batch_size and batch_size > 1 else [])
+    fixes += list(lower)
+    advice = f"; to take less, try {' or '.join(fixes)}" if fixes else ''
+    has, reached = memory.gb(memory.device_memory_mb(device)), memory.gb(memory.reached_mb(device))
+    return (f"out of memory in the {name}{batch}: the {device.type} has {has}, the process reached {reached}"
+            f"{advice} (python {_script()} --plan shows what each phase needs)")
+
+
+def _script() -> str:
+    return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0].endswith('.py') else 'SCRIPT.py'
 
 
 class StopSignals:
@@ -116,6 +182,9 @@ def fault_point(point: str, generation: int = -1, step: int = -1) -> Optional[st
     name, *numbers = where.split(':')
     if name != point or any(int(n) != have for n, have in zip(numbers, (generation, step))):
         return None
+    if action == 'oom':  # as the CPU allocator says it
+        raise RuntimeError(f"DefaultCPUAllocator: can't allocate memory: you tried to allocate 1073741824 bytes "
+                           f"(injected by EVNAS_FAULT at {point})")
     if action in ('kill', 'term', 'int'):
         os.kill(os.getpid(), {'kill': signal.SIGKILL, 'term': signal.SIGTERM, 'int': signal.SIGINT}[action])
         if action == 'kill':

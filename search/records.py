@@ -11,7 +11,7 @@ import utils
 from architect_evolution import Individual, count_distinct
 from cost import describe_cost
 from inputs.nb201 import Benchmark
-from runtime import logs
+from runtime import logs, memory
 from runtime.checkpoint import atomic_write_text
 from search.budget import is_feasible
 from search_space import SearchSpace
@@ -95,7 +95,10 @@ class Records:
                          f"| mean {summary['mean']:6.2f} | worst {summary['worst']:6.2f} "
                          f"| distinct {summary['distinct_genotypes']:3d}/{len(ranked)} "
                          + (f"| feasible {summary['feasible']:3d}/{len(ranked)} " if 'feasible' in summary else '')
-                         + f"| train loss {summary['train_loss']:.4f} | elapsed {logs.format_duration(elapsed)} "
+                         + f"| train loss {summary['train_loss']:.4f} "
+                         + ''.join(f"| {phase} peak {memory.gb(summary['memory_mb'][phase])} "
+                                   for phase in ('train', 'fitness') if phase in summary.get('memory_mb', {}))
+                         + f"| elapsed {logs.format_duration(elapsed)} "
                          f"| eta {logs.format_duration(remaining)}")
         if 'benchmark' in summary:
             truth = summary['benchmark']

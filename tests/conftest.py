@@ -23,7 +23,7 @@ TRAIN_TINY = ['--arch', 'EvNASA', '--dataset', 'synthetic', '--synthetic_size', 
 TRAIN_REFERENCE = TRAIN_TINY + ['--epochs', '2', '--auxiliary', '--cutout']
 
 
-TIMING_KEYS = ('train_seconds', 'fitness_seconds')
+TIMING_KEYS = ('train_seconds', 'fitness_seconds', 'memory_mb')
 
 
 def without_flag(argv: list, flag: str) -> list:
@@ -33,7 +33,7 @@ def without_flag(argv: list, flag: str) -> list:
 
 
 def without_timings(record: dict) -> dict:
-    """A generation record without its wall-clock timings, which no two runs share."""
+    """A generation record without its wall-clock timings and memory peaks, which no two runs share."""
     return {k: v for k, v in record.items() if k not in TIMING_KEYS}
 
 

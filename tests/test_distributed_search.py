@@ -87,6 +87,17 @@ class TestElasticRestart:
         assert 'train_search.py FAILED' in done.stderr and 'Signal 9 (SIGKILL)' in done.stderr
 
 
+    def test_a_rank_out_of_memory_says_so_with_its_rank_and_no_rank_hangs(self, tmp_path):
+        run_dir = str(tmp_path / 'run')
+        done = torchrun(*ARGS, '--run_dir', run_dir, env={'EVNAS_FAULT': 'oom@eval:2:1', 'EVNAS_FAULT_RANK': '1'},
+                        timeout=300)
+        assert done.returncode != 0 and 'Traceback' not in done.stderr.split('train_search.py FAILED')[0]
+        lines = [line for line in done.stderr.splitlines() if 'out of memory' in line]
+        assert len(lines) == 1 and lines[0].startswith('stopped (rank 1): out of memory in the fitness evaluation')
+        assert 'exitcode  : 2' in done.stderr
+        assert 'the checkpoint after generation 1' in lines[0]
+
+
 class TestSyncBatchNorm:
     def test_training_gets_sync_batchnorms_and_fitness_keeps_the_model_without_them(self, monkeypatch):
         # --sync_bn: the module the training step calls synchronises BatchNorm statistics; the supernet the search

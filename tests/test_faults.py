@@ -11,6 +11,8 @@ import os
 import pickle
 import shutil
 import struct
+import subprocess
+import sys
 import zipfile
 
 import pytest
@@ -22,7 +24,7 @@ import test_imagenet
 import train
 import train_imagenet
 import train_search
-from conftest import SEARCH_TINY, TRAIN_REFERENCE, call_main, run_script, without_timings
+from conftest import ROOT, SEARCH_TINY, TRAIN_REFERENCE, call_main, run_script, without_timings
 from runtime import checkpoint, run_dirs
 
 
@@ -90,6 +92,73 @@ class TestKillTraining:
         assert torch.load(os.path.join(run_dir, 'checkpoint.pt'), weights_only=True)['epoch'] == 1
         assert call_main(train, ['--resume', run_dir]) == 0
         assert_same_training(run_dir, tiny_training[0])
+
+
+class TestOutOfMemory:
+    """An allocation that fails, in each phase: one line naming the phase and what to lower, status 2, the last
+    checkpoint intact, and --resume ending bit for bit where an uninterrupted run ends."""
+
+    @staticmethod
+    def assert_one_line(done, phase: str, script: str) -> str:
+        assert done.returncode == 2, done.stderr[-2000:]
+        assert 'Traceback' not in done.stderr, done.stderr[-2000:]
+        line = done.stderr.strip().splitlines()[-1]
+        assert line.startswith(f'stopped: out of memory in the {phase}'), line
+        assert 'the cpu has ' in line and ' GB, the process reached ' in line
+        assert f'is intact; continue with: python {script} --resume ' in line, line
+        return line
+
+    @pytest.mark.parametrize('point, phase, lower', [
+        ('oom@train:2:1', 'supernet training', 'try --batch_size 16 or --amp'),
+        ('oom@eval:2:1', 'fitness evaluation', 'try --valid_batch_size 32 or --fitness_dtype bf16 or (a smaller '
+                                               '--valid_batch_size changes the fitness'),
+        ('oom@write:2', 'checkpoint', None),
+    ])
+    def test_a_search_says_which_phase_ran_out_and_resumes_bit_exact(self, tiny_search, tmp_path, point, phase,
+                                                                      lower):
+        run_dir = str(tmp_path / 'run')
+        done = run_script('train_search.py', *SEARCH_TINY, '--epochs', '3', '--run_dir', run_dir,
+                          env={'EVNAS_FAULT': point})
+        line = self.assert_one_line(done, phase, 'train_search.py')
+        assert (lower in line) if lower else 'try' not in line
+        assert 'the checkpoint after generation 1 in' in line
+        assert torch.load(os.path.join(run_dir, 'checkpoint.pt'), weights_only=True)['generation'] == 1
+        assert not any(name.endswith('.tmp') for name in os.listdir(run_dir))
+        assert call_main(train_search, ['--resume', run_dir]) == 0
+        assert_same_search(run_dir, tiny_search[0])
+
+    def test_a_training_that_runs_out_in_its_evaluation_resumes_bit_exact(self, tiny_training, tmp_path):
+        # (training.train_epochs wraps its training steps and checkpoint as it wraps the evaluation)
+        run_dir = str(tmp_path / 'run')
+        done = run_script('train.py', *TRAIN_REFERENCE, '--run_dir', run_dir, env={'EVNAS_FAULT': 'oom@test:2:0'})
+        line = self.assert_one_line(done, 'evaluation', 'train.py')
+        assert 'the checkpoint after epoch 1 in' in line and 'try --batch_size 16' in line
+        assert torch.load(os.path.join(run_dir, 'checkpoint.pt'), weights_only=True)['epoch'] == 1
+        assert call_main(train, ['--resume', run_dir]) == 0
+        assert_same_training(run_dir, tiny_training[0])
+
+    def test_a_real_allocation_failure_under_a_capped_address_space(self, tmp_path):
+        # The address space is capped at what the process maps once torch is loaded plus 1 GB: a training step
+        # of this supernet needs about 1.5 GB more, so the CPU allocator itself fails.
+        driver = (
+            'import resource, sys\n'
+            'sys.path.insert(0, sys.argv[1])\n'
+            'import train_search\n'
+            'from runtime import stopping\n'
+            'args = train_search.parse_args(sys.argv[2:])\n'
+            'size = int(next(l for l in open("/proc/self/status") if l.startswith("VmSize:")).split()[1]) * 1024\n'
+            'resource.setrlimit(resource.RLIMIT_AS, (size + 2 ** 30, resource.getrlimit(resource.RLIMIT_AS)[1]))\n'
+            'sys.exit(stopping.run_main(train_search.main, args))\n')
+        argv = ['--dataset', 'synthetic', '--synthetic_size', '512', '--init_channels', '8', '--layers', '5',
+                '--pop_size', '2', '--tsize', '2', '--batch_size', '128', '--valid_batch_size', '64', '--epochs', '1',
+                '--device', 'cpu', '--run_dir', str(tmp_path / 'run')]
+        done = subprocess.run([sys.executable, '-c', driver, ROOT, *argv], capture_output=True, text=True, timeout=300,
+                              env=dict(os.environ, OMP_NUM_THREADS='1'))
+        assert done.returncode == 2, done.stderr[-3000:]
+        assert 'Traceback' not in done.stderr, done.stderr[-3000:]
+        line = done.stderr.strip().splitlines()[-1]
+        assert line.startswith('stopped: out of memory in the supernet training at --batch_size 128'), line
+        assert 'try --batch_size 64' in line and 'no generation had completed' in line
 
 
 class TestSignals:

@@ -227,6 +227,7 @@ def build_run(args: argparse.Namespace, train_data: ImageArray, test_data: Image
 def epoch_plan(args: argparse.Namespace) -> EpochPlan:
     return EpochPlan(args.epochs, args.drop_path_prob, args.auxiliary_weight if args.auxiliary else 0.,
                      eval_name='test', script='train.py', records_drop_path=True, batch_size=args.batch_size,
+                     processes=args.plan or 1,
                      lower=(() if args.amp else ('--amp',)) + (('without --auxiliary',) if args.auxiliary else ()))
 
 
@@ -249,8 +250,9 @@ def plan(args: argparse.Namespace, genotype: Genotype, arch_name: str) -> Dict:
         train_data, test_data = load_train_test(args)
         data_note = f"{args.dataset}: {len(train_data)} training images, {len(test_data)} test images"
     baseline = memory.resident_mb()
+    one_share = argparse.Namespace(**{**vars(args), 'batch_size': args.batch_size // args.plan})
     run, *_ = run_plan.checked_build(
-        lambda: build_run(args, train_data, test_data, genotype, devices.Distributed(), device), 'the network')
+        lambda: build_run(one_share, train_data, test_data, genotype, devices.Distributed(), device), 'the network')
     cost = network_cost(genotype, num_classes=train_data.num_classes, init_channels=args.init_channels,
                         layers=args.layers, image_size=args.image_size)
     state = {'model': run.model.state_dict(), 'optimizer': run.optimize.optimizer.state_dict()}

@@ -230,7 +230,7 @@ def build_run(args: argparse.Namespace, num_classes: int, genotype: Genotype, de
 def epoch_plan(args: argparse.Namespace) -> EpochPlan:
     return EpochPlan(args.epochs, args.drop_path_prob, args.auxiliary_weight if args.auxiliary else 0.,
                      eval_name='valid', script='train_imagenet.py', records_drop_path=False,
-                     batch_size=args.batch_size, lower=(() if args.amp else ('--amp',)))
+                     batch_size=args.batch_size, processes=args.plan or 1, lower=(() if args.amp else ('--amp',)))
 
 
 # ImageNet-1k, for --plan before it is at hand: training and validation images, classes.
@@ -242,8 +242,7 @@ def plan(args: argparse.Namespace, genotype: Genotype, arch_name: str) -> Dict:
     batches (on random images where the dataset is not at hand), measure each phase's peak memory, and print
     what the whole training will take. No file is written."""
     device = devices.resolve_device(args.device)
-    world_size = int(os.environ.get('WORLD_SIZE', '1'))
-    per_process = max(args.batch_size // world_size, 1)
+    per_process = args.batch_size // args.plan
     utils.seed_everything(args.seed)
     try:
         train_data, valid_data = load_imagenet(args)
@@ -258,7 +257,7 @@ def plan(args: argparse.Namespace, genotype: Genotype, arch_name: str) -> Dict:
     baseline = memory.resident_mb()
     config = speed.config_for(device, args.paper_exact)
     if train_data is None:
-        batches = [run_plan.RandomBatches(math.ceil(n / args.batch_size), per_process, args.image_size, sizes[2],
+        batches = [run_plan.RandomBatches(math.ceil(n / per_process), per_process, args.image_size, sizes[2],
                                           device, config.memory_format) for n in sizes[:2]]
         train_batches, valid_loader = (lambda epoch: batches[0]), batches[1]
     else:

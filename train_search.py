@@ -35,10 +35,11 @@ NAS-Bench-201 arch string) and alphas), genotype.json (the best architecture), r
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, ContextManager, Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -335,20 +336,21 @@ def plan(args: argparse.Namespace, settings: SearchSettings) -> Dict:
     """--plan: build the supernet at the run's sizes on its device, time a few real training steps and fitness
     batches, measure each phase's peak memory, and print what the whole search will take. No file is written."""
     device = devices.resolve_device(args.device)
-    world_size = int(os.environ.get('WORLD_SIZE', '1'))
-    evolution, loader = settings.evolution, settings.loader
+    world_size, evolution, loader = args.plan, settings.evolution, settings.loader
     utils.seed_everything(loader.seed)
     data, data_note = plan_search_data(settings)
     baseline = memory.resident_mb()
     quiet = logs.setup_logger('train_search.plan', None, enabled=False)
-    run = run_plan.checked_build(lambda: set_up(settings, data, devices.Distributed(), device, quiet),
+    train_steps = math.ceil(len(data.train_indices) / loader.batch_size)  # each step splits its batch among ranks
+    per_process = replace(settings, loader=replace(loader, batch_size=loader.batch_size // world_size))
+    run = run_plan.checked_build(lambda: set_up(per_process, data, devices.Distributed(), device, quiet),
                                  'the supernet')
     individual, monitor = run.population[0], Monitor()
     decoded = [[a.to(device) for a in run.space.decode(individual.alphas)]]
     run.model.set_arch_parameters(decoded[0])
     size = data.train.images.shape[-1]
     macs = run_plan.checked_build(lambda: count_macs(run.model, (1, 3, size, size)), 'the supernet')
-    fitness_batches, train_steps = len(run.measure.loader), len(run.train_loader)
+    fitness_batches = len(run.measure.loader)
     run.measure.loader = run_plan.FirstBatches(run.measure.loader, 1)
     # Fitness first: its increment above the built supernet is then its own, not memory training left behind.
     fitness = run_plan.Phase('fitness evaluation', '--valid_batch_size', loader.valid_batch_size,
@@ -356,7 +358,8 @@ def plan(args: argparse.Namespace, settings: SearchSettings) -> Dict:
                              note='(steps: held-out batches x individuals)',
                              changes=("this changes the fitness: in the DARTS space BatchNorm normalises with each "
                                       "held-out batch's statistics" if run.space.fitness_train_mode else ''))
-    training = run_plan.Phase('supernet training', '--batch_size', loader.batch_size, train_steps / world_size,
+    training = run_plan.Phase('supernet training', '--batch_size', loader.batch_size // world_size, train_steps,
+                              shares=world_size,
                               changes='this changes the search: the supernet trains on other batches, more steps')
     with fitness_phase(settings, device):
         run_plan.measure(fitness, device, lambda i: run.measure(

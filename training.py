@@ -30,6 +30,7 @@ class EpochPlan:
     script: str              # a stopped run says how to continue it: python SCRIPT --resume RUN_DIR
     records_drop_path: bool  # train.py's history rows hold each epoch's drop-path probability; ImageNet's never did
     batch_size: int = 0      # --batch_size, named in the line an out-of-memory prints
+    processes: int = 1       # --plan N: the torchrun processes that share each batch
     lower: Tuple[str, ...] = ()  # other flags that take less memory
 
 
@@ -161,12 +162,15 @@ def _add_usage(usage: Dict[str, float], peaks: Dict[str, Dict], seconds: float, 
 def plan_phases(run: TrainingRun, plan: EpochPlan, device: torch.device, world_size: int,
                 steps: int = run_plan.STEPS) -> List[run_plan.Phase]:
     """--plan: a few real training steps and evaluation batches of `run`, measured (training.py's loop, cut to
-    one batch per call)."""
+    one batch per call). `run` is built for one process at one of `world_size` processes' share of each batch,
+    so each of them runs 1 / world_size of its loaders' steps."""
     monitor = Monitor()
     train_batches = run.train_batches(1)
-    training = run_plan.Phase('training', '--batch_size', plan.batch_size, len(train_batches) / world_size,
+    training = run_plan.Phase('training', '--batch_size', plan.batch_size // world_size,
+                              len(train_batches) / world_size, shares=world_size,
                               changes='this changes the recipe: scale --learning_rate with the batch')
-    evaluation = run_plan.Phase('evaluation', '--batch_size', plan.batch_size, len(run.eval_loader) / world_size)
+    evaluation = run_plan.Phase('evaluation', '--batch_size', plan.batch_size // world_size,
+                                len(run.eval_loader) / world_size, shares=world_size)
     # Evaluation first: its increment above the built network is then its own, not memory training left behind.
     with evaluation_phase(plan, device):
         run_plan.measure(evaluation, device, lambda i: infer(
@@ -184,7 +188,7 @@ def plan_training(script: str, run: TrainingRun, plan: EpochPlan, device: torch.
                   note: str) -> Dict:
     """--plan of a training script: measure `run`'s phases (plan_phases), print the table and return its
     figures. `network` names the architecture and its sizes, `cost` its parameters and MACs."""
-    world_size = int(os.environ.get('WORLD_SIZE', '1'))
+    world_size = plan.processes
     phases = run_plan.checked_build(lambda: plan_phases(run, plan, device, world_size), 'the network')
     result = run_plan.Plan(script, device, world_size, data_note,
                            f"{network}: {cost['params'] / 1e6:.2f} M parameters, {cost['macs'] / 1e6:.0f} M MACs "

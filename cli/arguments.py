@@ -97,6 +97,10 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace, at_lea
     for name in non_negative:
         if getattr(args, name) < 0:
             parser.error(f"--{name} must not be negative (got {getattr(args, name)})")
+    processes = getattr(args, 'plan', None)
+    if processes is not None and not 1 <= processes <= args.batch_size:
+        parser.error(f"--plan {processes}: the number of processes must be between 1 and --batch_size "
+                     f"({args.batch_size}), each taking a share of every batch")
 
 
 def explicit_options(parser: argparse.ArgumentParser, argv: Argv) -> set:
@@ -110,10 +114,11 @@ def explicit_options(parser: argparse.ArgumentParser, argv: Argv) -> set:
 
 
 def add_plan_argument(group: Flags, unit: str) -> None:
-    group.add_argument('--plan', action='store_true',
+    group.add_argument('--plan', type=int, nargs='?', const=1, default=None, metavar='PROCESSES',
                        help=f'build what the run builds on its device, time a few real steps of each phase, and '
                             f'print the memory each phase needs, the time per {unit} and in all, and the disk the '
-                            f'run fills; then exit (no run directory is made)')
+                            f'run fills; then exit (no run directory is made). --plan N plans one of N torchrun '
+                            f'processes (each trains on --batch_size / N images per step)')
 
 
 def add_cudnn_argument(group: Flags) -> None:

@@ -60,12 +60,14 @@ class RandomBatches:
 
 @dataclass
 class Phase:
-    """One measured phase: `steps_per_unit` of its steps make a generation or an epoch (with `world_size`
-    processes sharing them), each of `batch_size` images under `batch_flag`."""
+    """One measured phase: `steps_per_unit` of its steps make a generation or an epoch on one process (with
+    several, what each runs), each of `batch_size` images; `batch_flag` is `shares` times that (the processes
+    split each batch of a training step)."""
     name: str
     batch_flag: Optional[str]
     batch_size: int
     steps_per_unit: float
+    shares: int = 1
     seconds: List[float] = field(default_factory=list)  # every step, the first one included
     start_mb: Optional[float] = None  # resident (CPU) or reserved (CUDA) memory when the phase began
     peak_mb: Optional[float] = None
@@ -169,7 +171,7 @@ class Plan:
             if p.increment_mb and p.start_mb is not None and p.batch_flag:
                 per_image = p.increment_mb / p.batch_size
                 fits = int((total * HEADROOM - p.start_mb) / per_image) if per_image > 0 else None
-            what = (f"lower {p.batch_flag} to {fits} or less" if fits and fits >= 1
+            what = (f"lower {p.batch_flag} to {fits * p.shares} or less" if fits and fits >= 1
                     else "it does not fit at any batch size: a smaller network (--init_channels, --layers) or "
                          "--amp on a GPU")
             change = f" ({p.changes})" if p.changes and fits else ''
@@ -181,8 +183,9 @@ class Plan:
     def table(self) -> str:
         total = memory.device_memory_mb(self.device)
         cpu = self.device.type == 'cpu'
-        rows = [f"{self.script} --plan on {self.device} ({memory.gb(total)}), {self.world_size} process"
-                f"{'es' if self.world_size > 1 else ''}",
+        rows = [f"{self.script} --plan on {self.device} ({memory.gb(total)})"
+                + (f", one of {self.world_size} torchrun processes: a batch below is one process's share of a "
+                   f"training step's" if self.world_size > 1 else ''),
                 f"  data: {self.data_note}", f"  model: {self.model_note}"]
         if cpu and self.baseline_mb is not None:
             rows.append(f"  resident once the data is loaded: {memory.gb(self.baseline_mb)}")

@@ -85,11 +85,17 @@ def run_main(main: Callable[[argparse.Namespace], Any], args: argparse.Namespace
             print(f"stopped{where}: {e}", file=sys.stderr, flush=True)
         return e.exit_code
     except (RuntimeError, MemoryError) as e:  # out of memory outside the phases that name themselves
+        if _peer_ended(e):
+            # Under torchrun, a collective fails on the ranks left when another ends (out of memory, a user error):
+            # that rank's own line says why, and torchrun stops the job.
+            print(f"stopped (rank {os.environ.get('RANK', '0')}): another process of the job ended first "
+                  f"({_first_line(e)})", file=sys.stderr, flush=True)
+            return 1
         if not is_out_of_memory(e):
             raise
-        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        print(f"out of memory: {first_line} (the process reached {memory.gb(memory.reached_mb(torch.device('cpu')))} "
-              f"resident); python {_script()} --plan shows what each phase needs", file=sys.stderr, flush=True)
+        reached = memory.gb(memory.reached_mb(torch.device('cpu')))
+        print(f"out of memory: {_first_line(e)} (the process reached {reached} resident); python {_script()} "
+              f"--plan shows what each phase needs", file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:  # Ctrl-C before the training loops watch for it: reading data, building
         print("stopped: interrupted by Ctrl-C (SIGINT) before the first step; nothing was saved", file=sys.stderr,
@@ -125,6 +131,21 @@ def describe(name: str, device: torch.device, batch_flag: Optional[str], batch_s
     has, reached = memory.gb(memory.device_memory_mb(device)), memory.gb(memory.reached_mb(device))
     return (f"out of memory in the {name}{batch}: the {device.type} has {has}, the process reached {reached}"
             f"{advice} (python {_script()} --plan shows what each phase needs)")
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _peer_ended(error: BaseException) -> bool:
+    """A collective that failed because another process of a torchrun job is gone."""
+    if int(os.environ.get('WORLD_SIZE', '1')) < 2:
+        return False
+    dist_error = getattr(torch.distributed, 'DistError', None)
+    if dist_error is not None and isinstance(error, dist_error):
+        return True
+    return isinstance(error, RuntimeError) and any(
+        sign in str(error).lower() for sign in ('connection closed by peer', 'connection reset by peer'))
 
 
 def _script() -> str:

@@ -91,11 +91,11 @@ class TestElasticRestart:
         run_dir = str(tmp_path / 'run')
         done = torchrun(*ARGS, '--run_dir', run_dir, env={'EVNAS_FAULT': 'oom@eval:2:1', 'EVNAS_FAULT_RANK': '1'},
                         timeout=300)
-        assert done.returncode != 0 and 'Traceback' not in done.stderr.split('train_search.py FAILED')[0]
+        assert done.returncode != 0
+        assert not any(line.startswith('[rank') and 'Traceback' in line for line in done.stderr.splitlines())
         lines = [line for line in done.stderr.splitlines() if 'out of memory' in line]
         assert len(lines) == 1 and lines[0].startswith('stopped (rank 1): out of memory in the fitness evaluation')
-        assert 'exitcode  : 2' in done.stderr
-        assert 'the checkpoint after generation 1' in lines[0]
+        assert 'exitcode  : 2' in done.stderr and 'the checkpoint after generation 1' in lines[0]
 
 
 class TestSyncBatchNorm:

@@ -61,6 +61,13 @@ class TestPlan:
         assert plan['seconds'] == pytest.approx(4 * per_generation)
         assert plan['peak_mb'] >= max(train_phase['peak_mb'], fitness['peak_mb']) > plan['baseline_mb'] > 0
         assert plan['checkpoint_mb'] > 0 and plan['disk_mb'] > plan['checkpoint_mb']
+        # one of two torchrun processes: half of each training batch, the same steps; half the individuals
+        two = train_search.main(train_search.parse_args(SEARCH_TINY + ['--epochs', '4', '--plan', '2']))
+        train_phase, fitness = two['phases']['supernet training'], two['phases']['fitness evaluation']
+        assert (train_phase['batch_size'], train_phase['steps_per_generation']) == (16, 2)
+        assert (fitness['batch_size'], fitness['steps_per_generation']) == (64, 1.5)
+        assert 'one of 2 torchrun processes' in capsys.readouterr().out
+        assert call_main(train_search, SEARCH_TINY + ['--plan', '64']) == 2  # more processes than images a step
 
     def test_a_dataset_not_at_hand_is_stood_in_for_without_a_download(self, tmp_path, monkeypatch, capsys, offline):
         monkeypatch.chdir(tmp_path)

@@ -255,11 +255,15 @@ def plan(args: argparse.Namespace, genotype: Genotype, arch_name: str) -> Dict:
         lambda: build_run(one_share, train_data, test_data, genotype, devices.Distributed(), device), 'the network')
     cost = network_cost(genotype, num_classes=train_data.num_classes, init_channels=args.init_channels,
                         layers=args.layers, image_size=args.image_size)
-    state = {'model': run.model.state_dict(), 'optimizer': run.optimize.optimizer.state_dict()}
+    if args.compile:
+        run.net = speed.compiled(run.net)
+
+    def checkpoint_mb() -> float:  # checkpoint.pt and weights.pt
+        state = {'model': run.model.state_dict(), 'optimizer': run.optimize.optimizer.state_dict()}
+        return run_plan.serialized_mb(state) + run_plan.serialized_mb(state['model'])
     return plan_training('train.py', run, epoch_plan(args), device, data_note,
                          f"{arch_name}, C={args.init_channels}, {args.layers} layers"
-                         f"{', auxiliary' if args.auxiliary else ''}", cost, baseline,
-                         run_plan.serialized_mb(state) + run_plan.serialized_mb(state['model']),
+                         f"{', auxiliary' if args.auxiliary else ''}", cost, baseline, checkpoint_mb,
                          'the checkpoint is checkpoint.pt and weights.pt')
 
 

@@ -268,11 +268,14 @@ def plan(args: argparse.Namespace, genotype: Genotype, arch_name: str) -> Dict:
                                     'the network')
     cost = network_cost(genotype, 'imagenet', num_classes=sizes[2], init_channels=args.init_channels,
                         layers=args.layers, image_size=args.image_size)
-    state = {'state_dict': run.model.state_dict(), 'optimizer': run.optimize.optimizer.state_dict()}
+
+    def checkpoint_mb() -> float:  # checkpoint.pth.tar, and model_best.pth.tar as large
+        return 2 * run_plan.serialized_mb({'state_dict': run.model.state_dict(),
+                                           'optimizer': run.optimize.optimizer.state_dict()})
     return plan_training('train_imagenet.py', run, epoch_plan(args), device, data_note,
                          f"{arch_name}, C={args.init_channels}, {args.layers} layers"
-                         f"{', auxiliary' if args.auxiliary else ''}", cost, baseline,
-                         2 * run_plan.serialized_mb(state), 'checkpoint.pth.tar, and model_best.pth.tar as large')
+                         f"{', auxiliary' if args.auxiliary else ''}", cost, baseline, checkpoint_mb,
+                         'checkpoint.pth.tar, and model_best.pth.tar as large')
 
 
 def epoch_loader(args, train_data, dist: devices.Distributed, device: torch.device, per_process: int,

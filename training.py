@@ -184,15 +184,16 @@ def plan_phases(run: TrainingRun, plan: EpochPlan, device: torch.device, world_s
 
 
 def plan_training(script: str, run: TrainingRun, plan: EpochPlan, device: torch.device, data_note: str,
-                  network: str, cost: Dict[str, float], baseline_mb: Optional[float], checkpoint_mb: float,
-                  note: str) -> Dict:
+                  network: str, cost: Dict[str, float], baseline_mb: Optional[float],
+                  checkpoint_mb: Callable[[], float], note: str) -> Dict:
     """--plan of a training script: measure `run`'s phases (plan_phases), print the table and return its
-    figures. `network` names the architecture and its sizes, `cost` its parameters and MACs."""
+    figures. `network` names the architecture and its sizes, `cost` its parameters and MACs; checkpoint_mb()
+    sizes the files an epoch writes, once the measured steps have given the optimiser its momentum buffers."""
     world_size = plan.processes
     phases = run_plan.checked_build(lambda: plan_phases(run, plan, device, world_size), 'the network')
     result = run_plan.Plan(script, device, world_size, data_note,
                            f"{network}: {cost['params'] / 1e6:.2f} M parameters, {cost['macs'] / 1e6:.0f} M MACs "
-                           f"per image", 'epoch', plan.epochs, baseline_mb, phases, checkpoint_mb=checkpoint_mb,
+                           f"per image", 'epoch', plan.epochs, baseline_mb, phases, checkpoint_mb=checkpoint_mb(),
                            notes=[note])
     print(result.table())
     return result.to_dict()

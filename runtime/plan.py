@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import torch
 
 from runtime import memory
+from runtime.stopping import is_out_of_memory
 from utils import UserError
 
 # Of the steps a phase runs, the first builds oneDNN's kernels or cuDNN's plans: it is timed apart.
@@ -87,6 +88,8 @@ class Phase:
 
 def measure(phase: Phase, device: torch.device, step: Callable[[int], None], steps: int = STEPS) -> Phase:
     """Run step(i) for i < steps, timing each (synchronised on CUDA) and taking the phase's peak memory."""
+    if device.type == 'cuda':
+        torch.cuda.empty_cache()  # what earlier phases cached is not this phase's to reuse
     phase.start_mb = _now_mb(device)
     out: Dict[str, float] = {}
     with memory.peak_memory(device, out):
@@ -220,7 +223,7 @@ def checked_build(build: Callable[[], Any], what: str) -> Any:
     try:
         return build()
     except (RuntimeError, ValueError, ZeroDivisionError, IndexError) as e:
-        if 'out of memory' in str(e).lower():
+        if is_out_of_memory(e):
             raise
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise UserError(f"--plan: {what} cannot be built at these sizes ({first})") from None

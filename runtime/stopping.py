@@ -85,7 +85,7 @@ def run_main(main: Callable[[argparse.Namespace], Any], args: argparse.Namespace
             print(f"stopped{where}: {e}", file=sys.stderr, flush=True)
         return e.exit_code
     except (RuntimeError, MemoryError) as e:  # out of memory outside the phases that name themselves
-        if _peer_ended(e):
+        if not is_out_of_memory(e) and _peer_ended(e):
             # Under torchrun, a collective fails on the ranks left when another ends (out of memory, a user error):
             # that rank's own line says why, and torchrun stops the job.
             print(f"stopped (rank {os.environ.get('RANK', '0')}): another process of the job ended first "
@@ -127,7 +127,7 @@ def describe(name: str, device: torch.device, batch_flag: Optional[str], batch_s
     batch = f" at {batch_flag} {batch_size}" if batch_flag and batch_size else ''
     fixes = ([f"{batch_flag} {max(batch_size // 2, 1)}"] if batch_flag and batch_size and batch_size > 1 else [])
     fixes += list(lower)
-    advice = f"; to take less, try {' or '.join(fixes)}" if fixes else ''
+    advice = f"; a new run takes less with {' or '.join(fixes)}" if fixes else ''
     has, reached = memory.gb(memory.device_memory_mb(device)), memory.gb(memory.reached_mb(device))
     return (f"out of memory in the {name}{batch}: the {device.type} has {has}, the process reached {reached}"
             f"{advice} (python {_script()} --plan shows what each phase needs)")
@@ -141,8 +141,8 @@ def _peer_ended(error: BaseException) -> bool:
     """A collective that failed because another process of a torchrun job is gone."""
     if int(os.environ.get('WORLD_SIZE', '1')) < 2:
         return False
-    dist_error = getattr(torch.distributed, 'DistError', None)
-    if dist_error is not None and isinstance(error, dist_error):
+    network_error = getattr(torch.distributed, 'DistNetworkError', None)
+    if network_error is not None and isinstance(error, network_error):
         return True
     return isinstance(error, RuntimeError) and any(
         sign in str(error).lower() for sign in ('connection closed by peer', 'connection reset by peer'))

@@ -109,8 +109,8 @@ class TestOutOfMemory:
         return line
 
     @pytest.mark.parametrize('point, phase, lower', [
-        ('oom@train:2:1', 'supernet training', 'try --batch_size 16 or --amp'),
-        ('oom@eval:2:1', 'fitness evaluation', 'try --valid_batch_size 32 or --fitness_dtype bf16 or (a smaller '
+        ('oom@train:2:1', 'supernet training', 'a new run takes less with --batch_size 16 or --amp'),
+        ('oom@eval:2:1', 'fitness evaluation', 'with --valid_batch_size 32 or --fitness_dtype bf16 or (a smaller '
                                                '--valid_batch_size changes the fitness'),
         ('oom@write:2', 'checkpoint', None),
     ])
@@ -120,7 +120,7 @@ class TestOutOfMemory:
         done = run_script('train_search.py', *SEARCH_TINY, '--epochs', '3', '--run_dir', run_dir,
                           env={'EVNAS_FAULT': point})
         line = self.assert_one_line(done, phase, 'train_search.py')
-        assert (lower in line) if lower else 'try' not in line
+        assert (lower in line) if lower else 'a new run takes less' not in line
         assert 'the checkpoint after generation 1 in' in line
         assert torch.load(os.path.join(run_dir, 'checkpoint.pt'), weights_only=True)['generation'] == 1
         assert not any(name.endswith('.tmp') for name in os.listdir(run_dir))
@@ -132,7 +132,7 @@ class TestOutOfMemory:
         run_dir = str(tmp_path / 'run')
         done = run_script('train.py', *TRAIN_REFERENCE, '--run_dir', run_dir, env={'EVNAS_FAULT': 'oom@test:2:0'})
         line = self.assert_one_line(done, 'evaluation', 'train.py')
-        assert 'the checkpoint after epoch 1 in' in line and 'try --batch_size 16' in line
+        assert 'the checkpoint after epoch 1 in' in line and 'a new run takes less with --batch_size 16' in line
         assert torch.load(os.path.join(run_dir, 'checkpoint.pt'), weights_only=True)['epoch'] == 1
         assert call_main(train, ['--resume', run_dir]) == 0
         assert_same_training(run_dir, tiny_training[0])
@@ -158,7 +158,7 @@ class TestOutOfMemory:
         assert 'Traceback' not in done.stderr, done.stderr[-3000:]
         line = done.stderr.strip().splitlines()[-1]
         assert line.startswith('stopped: out of memory in the supernet training at --batch_size 128'), line
-        assert 'try --batch_size 64' in line and 'no generation had completed' in line
+        assert 'a new run takes less with --batch_size 64' in line and 'no generation had completed' in line
 
 
 class TestSignals:

@@ -297,10 +297,10 @@ def fitness_phase(settings: SearchSettings, device: torch.device) -> ContextMana
     """An out-of-memory in the fitness evaluation as one line: which flags take less, and that in the DARTS
     space a smaller --valid_batch_size changes the fitness (BatchNorm normalises with each batch's statistics)."""
     lower = [] if settings.fitness.dtype == 'bf16' else ['--fitness_dtype bf16']
-    if get_space(settings.space).fitness_train_mode:
-        lower.append('(a smaller --valid_batch_size changes the fitness: BatchNorm normalises with each batch\'s '
-                     'statistics)')
-    return stopping.phase('fitness evaluation', device, '--valid_batch_size', settings.loader.valid_batch_size, lower)
+    caveat = ("a smaller --valid_batch_size changes the fitness: BatchNorm normalises with each batch's statistics"
+              if get_space(settings.space).fitness_train_mode else '')
+    return stopping.phase('fitness evaluation', device, '--valid_batch_size', settings.loader.valid_batch_size, lower,
+                          caveat)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -12,6 +12,11 @@ if TYPE_CHECKING:  # tensorboard is optional
 
 
 def format_duration(seconds: float) -> str:
+    """7s, 3m05s, 2h07m; from two days up in days (what --plan projects for a whole run)."""
+    if not math.isfinite(seconds):
+        return '?'
+    if seconds >= 2 * 86400:
+        return f"{seconds / 86400:.1f} days"
     seconds = max(0, int(round(seconds)))
     hours, rest = divmod(seconds, 3600)
     minutes, seconds = divmod(rest, 60)

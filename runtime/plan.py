@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import torch
 
-from runtime import memory
+from runtime import logs, memory
 from runtime.stopping import is_out_of_memory
 from utils import UserError
 
@@ -119,15 +119,6 @@ def serialized_mb(obj: Any) -> float:
     return buffer.tell() / memory.MB
 
 
-def duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return '?'
-    for unit, size in (('days', 86400), ('h', 3600), ('min', 60)):
-        if seconds >= 2 * size:
-            return f'{seconds / size:.1f} {unit}'
-    return f'{seconds:.1f} s'
-
-
 @dataclass
 class Plan:
     """What a run will take, from its measured phases."""
@@ -200,8 +191,8 @@ class Plan:
             rows.append(f"  {p.name:<24} {p.batch_size:>6} {p.steps_per_unit:>16.0f} {p.step_seconds:>8.3f} "
                         f"{memory.gb(p.peak_mb):>9} {memory.gb(above):>11}" + (f"  {p.note}" if p.note else ''))
         per_unit = self.unit_seconds()
-        rows += ['', f"  per {self.unit}: {duration(per_unit)}; {self.units} {self.unit}s: "
-                     f"{duration(per_unit * self.units)}"
+        rows += ['', f"  per {self.unit}: {logs.format_duration(per_unit)}; {self.units} {self.unit}s: "
+                     f"{logs.format_duration(per_unit * self.units)}"
                      + (f" (with {self.world_size} processes, assuming each phase's steps divide among them)"
                         if self.world_size > 1 else ''),
                  f"  disk: checkpoint {self.checkpoint_mb:.1f} MB (rewritten each {self.unit}), in all about "

@@ -106,10 +106,10 @@ def run_main(main: Callable[[argparse.Namespace], Any], args: argparse.Namespace
 
 @contextmanager
 def phase(name: str, device: torch.device, batch_flag: Optional[str] = None, batch_size: Optional[int] = None,
-          lower: Sequence[str] = ()) -> Iterator[None]:
+          lower: Sequence[str] = (), caveat: str = '') -> Iterator[None]:
     """An allocation failure inside the block comes out as OutOfMemory, one line: the phase, its batch size,
     the device's memory and the peak reached, and what to lower (`batch_flag` to half its value, then the
-    flags in `lower`)."""
+    flags in `lower`; `caveat` says what a smaller batch changes)."""
     try:
         yield
     except OutOfMemory:
@@ -117,17 +117,18 @@ def phase(name: str, device: torch.device, batch_flag: Optional[str] = None, bat
     except (RuntimeError, MemoryError) as e:
         if not is_out_of_memory(e):
             raise
-        raise OutOfMemory(describe(name, device, batch_flag, batch_size, lower)) from None
+        raise OutOfMemory(describe(name, device, batch_flag, batch_size, lower, caveat)) from None
 
 
 def describe(name: str, device: torch.device, batch_flag: Optional[str], batch_size: Optional[int],
-             lower: Sequence[str]) -> str:
+             lower: Sequence[str], caveat: str = '') -> str:
     if device.type == 'cuda':
         torch.cuda.empty_cache()  # what the failed step held is free again; the peak below is what it reached
     batch = f" at {batch_flag} {batch_size}" if batch_flag and batch_size else ''
     fixes = ([f"{batch_flag} {max(batch_size // 2, 1)}"] if batch_flag and batch_size and batch_size > 1 else [])
     fixes += list(lower)
-    advice = f"; a new run takes less with {' or '.join(fixes)}" if fixes else ''
+    advice = (f"; a new run takes less with {' or '.join(fixes)}" + (f" ({caveat})" if caveat else '')
+              if fixes else '')
     has, reached = memory.gb(memory.device_memory_mb(device)), memory.gb(memory.reached_mb(device))
     return (f"out of memory in the {name}{batch}: the {device.type} has {has}, the process reached {reached}"
             f"{advice} (python {_script()} --plan shows what each phase needs)")

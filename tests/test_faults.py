@@ -110,7 +110,7 @@ class TestOutOfMemory:
 
     @pytest.mark.parametrize('point, phase, lower', [
         ('oom@train:2:1', 'supernet training', 'a new run takes less with --batch_size 16 or --amp'),
-        ('oom@eval:2:1', 'fitness evaluation', 'with --valid_batch_size 32 or --fitness_dtype bf16 or (a smaller '
+        ('oom@eval:2:1', 'fitness evaluation', 'with --valid_batch_size 32 or --fitness_dtype bf16 (a smaller '
                                                '--valid_batch_size changes the fitness'),
         ('oom@write:2', 'checkpoint', None),
     ])

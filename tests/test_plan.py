@@ -80,6 +80,15 @@ class TestPlan:
         assert 'cifar10 is not under' in out and '(25000 train the supernet, 25000 measure fitness)' in out
         assert plan['phases']['supernet training']['steps_per_generation'] == 1563  # 25000 / 16, the last short
         assert os.listdir(tmp_path) == []
+        from inputs.data import at_hand
+        assert not at_hand('cifar10', str(tmp_path)) and at_hand('synthetic', str(tmp_path))
+        (tmp_path / 'cifar-10-batches-py').mkdir()  # torchvision's folder: the load that follows checks its files
+        assert at_hand('cifar10', str(tmp_path)) and not at_hand('cifar100', str(tmp_path))
+
+    def test_durations_read_in_days_from_two_days_up(self):
+        from runtime.logs import format_duration
+        assert [format_duration(s) for s in (7.4, 185, 7620, 2 * 86400 - 1, 14.7 * 86400, float('nan'))] == \
+            ['7s', '3m05s', '2h07m', '47h59m', '14.7 days', '?']
 
     @pytest.mark.parametrize('argv, message', [
         (['--device', 'cuda:7'], '--device cuda:7'),

@@ -6,8 +6,8 @@ Examples:
     # published weights: the architecture, the weights and the sizes
     python export.py --arch EvNASA --model_path EvNAS_A_cifar_weights.pt --out EvNAS-A-export
     python export.py --arch EvNASA --model_path EvNAS_A_imagenet_model_best.pt.tar --network imagenet
-    # also time eager, exported and ONNX Runtime at batch 1 and 64
-    python export.py --dir eval-EXP --latency
+    # also time eager, exported and ONNX Runtime at batch 1 and 64, beside a latency table's prediction
+    python export.py --dir eval-EXP --latency --latency_table latency-cpu.json
 
 Writes OUT/ (default RUN_DIR/export/):
   model.pt2    torch.export.save of the network in eval mode, logits only, batch dimension dynamic; load it with
@@ -26,38 +26,27 @@ import json
 import os
 import statistics
 import sys
-import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
+import speed
 import utils
 from cli import arguments
 from cost import count_macs
 from genotypes import genotype_to_dict, resolve_genotype
 from inputs.augmentation import normalize
 from inputs.data import CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD, IMAGENET_MEAN, IMAGENET_STD
-from model import NetworkCIFAR, NetworkImageNet
+from model import Logits, NetworkCIFAR, NetworkImageNet
 from runtime import devices, logs, run_dirs, stopping
 from runtime.checkpoint import atomic_write_text, load_weights_file, read_weights_file
 from runtime.run_dirs import read_run_args
+from search.latency import LatencyTable, Network, synchronizer, this_target, time_calls
 
 TOLERANCE = 1e-4
 ONNX_OPSET = 18
 CIFAR10_CLASSES = ('airplane', 'automobile', 'bird', 'cat', 'deer', 'dog', 'frog', 'horse', 'ship', 'truck')
-
-
-class Logits(nn.Module):
-    """An evaluation network's logits alone: its forward returns (logits, logits_aux), and in eval mode the
-    auxiliary logits are None, which neither torch.export's users nor ONNX want."""
-
-    def __init__(self, network: nn.Module):
-        super().__init__()
-        self.network = network
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.network(images)[0]
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -83,6 +72,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--latency', action='store_true',
                         help='time eager, exported and ONNX Runtime at batch 1 and 64 (median of repeats)')
     parser.add_argument('--repeats', type=int, default=20, help='timed runs of --latency (default: 20)')
+    parser.add_argument('--latency_table', type=str, default=None, metavar='FILE',
+                        help="with --latency: the latency latency_table.py's table predicts, beside the measured one")
     parser.add_argument('--device', type=str, default='cpu',
                         help='where --latency runs eager and exported (default: cpu; ONNX Runtime runs on the CPU)')
     args = parser.parse_args(argv)
@@ -96,6 +87,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         if given:
             parser.error(f"--dir names its architecture and sizes (its genotype.json and args.json); leave out "
                          f"{', '.join(given)}")
+    if args.latency_table is not None and not args.latency:
+        parser.error("--latency_table sets a prediction beside the measured latency: give --latency too")
     if args.device != 'cpu' and not args.latency:
         parser.error("--device chooses where --latency runs; give --latency too (the exports themselves run on "
                      "the CPU)")
@@ -229,7 +222,9 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str) -> Dict:
         import onnxruntime
     except ImportError:
         return {'file': path, 'unchecked': 'onnxruntime is not installed (pip install onnxruntime)'}
-    session = onnxruntime.InferenceSession(path, providers=['CPUExecutionProvider'])
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()  # as torch's, so that --latency compares like with like
+    session = onnxruntime.InferenceSession(path, options, providers=['CPUExecutionProvider'])
     return {'file': path, 'run': lambda x: torch.from_numpy(session.run(['logits'], {'images': x.numpy()})[0])}
 
 
@@ -244,28 +239,51 @@ def check(name: str, run: Callable, reference: torch.Tensor, inputs: torch.Tenso
 
 
 def latency(runs: Dict[str, Callable], image_size: int, repeats: int, device: torch.device) -> Dict:
-    """Milliseconds per image at batch 1 and 64, median of `repeats` after two warm-up runs."""
+    """Milliseconds per image at batch 1 and 64, median of `repeats` after latency.WARMUP warm-up runs (as
+    latency_table.py times its parts and networks)."""
     out = {}
     for batch in (1, 64):
         x = torch.randn(batch, 3, image_size, image_size)
         for name, run in runs.items():
             inputs = x if name == 'onnxruntime' else x.to(device)
-            times = []
+            runtime = 'onnxruntime' if name == 'onnxruntime' else 'eager'
             with torch.no_grad():
-                for i in range(repeats + 2):
-                    start = time.perf_counter()
-                    run(inputs)
-                    if device.type == 'cuda' and name != 'onnxruntime':
-                        torch.cuda.synchronize(device)
-                    if i >= 2:
-                        times.append(time.perf_counter() - start)
-            out.setdefault(name, {})[f'batch_{batch}_ms_per_image'] = 1e3 * statistics.median(times) / batch
+                times = time_calls(lambda: run(inputs), repeats, synchronize=synchronizer(device, runtime))
+            out.setdefault(name, {})[f'batch_{batch}_ms_per_image'] = statistics.median(times) / batch
+    return out
+
+
+def predicted_latency(path: str, spec: Dict, num_classes: int, measured: Dict, device: torch.device,
+                      logger) -> Dict:
+    """The latency a table predicts for this network, beside the one measured in the table's runtime at batch 1;
+    one line where the table was built for another network or measured elsewhere."""
+    table = LatencyTable.read(path)
+    mine = Network('darts', spec['network'], spec['init_channels'], spec['layers'], spec['image_size'], num_classes)
+    out = {'table': path, 'table_sha256': table.sha256, 'table_target': table.target}
+    if table.network != mine:
+        out['skipped'] = f"the table is for {table.network.describe()}, this network is {mine.describe()}"
+        logger.warning(f"no predicted latency: {out['skipped']}")
+        return out
+    runtime = table.target['runtime']
+    name = 'onnxruntime' if runtime == 'onnxruntime' else 'eager'
+    out['predicted_ms'] = table.predict(spec['genotype'])
+    if name in measured and int(table.target['batch_size']) == 1:
+        here = this_target(torch.device('cpu') if name == 'onnxruntime' else device, runtime,
+                           torch.get_num_threads(), 1)
+        out['measured_ms'] = measured[name]['batch_1_ms_per_image']
+        out['differs'] = table.differs_from(here)
+        logger.info(f"latency predicted by {path}: {out['predicted_ms']:.3f} ms, measured {out['measured_ms']:.3f} ms "
+                    f"({runtime}, batch 1)")
+        if out['differs']:
+            logger.warning(out['differs'])
     return out
 
 
 def main(args: argparse.Namespace) -> Dict:
     logger = logs.setup_logger('export')
     device = devices.resolve_device(args.device)
+    if args.latency:
+        speed.configure_process(speed.default_config(device))  # the process settings every script runs with
     spec = describe_network(args)
     model = build(spec)
     out_dir = args.out or os.path.join(args.dir or '.', 'export')
@@ -312,12 +330,16 @@ def main(args: argparse.Namespace) -> Dict:
     if args.latency and not failed:
         runs = {name: (run if name == 'onnxruntime' else _on(run, device)) for name, run in runs.items()}
         info['latency'] = {'device': {name: 'cpu' if name == 'onnxruntime' else str(device) for name in runs},
-                           'repeats': args.repeats, **latency(runs, size, args.repeats, device)}
+                           'threads': torch.get_num_threads(), 'repeats': args.repeats,
+                           **latency(runs, size, args.repeats, device)}
         for name, figures in info['latency'].items():
-            if name not in ('device', 'repeats'):
+            if name not in ('device', 'threads', 'repeats'):
                 logger.info(f"latency {name} ({info['latency']['device'][name]}): "
                             + ', '.join(f"{k.replace('_ms_per_image', '')} {v:.3f} ms/image"
                                         for k, v in figures.items()))
+        if args.latency_table is not None:
+            info['latency']['predicted'] = predicted_latency(args.latency_table, spec, info['num_classes'],
+                                                             info['latency'], device, logger)
     atomic_write_text(os.path.join(out_dir, 'export.json'), json.dumps(info, indent=1) + '\n')
     if failed:
         worst = max(checks[name]['max_abs_logit_difference'] for name in failed)

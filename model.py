@@ -192,3 +192,15 @@ class NetworkImageNet(_Network):
         out, logits_aux = self._forward_cells(s0, s1)
         logits = self.classifier(self.global_pooling(out).flatten(1))
         return logits, logits_aux
+
+
+class Logits(nn.Module):
+    """An evaluation network's logits alone: its forward returns (logits, logits_aux), and in eval mode the
+    auxiliary logits are None, which neither torch.export's users nor ONNX want."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.network(images)[0]

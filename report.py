@@ -27,7 +27,7 @@ from genotypes import PRIMITIVES, genotype_from_dict, load_genotype
 from genotypes_nb201 import NB201_OPS, load_arch, parse_arch
 from runtime import stopping
 from runtime.checkpoint import atomic_write_text
-from search import random_search
+from search import latency, random_search
 from search.budget import pareto_front
 from visualize import cell_text, draw, draw_nb201, nb201_cell_text
 
@@ -54,6 +54,7 @@ class RecordedSearch:
     max_params: Optional[float] = None
     max_macs: Optional[float] = None
     budget_size: str = 'cifar'
+    max_latency: Optional[float] = None
 
     @classmethod
     def from_args(cls, saved: Mapping[str, Any]) -> 'RecordedSearch':
@@ -102,25 +103,47 @@ def operation_counts(record: Dict) -> Dict[str, Counter]:
     return counts
 
 
-def _point(individual: Dict) -> Dict[str, float]:
-    """An individual of a record as a point of the fitness-MACs plane (a NaN fitness: null in the record)."""
+def _point(individual: Dict, cost: str = 'macs') -> Dict[str, float]:
+    """An individual of a record as a point of the fitness-cost plane (a NaN fitness: null in the record)."""
     return {'fitness': float('nan') if individual['fitness'] is None else individual['fitness'],
-            'macs': individual['macs']}
+            cost: individual[cost]}
+
+
+def _cost_axis(population: List[Dict]) -> str:
+    """What the front trades fitness against: the predicted latency under a latency budget, else MACs."""
+    return 'latency_ms' if population and 'latency_ms' in population[0] else 'macs'
+
+
+def _latency_line(run_dir: str, architecture) -> Optional[str]:
+    """The architecture's latency predicted from the run's copy of its table, where the search had one."""
+    path = os.path.join(run_dir, latency.RUN_COPY)
+    if not os.path.isfile(path):
+        return None
+    table = latency.LatencyTable.read(path)
+    return (f"{table.predict(architecture):.2f} ms predicted for {table.network.describe()} by its latency table "
+            f"({table.describe()})")
 
 
 def _budget_lines(records: List[Dict], search: RecordedSearch) -> List[str]:
     """The budget section: the limits, and the non-dominated front of the final population (fitness against
-    MACs), best fitness first."""
+    MACs, or against the predicted latency under a latency budget), best fitness first."""
     population = records[-1]['population']
-    limits = ', '.join(f"{value:g} M {name}" for value, name in ((search.max_params, 'parameters'),
-                                                                 (search.max_macs, 'MACs')) if value is not None)
-    front = sorted(pareto_front([_point(p) for p in population]), key=lambda i: -_point(population[i])['fitness'])
+    limits = ', '.join([f"{value:g} M {name}" for value, name in ((search.max_params, 'parameters'),
+                                                                  (search.max_macs, 'MACs')) if value is not None]
+                       + ([f"{search.max_latency:g} ms predicted latency"] if search.max_latency is not None else []))
+    axis = _cost_axis(population)
+    front = sorted(pareto_front([_point(p, axis) for p in population], axis),
+                   key=lambda i: -_point(population[i])['fitness'])
+    timed = 'latency_ms' in population[0]
     lines = ['', '## Budget', '', f"At most {limits} at the {search.budget_size} size; "
              f"{records[-1]['feasible']} of {len(population)} individuals of the last generation fit.", '',
-             'Non-dominated front of the last generation (no other individual is both fitter and cheaper):', '',
-             '| rank | fitness | parameters (M) | MACs (M) | feasible |', '| ---: | ---: | ---: | ---: | --- |']
+             f"Non-dominated front of the last generation, fitness against {'latency' if timed else 'MACs'} (no other "
+             f"individual is both fitter and {'faster' if timed else 'cheaper'}):", '',
+             '| rank | fitness | parameters (M) | MACs (M) |' + (' latency (ms) |' if timed else '') + ' feasible |',
+             '| ---: | ---: | ---: | ---: |' + (' ---: |' if timed else '') + ' --- |']
     lines += [f"| {population[i]['rank']} | {_pct(population[i]['fitness'])} | {population[i]['params'] / 1e6:.3f} | "
-              f"{population[i]['macs'] / 1e6:.1f} | {'yes' if population[i]['feasible'] else 'no'} |" for i in front]
+              f"{population[i]['macs'] / 1e6:.1f} |" + (f" {population[i]['latency_ms']:.2f} |" if timed else '')
+              + f" {'yes' if population[i]['feasible'] else 'no'} |" for i in front]
     return lines
 
 
@@ -190,16 +213,18 @@ def _plots(run_dir: str, records: List[Dict], ops: Dict[str, Counter]) -> List[s
 
     population = records[-1]['population']
     if population and 'macs' in population[0]:
-        front = set(pareto_front([_point(p) for p in population]))
+        axis = _cost_axis(population)
+        scale = 1. if axis == 'latency_ms' else 1e-6
+        front = set(pareto_front([_point(p, axis) for p in population], axis))
         fig, ax = plt.subplots(figsize=(6, 4))
         for feasible, marker, label in ((True, 'o', 'feasible'), (False, 'x', 'over budget')):
             chosen = [p for p in population if p['feasible'] == feasible]
-            ax.scatter([p['macs'] / 1e6 for p in chosen], [_point(p)['fitness'] for p in chosen], marker=marker,
+            ax.scatter([p[axis] * scale for p in chosen], [_point(p)['fitness'] for p in chosen], marker=marker,
                        label=label)
-        line = sorted((population[i] for i in front), key=lambda p: p['macs'])
-        ax.plot([p['macs'] / 1e6 for p in line], [p['fitness'] for p in line], '-', color='gray',
+        line = sorted((population[i] for i in front), key=lambda p: p[axis])
+        ax.plot([p[axis] * scale for p in line], [p['fitness'] for p in line], '-', color='gray',
                 label='non-dominated front')
-        ax.set_xlabel('multiply-accumulates (M)')
+        ax.set_xlabel('predicted latency (ms)' if axis == 'latency_ms' else 'multiply-accumulates (M)')
         ax.set_ylabel('fitness (top-1 %)')
         ax.legend()
         ax.grid(alpha=.3)
@@ -282,6 +307,7 @@ def write_report(run_dir: str) -> Dict:
         lines += ["The result, the best feasible individual (constraint domination): "
                   f"fitness {_pct(chosen['fitness'])} %, "
                   f"{chosen['params'] / 1e6:.3f} M parameters, {chosen['macs'] / 1e6:.1f} M MACs"
+                  + (f", {chosen['latency_ms']:.2f} ms predicted latency" if 'latency_ms' in chosen else '')
                   + ('' if chosen['feasible'] else ' — **no individual fits the budget**; this is the least infeasible')
                   + '.', '']
     truth = last.get('benchmark')
@@ -359,11 +385,13 @@ def _darts_best(run_dir: str, last: Dict, search: RecordedSearch) -> Dict:
              + cell_text(best.reduce, best.reduce_concat, 'reduction cell') + '```', '']
     lines += _diagram_lines(diagram, 'Diagrams: `genotype_normal.dot`, `genotype_reduction.dot` (install Graphviz '
                                      'to render them).')
+    predicted = _latency_line(run_dir, best)
     lines += ['', '## Cost', '', f"- {describe_cost(costs['cifar'], 'CIFAR (C=36, 20 layers)')}",
-              f"- {describe_cost(costs['imagenet'], 'ImageNet (C=48, 14 layers)')}", '',
-              f"Train it: `{command}`", '']
-    return {'lines': lines, 'genotype': best, 'costs': costs, 'train_command': command,
-            'next_step': f"train it with: {command}"}
+              f"- {describe_cost(costs['imagenet'], 'ImageNet (C=48, 14 layers)')}"]
+    lines += [f"- Latency: {predicted}"] if predicted else []
+    lines += ['', f"Train it: `{command}`", '']
+    return {'lines': lines, 'genotype': best, 'costs': costs, 'train_command': command, 'latency': predicted,
+            'next_step': f"train it with: {command}" + (f" ({predicted})" if predicted else '')}
 
 
 def _nb201_best(run_dir: str, last: Dict, truth: Optional[Dict]) -> Dict:
@@ -377,8 +405,11 @@ def _nb201_best(run_dir: str, last: Dict, truth: Optional[Dict]) -> Dict:
     else:
         next_step = ("its true accuracy: look it up in NAS-Bench-201 (run with --api_path FILE, or "
                      f"api.query_index_by_arch('{arch}') in the benchmark's API)")
+    predicted = _latency_line(run_dir, arch)
+    lines += ['', f"Latency: {predicted}."] if predicted else []
     lines += ['', f"Next: {next_step}.", '']
-    return {'lines': lines, 'genotype': arch, 'costs': {}, 'train_command': None, 'next_step': next_step}
+    return {'lines': lines, 'genotype': arch, 'costs': {}, 'train_command': None, 'latency': predicted,
+            'next_step': next_step}
 
 
 def compare_runs(summaries: List[Dict]) -> List[str]:

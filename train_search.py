@@ -64,7 +64,7 @@ from runtime import plan as run_plan
 from runtime.checkpoint import atomic_save, load_run_checkpoint, restore_run, rng_state
 from runtime.run_dirs import save_args
 from runtime.stopping import fault_point
-from search import random_search
+from search import latency, random_search
 from search.budget import Budget
 from search.records import Records, population_tau, summarize
 from search_space import SearchSpace, get_space
@@ -111,6 +111,8 @@ def search(args: argparse.Namespace, settings: SearchSettings, inputs: 'SearchIn
         save_args(run_dir, 'train_search', vars(args))
         os.makedirs(os.path.join(run_dir, 'generations'), exist_ok=True)
         save_dataset_info(run_dir, inputs.data.train, settings.data.dataset, settings.data.data)
+        if args.latency_table is not None:  # --resume reads this copy (cli/search_arguments.py)
+            latency.copy_into(run_dir, args.latency_table, args.latency_table_sha256)
     run = set_up(settings, inputs.data, dist, device, logger)
     if args.resume:
         restore(run, load_run_checkpoint(run_dir, CHECKPOINT_FORMAT, vars(args), RESUME_MAY_CHANGE), dist.rank)
@@ -200,7 +202,7 @@ class SearchRun:
     data_generator: torch.Generator
     population: List[Individual]
     shapes: List[Tuple[int, int]]    # of an individual's alpha matrices
-    budget: Optional[Budget] = None  # --max_params / --max_macs
+    budget: Optional[Budget] = None  # --max_params / --max_macs / --max_latency
     draws: Optional[random_search.Draws] = None  # --strategy random: every architecture drawn
     history: List[Dict] = field(default_factory=list)
     generations_done: int = 0

@@ -109,6 +109,7 @@ def explicit_options(parser: argparse.ArgumentParser, argv: Argv) -> set:
     for action in probe._actions:
         action.default = argparse.SUPPRESS
         action.required = False
+    probe._defaults = {}  # set_defaults values (recorded fields that are not flags) are never on a command line
     namespace, _ = probe.parse_known_args(argv)
     return set(vars(namespace))
 

@@ -22,7 +22,10 @@ from runtime.settings import (
     Recipe,
     SupernetSettings,
 )
+from search import latency
 from search.budget import SIZES as BUDGET_SIZES
+from search.budget import check_table
+from search.latency import LatencyTable, TableError
 from search_space import SPACES, get_space
 
 
@@ -46,8 +49,9 @@ STRATEGIES = ('evolution', 'random')
 GA_FLAGS = ('tsize', 'num_elites', 'mutate_rate')
 
 # Flags that do not change what a run computes; only these may differ when a run is resumed.
+# --latency_table is a path: a resumed run reads its own copy, and refuses another table (_latency_table).
 RESUME_MAY_CHANGE = {'device', 'report_freq', 'num_workers', 'data', 'resume', 'dir', 'run_dir', 'cudnn_benchmark',
-                     'api_path', 'plan'}
+                     'api_path', 'plan', 'latency_table'}
 
 
 def build_parser(description: str = '') -> argparse.ArgumentParser:
@@ -129,6 +133,13 @@ def build_parser(description: str = '') -> argparse.ArgumentParser:
                         help='the size the architecture is measured at: cifar (C=36, 20 layers, 32x32) or imagenet '
                              '(C=48, 14 layers, 224x224); nb201: the benchmark\'s network at 32x32 or '
                              'ImageNet16-120\'s 16x16 (default: cifar)')
+    budget.add_argument('--max_latency', type=float, default=None, metavar='MS',
+                        help='at most MS milliseconds per call, predicted from --latency_table (built on the target '
+                             'by latency_table.py)')
+    budget.add_argument('--latency_table', type=str, default=None, metavar='FILE',
+                        help="the table --max_latency predicts from; copied into the run directory, whose copy "
+                             "--resume reads")
+    parser.set_defaults(latency_table_sha256=None)  # the table's, recorded in args.json (not a flag)
 
     fast = parser.add_argument_group('speed (see docs/performance.md)')
     speed.add_paper_exact_argument(fast)
@@ -177,9 +188,10 @@ def _check_ranges(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser.error(f"--valid_size must be at least 1 (got {args.valid_size})")
     if args.max_nodes < 2:
         parser.error(f"--max_nodes must be at least 2 (got {args.max_nodes})")
-    if args.budget_size != 'cifar' and args.max_params is None and args.max_macs is None:
-        parser.error("--budget_size sets where a budget is measured: give --max_params or --max_macs too")
-    for name in ('max_params', 'max_macs'):
+    if args.budget_size != 'cifar' and args.max_params is None and args.max_macs is None and args.max_latency is None:
+        parser.error("--budget_size sets where a budget is measured: give --max_params, --max_macs or --max_latency "
+                     "too")
+    for name in ('max_params', 'max_macs', 'max_latency'):
         if getattr(args, name) is not None and not getattr(args, name) > 0:
             parser.error(f"--{name} must be positive (got {getattr(args, name)})")
 
@@ -232,6 +244,7 @@ def parse_args(argv: Optional[Sequence[str]] = None, description: str = '') -> a
     parser = build_parser(description)
     args = parser.parse_args(argv)
     arguments.resume_after_restart(parser, args)
+    explicit_table = args.latency_table
     if args.resume is not None:
         args = arguments.resumed_args(parser, argv, args, 'train_search', RESUME_MAY_CHANGE,
                             resolve_defaults=resolve_space_defaults)
@@ -242,7 +255,42 @@ def parse_args(argv: Optional[Sequence[str]] = None, description: str = '') -> a
         _check_strategy(parser, args, explicit)
     _check_benchmark(parser, args)
     _check_ranges(parser, args)
+    _latency_table(parser, args, explicit_table)
     return args
+
+
+def _latency_table(parser: argparse.ArgumentParser, args: argparse.Namespace, given: Optional[str]) -> None:
+    """--max_latency and --latency_table go together. A new run's table must be one of its space and
+    --budget_size, and its hash goes into args.json; a resumed run reads the copy in its directory, which must
+    still have that hash, and a --latency_table given again must be the same table."""
+    if (args.max_latency is None) != (args.latency_table is None and args.latency_table_sha256 is None):
+        parser.error("--max_latency MS needs --latency_table FILE (built by latency_table.py), and the table needs "
+                     "--max_latency")
+    if args.max_latency is None:
+        return
+    try:
+        if args.resume is None:
+            table = LatencyTable.read(args.latency_table)
+            check_table(table, args.space, args.budget_size, table.network.num_classes, args.latency_table)
+            args.latency_table_sha256 = table.sha256
+            return
+        copy = os.path.join(args.resume, latency.RUN_COPY)
+        if given is not None and file_sha256_or_none(given) != args.latency_table_sha256:
+            parser.error(f"--resume: --latency_table {given} is not the table the run searched with; leave it out "
+                         f"(the run reads its copy, {copy})")
+        if file_sha256_or_none(copy) != args.latency_table_sha256:
+            parser.error(f"--resume: {copy} is missing or changed since the run began (its sha256 is not the one "
+                         f"args.json records); the run cannot continue bit for bit without it")
+        args.latency_table = copy
+    except TableError as e:
+        parser.error(str(e))
+
+
+def file_sha256_or_none(path: str) -> Optional[str]:
+    try:
+        return latency.file_sha256(path)
+    except OSError:
+        return None
 
 
 def search_settings(args: argparse.Namespace) -> SearchSettings:
@@ -262,7 +310,8 @@ def search_settings(args: argparse.Namespace) -> SearchSettings:
                       momentum=args.momentum, weight_decay=args.weight_decay, grad_clip=args.grad_clip),
         fitness=Estimator(data=args.fitness_data, bn=args.fitness_bn, augment=args.fitness_augment,
                                   recalibration_batches=args.fitness_bn_batches, dtype=args.fitness_dtype),
-        budget=BudgetSettings(max_params=args.max_params, max_macs=args.max_macs, size=args.budget_size),
+        budget=BudgetSettings(max_params=args.max_params, max_macs=args.max_macs, size=args.budget_size,
+                              max_latency=args.max_latency, latency_table=args.latency_table),
         evolution=Evolution(strategy=args.strategy, generations=args.epochs, pop_size=args.pop_size, tsize=args.tsize,
                             num_elites=args.num_elites, mutate_rate=args.mutate_rate),
         compute=Compute(paper_exact=args.paper_exact, amp=args.amp, compile=args.compile,

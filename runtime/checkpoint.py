@@ -97,6 +97,10 @@ def atomic_write_text(path: str, text: str) -> None:
     _atomic_write(path, lambda f: f.write(text.encode()))
 
 
+def atomic_write_bytes(path: str, content: bytes) -> None:
+    _atomic_write(path, lambda f: f.write(content))
+
+
 def load_checkpoint(path: str, map_location: MapLocation = None) -> Any:
     """torch.load(weights_only=True) with one clear error line for a missing, damaged or foreign file."""
     if os.path.isdir(path):

@@ -58,14 +58,17 @@ class Recipe:
 
 @dataclass(frozen=True)
 class BudgetSettings:
-    """--max_params and --max_macs (millions; None: no limit) at --budget_size."""
+    """--max_params and --max_macs (millions; None: no limit) at --budget_size, and --max_latency (ms) predicted
+    from --latency_table (a new run's file, a resumed run's copy)."""
     max_params: Optional[float] = None
     max_macs: Optional[float] = None
     size: str = 'cifar'
+    max_latency: Optional[float] = None
+    latency_table: Optional[str] = None
 
     @property
     def limited(self) -> bool:
-        return self.max_params is not None or self.max_macs is not None
+        return self.max_params is not None or self.max_macs is not None or self.max_latency is not None
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,8 @@ def summarize(ranked: Sequence[Individual], train_stats: Sequence[Dict], generat
         'train_loss': sum(t['loss'] * t['samples'] for t in train_stats) / max(seen, 1),
         'train_top1': sum(t['top1'] * t['samples'] for t in train_stats) / max(seen, 1),
         **({'feasible': sum(map(is_feasible, ranked))} if ranked and ranked[0].cost is not None else {}),
+        **({'best_latency_ms': ranked[0].cost['latency_ms']} if ranked and 'latency_ms' in (ranked[0].cost or {})
+           else {}),
         **timings,
     }
 
@@ -67,8 +69,7 @@ def generation_record(ranked: Sequence[Individual], train_stats: Sequence[Dict],
             'train_loss': utils.json_number(train_stats[order[rank]]['loss']),
             'train_top1': utils.json_number(train_stats[order[rank]]['top1']),
             **space.record(ind.alphas),  # its genotype (DARTS) or arch string (NAS-Bench-201), and raw alphas
-            **({} if ind.cost is None else {'params': ind.cost['params'], 'macs': ind.cost['macs'],
-                                            'feasible': is_feasible(ind)}),
+            **({} if ind.cost is None else {**ind.cost, 'feasible': is_feasible(ind)}),  # params, macs, latency_ms
         } for rank, ind in enumerate(ranked)],
     }
 
@@ -95,6 +96,8 @@ class Records:
                          f"| mean {summary['mean']:6.2f} | worst {summary['worst']:6.2f} "
                          f"| distinct {summary['distinct_genotypes']:3d}/{len(ranked)} "
                          + (f"| feasible {summary['feasible']:3d}/{len(ranked)} " if 'feasible' in summary else '')
+                         + (f"| best's latency {summary['best_latency_ms']:.2f} ms " if 'best_latency_ms' in summary
+                            else '')
                          + f"| train loss {summary['train_loss']:.4f} "
                          + ''.join(f"| {phase} peak {memory.gb(summary['memory_mb'][phase])} "
                                    for phase in ('train', 'fitness') if phase in summary.get('memory_mb', {}))
@@ -138,7 +141,8 @@ class Records:
             self.logger.warning("the best-ranked individual's fitness could not be measured (non-finite loss): "
                                 "genotype.json holds an architecture without a measured fitness")
         if individual.cost is not None:
-            cost = f"{individual.cost['params'] / 1e6:.3f} M parameters, {individual.cost['macs'] / 1e6:.1f} M MACs"
+            cost = f"{individual.cost['params'] / 1e6:.3f} M parameters, {individual.cost['macs'] / 1e6:.1f} M MACs" + (
+                f", {individual.cost['latency_ms']:.2f} ms predicted" if 'latency_ms' in individual.cost else '')
             if is_feasible(individual):
                 self.logger.info(f"it fits the budget: {cost}")
             else:

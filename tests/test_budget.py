@@ -88,7 +88,7 @@ def budgeted(tmp_path_factory):
     params = sorted(p['params'] for p in _records(root / 'loose')[0]['population'])
     limit = (params[1] + params[2]) / 2 / 1e6
     run_dir = root / 'run'
-    assert call_main(train_search, TINY + ['--epochs', '3', '--max_params', str(limit), '--run_dir', run_dir]) == 0
+    assert call_main(train_search, TINY + ['--epochs', '2', '--max_params', str(limit), '--run_dir', run_dir]) == 0
     return run_dir, limit
 
 
@@ -186,7 +186,7 @@ def test_a_budgeted_run_killed_and_resumed_equals_the_uninterrupted_one(budgeted
     from conftest import run_script
     run_dir, limit = budgeted
     killed = str(tmp_path / 'run')
-    done = run_script('train_search.py', *TINY, '--epochs', '3', '--max_params', str(limit), '--run_dir', killed,
+    done = run_script('train_search.py', *TINY, '--epochs', '2', '--max_params', str(limit), '--run_dir', killed,
                       env={'EVNAS_FAULT': 'kill@eval:2:1'})
     assert done.returncode == -9, done.stderr
     assert call_main(train_search, ['--resume', killed]) == 0

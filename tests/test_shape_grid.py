@@ -2,9 +2,9 @@
 abort or a hang inside a kernel fails a test (naming its case) instead of killing pytest.
 
 Grid: DARTS supernet and evaluation network, NAS-Bench-201 supernet without and with running statistics in
-its cells; widths (init_channels) 4, 8 and 16; batches 1, 3, 7, 31 and 32; images 8, 16 and 32; each a
-training step (forward and backward) and a forward without gradients (fitness for the supernets, testing for
-the evaluation network). A speed setting is on by default only where this grid passes.
+its cells; widths (init_channels) 4, 8 and 16 (the supernet 4 and 16); batches 1, 3, 7, 31 and 32; images 8,
+16 and 32; each a training step (forward and backward) and a forward without gradients (fitness for the
+supernets, testing for the evaluation network). A speed setting is on by default only where this grid passes.
 """
 import itertools
 import json
@@ -68,8 +68,10 @@ def _describe_death(code, lines, stderr) -> str:
     return f"the child {how}" + (f" in case {case}" if case else '') + f"; stderr: {stderr.strip()[-500:]}"
 
 
-@pytest.mark.parametrize('network, width', list(itertools.product(('supernet', 'evalnet', 'nb201', 'nb201_track'),
-                                                                   WIDTHS)))
+# The supernet at width 8 is left out (the grid's slowest child after width 16): its cells' 8, 16 and 32 channels
+# are among those of widths 4 and 16, and only its stem's 24 is not.
+@pytest.mark.parametrize('network, width', [(n, w) for n, w in itertools.product(
+    ('supernet', 'evalnet', 'nb201', 'nb201_track'), WIDTHS) if (n, w) != ('supernet', 8)])
 def test_cpu_defaults_match_the_paper_exact_path(network, width):
     cases = [[network, width, batch, size] for batch, size in itertools.product(BATCHES, IMAGES)]
     code, lines, stderr = run_child([os.path.join(ROOT, 'tests', 'grid_child.py'), json.dumps(cases)])

@@ -213,6 +213,8 @@ def load_search_inputs(settings: SearchSettings, api_path: Optional[str]) -> Sea
     """The search's images (split by its space) and the benchmark, read before the run directory exists."""
     utils.seed_everything(settings.loader.seed)
     data = get_space(settings.space).search_data(settings.data, settings.augment)
+    if settings.budget.max_latency is not None:  # a table for other classes is refused before the run directory exists
+        Budget.of(settings.budget, get_space(settings.space), data.train.num_classes)
     # Only the process that writes the records reads the benchmark (tens of GB of memory for the real file).
     reads_benchmark = api_path is not None and int(os.environ.get('RANK', '0')) == 0
     return SearchInputs(data, Benchmark.open(api_path, settings.data.dataset) if reads_benchmark else None)

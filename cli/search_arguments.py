@@ -243,8 +243,10 @@ def parse_args(argv: Optional[Sequence[str]] = None, description: str = '') -> a
     """The resolved arguments (train_search.parse_args passes the script's docstring for --help)."""
     parser = build_parser(description)
     args = parser.parse_args(argv)
+    # given again with --resume, a table must be the run's; after a torchrun restart (which resumes with the
+    # original command line) the run's copy alone counts, whatever became of the file since
+    explicit_table = args.latency_table if args.resume is not None else None
     arguments.resume_after_restart(parser, args)
-    explicit_table = args.latency_table
     if args.resume is not None:
         args = arguments.resumed_args(parser, argv, args, 'train_search', RESUME_MAY_CHANGE,
                             resolve_defaults=resolve_space_defaults)
@@ -311,7 +313,8 @@ def search_settings(args: argparse.Namespace) -> SearchSettings:
         fitness=Estimator(data=args.fitness_data, bn=args.fitness_bn, augment=args.fitness_augment,
                                   recalibration_batches=args.fitness_bn_batches, dtype=args.fitness_dtype),
         budget=BudgetSettings(max_params=args.max_params, max_macs=args.max_macs, size=args.budget_size,
-                              max_latency=args.max_latency, latency_table=args.latency_table),
+                              max_latency=args.max_latency, latency_table=args.latency_table,
+                              latency_table_sha256=args.latency_table_sha256),
         evolution=Evolution(strategy=args.strategy, generations=args.epochs, pop_size=args.pop_size, tsize=args.tsize,
                             num_elites=args.num_elites, mutate_rate=args.mutate_rate),
         compute=Compute(paper_exact=args.paper_exact, amp=args.amp, compile=args.compile,

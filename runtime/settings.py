@@ -65,6 +65,7 @@ class BudgetSettings:
     size: str = 'cifar'
     max_latency: Optional[float] = None
     latency_table: Optional[str] = None
+    latency_table_sha256: Optional[str] = None  # recorded when the command line was read
 
     @property
     def limited(self) -> bool:

@@ -40,6 +40,9 @@ class Budget:
         table = None
         if settings.max_latency is not None:
             table = LatencyTable.read(settings.latency_table)
+            if settings.latency_table_sha256 not in (None, table.sha256):
+                raise TableError(f"latency table {settings.latency_table} changed after the command line was read; "
+                                 f"run the command again")
             check_table(table, space.name, settings.size, num_classes, settings.latency_table)
         return cls(space, settings.max_params, settings.max_macs, settings.size, num_classes, settings.max_latency,
                    table)

@@ -240,8 +240,11 @@ def file_sha256(path: str) -> str:
 
 def copy_into(run_dir: str, path: str, sha256: str) -> str:
     """RUN_DIR/latency_table.json: the table's bytes, which must still be those whose hash the run recorded."""
-    with open(path, 'rb') as f:
-        content = f.read()
+    try:
+        with open(path, 'rb') as f:
+            content = f.read()
+    except OSError as e:
+        raise TableError(f"latency table {path}: {e.strerror or e}") from None
     if hashlib.sha256(content).hexdigest() != sha256:
         raise TableError(f"latency table {path} changed after the command line was read; run the command again")
     copy = os.path.join(run_dir, RUN_COPY)
@@ -288,6 +291,10 @@ class LatencyTable:
                         float(data.get('call_ms', 0.)))
             for name in ('device', 'runtime', 'threads', 'batch_size'):
                 table.target[name]  # noqa: B018 (must be there)
+            sizes = (table.network.init_channels, table.network.layers, table.network.image_size,
+                     table.network.num_classes)
+            if not all(isinstance(n, int) and n > 0 for n in sizes):
+                raise ValueError(f"network sizes {sizes} are not positive whole numbers")
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise TableError(f"latency table {path} is damaged: {type(e).__name__} {e}") from None
         if (table.network.space, table.network.size) not in SIZES:
@@ -361,7 +368,7 @@ def runner(module: nn.Module, inputs: torch.Tensor, runtime: str, threads: int) 
             with torch.no_grad():
                 return module(inputs)
         return run
-    import onnxruntime
+    onnxruntime = _onnxruntime()
     with torch.no_grad():
         program = torch.onnx.export(module, (inputs.cpu(),), dynamo=True, input_names=['x'], output_names=['y'],
                                     opset_version=18, verbose=False)
@@ -372,6 +379,17 @@ def runner(module: nn.Module, inputs: torch.Tensor, runtime: str, threads: int) 
                                            providers=['CPUExecutionProvider'])
     feed = {'x': inputs.cpu().numpy()}
     return lambda: session.run(None, feed)
+
+
+def _onnxruntime():
+    """The onnxruntime module, or one line saying what to install (parts are exported as export.py exports)."""
+    try:
+        import onnxruntime
+        import onnxscript  # noqa: F401 (the dynamo exporter's)
+    except ImportError:
+        raise TableError("--runtime onnxruntime needs onnx, onnxscript and onnxruntime: pip install onnx onnxscript "
+                         "onnxruntime") from None
+    return onnxruntime
 
 
 def synchronizer(device: torch.device, runtime: str) -> Optional[Callable[[], None]]:
@@ -388,8 +406,7 @@ def this_target(device: torch.device, runtime: str, threads: int, batch_size: in
     target = {'device': device.type, 'device_name': name, 'runtime': runtime, 'torch': torch.__version__,
               'threads': threads, 'batch_size': batch_size}
     if runtime == 'onnxruntime':
-        import onnxruntime
-        target['onnxruntime'] = onnxruntime.__version__
+        target['onnxruntime'] = _onnxruntime().__version__
     return target
 
 

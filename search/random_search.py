@@ -78,8 +78,7 @@ def write(run_dir: str, space: SearchSpace, result: Dict, generations: int, sear
         'pick': {'fitness': utils.json_number(pick.fitness), **space.record(pick.alphas)},
         'scored': [{'fitness': utils.json_number(ind.fitness), 'loss': utils.json_number(ind.loss),
                     'fitness_seed': int(seed), **space.record(ind.alphas),
-                    **({} if ind.cost is None else {'params': ind.cost['params'], 'macs': ind.cost['macs'],
-                                                    'feasible': is_feasible(ind)})}
+                    **({} if ind.cost is None else {**ind.cost, 'feasible': is_feasible(ind)})}
                    for ind, seed in zip(individuals, result['seeds'])],
     }
     space.save_result(pick.alphas, os.path.join(run_dir, GENOTYPE))

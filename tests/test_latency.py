@@ -241,6 +241,12 @@ def _not_finite(path):
     path.write_text(json.dumps(data))
 
 
+def _sizes_as_text(path):
+    data = json.load(open(path))
+    data['network']['image_size'] = '8'
+    path.write_text(json.dumps(data))
+
+
 def _missing_part(path):
     data = json.load(open(path))
     del data['parts']['sep_conv_5x5 s2 4x8x8']
@@ -251,6 +257,7 @@ def _missing_part(path):
                                             (_foreign, 'is not a latency table of this project'),
                                             (_other_version, 'has version 99'),
                                             (_not_finite, 'no finite latency'),
+                                            (_sizes_as_text, 'are not positive whole numbers'),
                                             (_missing_part, "lacks 1 part(s)")])
 def test_a_damaged_or_foreign_table_is_refused_in_one_line(spoil, message, tmp_path, capsys):
     hand_table(tmp_path / 't.json')
@@ -260,6 +267,9 @@ def test_a_damaged_or_foreign_table_is_refused_in_one_line(spoil, message, tmp_p
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) <= 2 and not (tmp_path / 'run').exists()
     assert call_main(latency_table, ['--check', tmp_path / 't.json']) == 2
+    assert message in capsys.readouterr().err
+    assert call_main(export, ['--arch', 'EvNASA', '--model_path', 'w.pt', '--latency',
+                              '--latency_table', tmp_path / 't.json']) == 2
     assert message in capsys.readouterr().err
 
 
@@ -279,13 +289,24 @@ def test_latency_flags_are_checked_before_any_work(argv, message, tmp_path, caps
     assert message in capsys.readouterr().err and not (tmp_path / 'run').exists()
 
 
+def test_a_table_changed_after_the_command_line_was_read_is_refused(tmp_path):
+    from runtime.settings import BudgetSettings
+    from search.budget import Budget
+    table = hand_table(tmp_path / 't.json')
+    settings = BudgetSettings(max_latency=5., latency_table=str(tmp_path / 't.json'), latency_table_sha256=table.sha256)
+    assert Budget.of(settings, DARTS, 10).table.sha256 == table.sha256
+    hand_table(tmp_path / 't.json', overhead=1.)
+    with pytest.raises(TableError, match='changed after the command line was read'):
+        Budget.of(settings, DARTS, 10)
+
+
 def test_a_table_of_other_classes_is_refused(tmp_path, capsys):
     hand_table(tmp_path / 't.json', Network('darts', 'cifar', 2, 3, 8, 100))
     argv = TINY + ['--epochs', '1', '--max_latency', '5', '--latency_table', tmp_path / 't.json',
                    '--run_dir', tmp_path / 'run']
     assert call_main(train_search, argv) == 2
     err = capsys.readouterr().err
-    assert 'is for 100 classes' in err and '--num_classes 10' in err
+    assert 'is for 100 classes' in err and '--num_classes 10' in err and not (tmp_path / 'run').exists()
 
 
 # ----------------------------------------------------------------------------------------------------------

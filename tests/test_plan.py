@@ -59,8 +59,9 @@ class TestPlan:
         per_generation = sum(p['seconds_per_step'] * p['steps_per_generation'] for p in plan['phases'].values())
         assert plan['seconds_per_generation'] == pytest.approx(per_generation)
         assert plan['seconds'] == pytest.approx(4 * per_generation)
-        # (in a test process that already holds more than these tiny steps need, a peak can equal the baseline)
-        assert plan['peak_mb'] >= max(train_phase['peak_mb'], fitness['peak_mb']) >= plan['baseline_mb'] > 0
+        # In a test process that already holds more than these tiny steps need, a peak can equal the baseline, or
+        # fall a page or two below it when the allocator hands memory back in between (1516.7 then 1515.7 MB seen).
+        assert plan['peak_mb'] >= max(train_phase['peak_mb'], fitness['peak_mb']) >= plan['baseline_mb'] - 8 > 0
         assert plan['checkpoint_mb'] > 0 and plan['disk_mb'] > plan['checkpoint_mb']
         # one of two torchrun processes: half of each training batch, the same steps; half the individuals
         two = train_search.main(train_search.parse_args(SEARCH_TINY + ['--epochs', '4', '--plan', '2']))

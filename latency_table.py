@@ -192,7 +192,8 @@ def measure_network(table: LatencyTable, architecture: Any, device: torch.device
 
 def check(args: argparse.Namespace, table: LatencyTable, target: Dict[str, Any], device: torch.device,
           logger) -> Dict:
-    """The prediction against whole networks: two passes over --archs held-out architectures, alternating."""
+    """The prediction against whole networks: two passes, one after the other, over --archs held-out
+    architectures."""
     runtime = target['runtime']
     differs = table.differs_from(target)
     if differs:
@@ -212,7 +213,7 @@ def check(args: argparse.Namespace, table: LatencyTable, target: Dict[str, Any],
     predicted = [table.predict(a) for a in archs]
     parts_only = [table.sum_of_parts(a)[0] for a in archs]
     size = table.network.image_size
-    macs = [count_macs(build_network(table.network, a), (1, 3, size, size)) for a in archs]
+    macs = [count_macs(model, (1, 3, size, size)) for model in models]
     first, second = np.array(passes[0]), np.array(passes[1])
     both = np.concatenate([first, second])
 
